@@ -1,0 +1,185 @@
+//! The `release`, `channel` and `rollback` documents.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::keys::decode_hex;
+use crate::signed::Document;
+use crate::{DocType, Error, Result, Timestamp};
+
+/// The product name agents accept releases for.
+pub const PRODUCT: &str = "worker-agent";
+
+/// One release of the product, signed offline by the `release` role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Release {
+    /// Always `release`.
+    #[serde(rename = "type")]
+    pub doc_type: DocType,
+    /// The software this is a release of (`worker-agent`): an agent refuses any other.
+    pub product: String,
+    /// The release's semantic version.
+    pub version: Version,
+    /// When the release engineer signed it.
+    pub released_at: Timestamp,
+    /// The oldest version allowed to update straight to this one; older agents must hop.
+    pub minimum_version: Version,
+    /// One executable per platform.
+    pub artifacts: Vec<Artifact>,
+    /// Free-form release notes.
+    pub notes: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// One downloadable executable of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Artifact {
+    /// Rust target triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub platform: String,
+    /// Hex SHA-256 of the file.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// Exact size in bytes: downloads are cut at this many bytes.
+    pub size: u64,
+    /// Where to fetch it: absolute, or relative to the update server's URL.
+    pub url: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Document for Release {
+    const TYPE: DocType = DocType::Release;
+
+    fn declared_type(&self) -> DocType {
+        self.doc_type
+    }
+}
+
+impl Release {
+    /// Structural checks beyond parsing: artifact hashes are hex, platforms are distinct.
+    pub fn validate(&self) -> Result<()> {
+        if self.product.is_empty() {
+            return Err(Error::malformed("product", "empty"));
+        }
+        let mut platforms = BTreeSet::new();
+        for (index, artifact) in self.artifacts.iter().enumerate() {
+            decode_hex::<32>(&format!("artifacts[{index}].sha256"), &artifact.sha256)?;
+            if !platforms.insert(artifact.platform.as_str()) {
+                return Err(Error::malformed(
+                    format!("artifacts[{index}].platform"),
+                    format!("platform {} listed twice", artifact.platform),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The artifact for `platform`, if the release has one.
+    pub fn artifact_for(&self, platform: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.platform == platform)
+    }
+}
+
+/// A channel statement: which release a channel offers right now, to whom, until when. Signed
+/// online by the `channel` role (the update server), short-lived, with a serial that only grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChannelStatement {
+    /// Always `channel`.
+    #[serde(rename = "type")]
+    pub doc_type: DocType,
+    /// The channel name, e.g. `canary` or `stable`.
+    pub channel: String,
+    /// Strictly increasing per channel; agents refuse a lower one (replay).
+    pub serial: u64,
+    /// When the server signed it.
+    pub issued_at: Timestamp,
+    /// Agents refuse the statement after this (freeze attack); default 24 h after issue.
+    pub expires: Timestamp,
+    /// The release the channel points to.
+    pub release: ReleasePointer,
+    /// Which share of the fleet is offered the release.
+    pub rollout: Rollout,
+    /// Agents below this version are told they must update before serving.
+    pub minimum_version: Version,
+    /// The version operators want the channel on.
+    pub recommended_version: Version,
+    /// A halted channel offers no update to anyone.
+    pub halted: bool,
+    /// Apply even after the maximum busy deferral has elapsed.
+    pub urgent: bool,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// The release a channel statement pins, by version and by hash of its signed content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReleasePointer {
+    /// The release version.
+    pub version: Version,
+    /// Hex SHA-256 of the canonical JSON of the release document's `signed` part.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub manifest_sha256: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A staged rollout: the share of workers offered the release, and the salt of the cohort hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Rollout {
+    /// 0 to 100.
+    #[schemars(range(max = 100))]
+    pub percent: u8,
+    /// Fixed for one release, so raising the percentage only ever adds workers.
+    pub salt: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Document for ChannelStatement {
+    const TYPE: DocType = DocType::Channel;
+
+    fn declared_type(&self) -> DocType {
+        self.doc_type
+    }
+}
+
+/// A rollback directive, signed offline by the `release` role: agents running one of `from` may
+/// move down to `to` until `expires`. Without one, no agent ever installs a lower version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Rollback {
+    /// Always `rollback`.
+    #[serde(rename = "type")]
+    pub doc_type: DocType,
+    /// The product (`worker-agent`).
+    pub product: String,
+    /// Versions allowed to move down.
+    pub from: Vec<Version>,
+    /// The version they may move down to.
+    pub to: Version,
+    /// When it was signed.
+    pub issued_at: Timestamp,
+    /// After this instant the directive no longer permits anything.
+    pub expires: Timestamp,
+    /// Why (written to the audit trail).
+    pub reason: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Document for Rollback {
+    const TYPE: DocType = DocType::Rollback;
+
+    fn declared_type(&self) -> DocType {
+        self.doc_type
+    }
+}

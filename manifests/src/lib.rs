@@ -1,0 +1,89 @@
+//! The signed release format of `worker-agent` fleets, shared by its producers (the
+//! `worker-release` CLI, the update server) and its consumer (the agent).
+//!
+//! Every document is an envelope `{"signed": {...}, "signatures": [{"keyid", "sig"}]}`
+//! ([`Signed`]); signatures are ed25519 over `worker-release/v1/<type>` + NUL + the RFC 8785
+//! canonical JSON of `signed`. Four document types:
+//!
+//! | type | signed by | what it says |
+//! |---|---|---|
+//! | [`Root`] | `root` role (offline) | which keys hold which role, with thresholds |
+//! | [`Release`] | `release` role (offline) | one version's artifacts: platform, sha256, size, url |
+//! | [`ChannelStatement`] | `channel` role (the update server) | which release a channel offers, to which share, until when |
+//! | [`Rollback`] | `release` role (offline) | which versions may move down to which |
+//!
+//! The agent calls [`verify_update`] (or [`UpdateCheck::decide`]) on what the server sent and
+//! gets a [`Decision`]; every rejection carries a stable [`Reason`]. Downloads are checked with
+//! [`ArtifactVerifier`] while they stream.
+//!
+//! This crate does no network I/O, and no file I/O but reading the files its caller names (key
+//! files, documents, artifacts) and writing the key files `keygen` creates.
+#![deny(missing_docs)]
+
+mod artifact;
+mod documents;
+mod error;
+mod keys;
+mod root;
+mod signed;
+mod time;
+mod verify;
+
+pub use artifact::{hash_file, verify_file, ArtifactVerifier};
+pub use documents::{Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT};
+pub use error::{Error, Reason, Result};
+pub use keys::{keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
+pub use root::{follow_root_chain, verify_rotation, Key, Role, RoleName, Roles, Root};
+pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX};
+pub use time::{parse_duration_secs, Timestamp};
+pub use verify::{
+    cohort_bucket, in_rollout, verify_update, AcceptedStatement, Decision, Idle, InstallPlan, LocalState,
+    UpdateCheck,
+};
+
+pub use semver::Version;
+
+/// The four document types, as written in each document's `type` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DocType {
+    /// `root`
+    Root,
+    /// `release`
+    Release,
+    /// `channel`
+    Channel,
+    /// `rollback`
+    Rollback,
+}
+
+impl DocType {
+    /// The type tag.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DocType::Root => "root",
+            DocType::Release => "release",
+            DocType::Channel => "channel",
+            DocType::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for DocType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether to refuse expired documents. Only forensic tools (`worker-release inspect`,
+/// `verify --allow-expired`) ever use [`ExpirationEnforcement::Unsafe`]; the agent never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpirationEnforcement {
+    /// Expired documents are refused.
+    Safe,
+    /// Expiry is ignored.
+    Unsafe,
+}
+
+/// The target triple this crate was built for (the platform an agent asks artifacts for).
+pub const BUILD_PLATFORM: &str = env!("BUILD_TARGET");

@@ -1,0 +1,273 @@
+//! The `root` document: the trust anchor. It lists the keys and, for each role (`root`,
+//! `release`, `channel`), which keys may sign for it and how many must.
+//!
+//! Rotation: root N+1 is accepted only when signed by a threshold of root N's `root` keys AND a
+//! threshold of its own `root` keys, and its version is exactly N+1. Expiry is enforced on the
+//! root finally trusted, not on the intermediate ones walked through (an agent that was offline
+//! for a year must still be able to follow the chain).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::keys::{keyid_of, parse_public, SCHEME_ED25519};
+use crate::signed::{Document, Signed};
+use crate::{DocType, Error, ExpirationEnforcement, Result, Timestamp};
+
+/// The trust anchor: keys and roles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Root {
+    /// Always `root`.
+    #[serde(rename = "type")]
+    pub doc_type: DocType,
+    /// Starts at 1; each rotation adds exactly 1.
+    pub version: u64,
+    /// After this instant the root is no longer trusted (agents then refuse updates until a newer
+    /// root is published).
+    pub expires: Timestamp,
+    /// Every key any role uses, by key id.
+    pub keys: BTreeMap<String, Key>,
+    /// The three roles.
+    pub roles: Roles,
+    /// Fields this version of the format does not know, kept so the signature still verifies.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A public key in a root document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Key {
+    /// Only `ed25519` is implemented; anything else is refused.
+    pub scheme: String,
+    /// Hex of the 32-byte public key.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub public: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Key {
+    /// An `ed25519` key entry for `public`.
+    pub fn ed25519(public: &VerifyingKey) -> Self {
+        Key {
+            scheme: SCHEME_ED25519.to_owned(),
+            public: hex::encode(public.as_bytes()),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The verifying key, after checking the scheme and that `keyid` is its hash.
+    pub fn verifying_key(&self, keyid: &str) -> Result<VerifyingKey> {
+        if self.scheme != SCHEME_ED25519 {
+            return Err(Error::UnknownScheme {
+                keyid: keyid.to_owned(),
+                scheme: self.scheme.clone(),
+            });
+        }
+        let key = parse_public(&format!("keys.{keyid}.public"), &self.public)?;
+        if keyid_of(&key) != keyid {
+            return Err(Error::malformed(
+                format!("keys.{keyid}"),
+                "key id is not the SHA-256 of the public key",
+            ));
+        }
+        Ok(key)
+    }
+}
+
+/// The roles of a root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Roles {
+    /// Signs root documents (rotation). Offline.
+    pub root: Role,
+    /// Signs release manifests and rollback directives. Offline.
+    pub release: Role,
+    /// Signs channel statements. Online: the update server holds it.
+    pub channel: Role,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// Which keys may sign for a role, and how many must.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Role {
+    /// Authorised key ids (distinct, each defined in `keys`).
+    pub keyids: Vec<String>,
+    /// How many distinct authorised keys must sign (1 ..= keyids.len()).
+    #[schemars(range(min = 1))]
+    pub threshold: u32,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Role {
+    /// A role of `keyids` with `threshold`.
+    pub fn new(keyids: Vec<String>, threshold: u32) -> Self {
+        Role {
+            keyids,
+            threshold,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Names of the roles, for messages and lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleName {
+    /// `root`
+    Root,
+    /// `release`
+    Release,
+    /// `channel`
+    Channel,
+}
+
+impl RoleName {
+    /// The role's name as written in root documents.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RoleName::Root => "root",
+            RoleName::Release => "release",
+            RoleName::Channel => "channel",
+        }
+    }
+}
+
+impl Document for Root {
+    const TYPE: DocType = DocType::Root;
+
+    fn declared_type(&self) -> DocType {
+        self.doc_type
+    }
+}
+
+impl Root {
+    /// The role definition of `name`.
+    pub fn role(&self, name: RoleName) -> &Role {
+        match name {
+            RoleName::Root => &self.roles.root,
+            RoleName::Release => &self.roles.release,
+            RoleName::Channel => &self.roles.channel,
+        }
+    }
+
+    /// Checks the root's internal consistency: every key parses, is `ed25519` and has the right
+    /// id; every role has distinct key ids, all defined, and a threshold in 1 ..= count.
+    pub fn validate(&self) -> Result<()> {
+        if self.doc_type != DocType::Root {
+            return Err(Error::WrongType {
+                expected: "root",
+                found: self.doc_type.as_str().to_owned(),
+            });
+        }
+        if self.version == 0 {
+            return Err(Error::malformed("version", "root versions start at 1"));
+        }
+        if self.keys.is_empty() {
+            return Err(Error::InvalidRoot {
+                role: "*".to_owned(),
+                problem: "the root defines no keys".to_owned(),
+            });
+        }
+        for (keyid, key) in &self.keys {
+            key.verifying_key(keyid)?;
+        }
+        for name in [RoleName::Root, RoleName::Release, RoleName::Channel] {
+            let role = self.role(name);
+            let invalid = |problem: String| Error::InvalidRoot {
+                role: name.as_str().to_owned(),
+                problem,
+            };
+            if role.keyids.is_empty() {
+                return Err(invalid("no keys".to_owned()));
+            }
+            let distinct: BTreeSet<&String> = role.keyids.iter().collect();
+            if distinct.len() != role.keyids.len() {
+                return Err(invalid("a key id is listed twice".to_owned()));
+            }
+            if let Some(missing) = role.keyids.iter().find(|k| !self.keys.contains_key(*k)) {
+                return Err(invalid(format!("key {missing} is not defined in keys")));
+            }
+            if role.threshold == 0 || role.threshold as usize > role.keyids.len() {
+                return Err(invalid(format!(
+                    "threshold {} must be between 1 and the number of keys ({})",
+                    role.threshold,
+                    role.keyids.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a document was signed by a threshold of this root's keys for `role`.
+    pub fn verify_signed<T: Document>(&self, role: RoleName, doc: &Signed<T>) -> Result<()> {
+        doc.verify_role(role.as_str(), self.role(role), &self.keys)
+    }
+
+    /// Fails with [`Error::Expired`] when `expires` is before `now` and enforcement is on.
+    pub fn check_expiry(&self, now: Timestamp, enforcement: ExpirationEnforcement) -> Result<()> {
+        check_expiry("root", self.expires, now, enforcement)
+    }
+}
+
+impl Signed<Root> {
+    /// Trusts a root from a trusted source (the `--root` file an operator installs): it must be
+    /// internally valid and signed by a threshold of its own root keys, and not expired.
+    pub fn verify_self(&self, now: Timestamp, enforcement: ExpirationEnforcement) -> Result<Root> {
+        self.signed.validate()?;
+        self.signed.verify_signed(RoleName::Root, self)?;
+        self.signed.check_expiry(now, enforcement)?;
+        Ok(self.signed.clone())
+    }
+}
+
+/// Accepts `next` as the successor of `trusted`: version exactly +1, signed by a threshold of
+/// the trusted root's root keys and of its own. Does not check `next`'s expiry (see
+/// [`follow_root_chain`]).
+pub fn verify_rotation(trusted: &Root, next: &Signed<Root>) -> Result<Root> {
+    let expected = trusted.version.checked_add(1).ok_or_else(|| Error::malformed("version", "overflow"))?;
+    if next.signed.version != expected {
+        return Err(Error::RootVersion {
+            trusted: trusted.version,
+            expected,
+            found: next.signed.version,
+        });
+    }
+    next.signed.validate()?;
+    trusted.verify_signed(RoleName::Root, next)?;
+    next.signed.verify_signed(RoleName::Root, next)?;
+    Ok(next.signed.clone())
+}
+
+/// Walks `chain` (roots N+1, N+2, ... in order) from `trusted` and returns the last one, whose
+/// expiry is then enforced.
+pub fn follow_root_chain(
+    trusted: &Root,
+    chain: &[Signed<Root>],
+    now: Timestamp,
+    enforcement: ExpirationEnforcement,
+) -> Result<Root> {
+    let mut current = trusted.clone();
+    for next in chain {
+        current = verify_rotation(&current, next)?;
+    }
+    current.check_expiry(now, enforcement)?;
+    Ok(current)
+}
+
+pub(crate) fn check_expiry(
+    doc: &'static str,
+    expires: Timestamp,
+    now: Timestamp,
+    enforcement: ExpirationEnforcement,
+) -> Result<()> {
+    match enforcement {
+        ExpirationEnforcement::Safe if expires <= now => Err(Error::Expired { doc, expires, now }),
+        ExpirationEnforcement::Safe | ExpirationEnforcement::Unsafe => Ok(()),
+    }
+}
