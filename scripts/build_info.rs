@@ -54,9 +54,11 @@ fn is_semver(text: &str) -> bool {
     let core = text.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
     parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0')))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+        })
 }
 
 fn git_commit() -> Option<String> {
@@ -75,7 +77,10 @@ fn git_commit() -> Option<String> {
 fn build_date() -> String {
     let mut command = Command::new("date");
     command.args(["-u", "+%Y-%m-%d"]);
-    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|e| !e.is_empty()) {
+    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .filter(|e| !e.is_empty())
+    {
         command.arg(format!("--date=@{epoch}"));
     }
     command

@@ -26,10 +26,18 @@ pub fn keyid_of(public: &VerifyingKey) -> String {
 
 /// Decodes lower-case hex of an exact length, naming `field` on error.
 pub fn decode_hex<const N: usize>(field: &str, text: &str) -> Result<[u8; N]> {
-    if text.len() != 2 * N || text.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if text.len() != 2 * N
+        || text
+            .bytes()
+            .any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(Error::malformed(
             field,
-            format!("expected {} lower-case hex digits, got {:?}", 2 * N, truncate(text)),
+            format!(
+                "expected {} lower-case hex digits, got {:?}",
+                2 * N,
+                truncate(text)
+            ),
         ));
     }
     let mut out = [0u8; N];
@@ -44,7 +52,8 @@ fn truncate(text: &str) -> String {
 /// Parses a hex ed25519 public key, naming `field` on error.
 pub fn parse_public(field: &str, text: &str) -> Result<VerifyingKey> {
     let bytes = decode_hex::<32>(field, text)?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| Error::malformed(field, format!("not an ed25519 point: {e}")))
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| Error::malformed(field, format!("not an ed25519 point: {e}")))
 }
 
 /// The public half of a key, as written to `NAME.pub`.
@@ -82,7 +91,10 @@ impl PublicKeyFile {
         }
         let key = parse_public("public", &self.public)?;
         if keyid_of(&key) != self.keyid {
-            return Err(Error::malformed("keyid", format!("{} is not the SHA-256 of the public key", self.keyid)));
+            return Err(Error::malformed(
+                "keyid",
+                format!("{} is not the SHA-256 of the public key", self.keyid),
+            ));
         }
         Ok(key)
     }
@@ -115,7 +127,8 @@ impl PrivateKey {
     /// Generates a key from the operating system's random source.
     pub fn generate(name: &str) -> Result<Self> {
         let mut seed = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(seed.as_mut()).map_err(|e| Error::io("getrandom", std::io::Error::other(e)))?;
+        getrandom::getrandom(seed.as_mut())
+            .map_err(|e| Error::io("getrandom", std::io::Error::other(e)))?;
         Ok(Self::from_seed(name, &seed))
     }
 
@@ -195,12 +208,13 @@ impl PrivateKey {
             scheme: SCHEME_ED25519.to_owned(),
             private: Zeroizing::new(hex::encode(self.signing.to_bytes())),
         };
-        let mut body = Zeroizing::new(
-            serde_json::to_vec_pretty(&private).map_err(|source| Error::Json {
-                what: key_path.display().to_string(),
-                source,
-            })?,
-        );
+        let mut body =
+            Zeroizing::new(
+                serde_json::to_vec_pretty(&private).map_err(|source| Error::Json {
+                    what: key_path.display().to_string(),
+                    source,
+                })?,
+            );
         body.push(b'\n');
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -211,10 +225,11 @@ impl PrivateKey {
         file.write_all(&body)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(&key_path, e))?;
-        let mut public = serde_json::to_vec_pretty(&self.public()).map_err(|source| Error::Json {
-            what: pub_path.display().to_string(),
-            source,
-        })?;
+        let mut public =
+            serde_json::to_vec_pretty(&self.public()).map_err(|source| Error::Json {
+                what: pub_path.display().to_string(),
+                source,
+            })?;
         public.push(b'\n');
         fs::write(&pub_path, public).map_err(|e| Error::io(&pub_path, e))?;
         Ok((key_path, pub_path))

@@ -30,21 +30,33 @@ mod time;
 mod verify;
 
 pub use artifact::{hash_file, verify_file, ArtifactVerifier};
-pub use documents::{Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT};
+pub use documents::{
+    Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
+};
 pub use error::{Error, Reason, Result};
 pub use keys::{keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
 pub use root::{follow_root_chain, verify_rotation, Key, Role, RoleName, Roles, Root};
 pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX};
 pub use time::{parse_duration_secs, Timestamp};
 pub use verify::{
-    cohort_bucket, in_rollout, verify_update, AcceptedStatement, Decision, Idle, InstallPlan, LocalState,
-    UpdateCheck,
+    cohort_bucket, in_rollout, verify_update, AcceptedStatement, Decision, Idle, InstallPlan,
+    LocalState, UpdateCheck,
 };
 
 pub use semver::Version;
 
 /// The four document types, as written in each document's `type` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DocType {
     /// `root`
@@ -87,3 +99,22 @@ pub enum ExpirationEnforcement {
 
 /// The target triple this crate was built for (the platform an agent asks artifacts for).
 pub const BUILD_PLATFORM: &str = env!("BUILD_TARGET");
+
+/// The `--version` text of a binary built with `scripts/build_info.rs`:
+/// `VERSION (commit SHA, built DATE, TARGET)`. Expands in the calling crate, so it reports that
+/// crate's build (and `WORKER_AGENT_VERSION` for the agent).
+#[macro_export]
+macro_rules! long_version {
+    () => {
+        concat!(
+            env!("BUILD_VERSION"),
+            " (commit ",
+            env!("BUILD_COMMIT"),
+            ", built ",
+            env!("BUILD_DATE"),
+            ", ",
+            env!("BUILD_TARGET"),
+            ")"
+        )
+    };
+}

@@ -230,7 +230,10 @@ impl Signed<Root> {
 /// the trusted root's root keys and of its own. Does not check `next`'s expiry (see
 /// [`follow_root_chain`]).
 pub fn verify_rotation(trusted: &Root, next: &Signed<Root>) -> Result<Root> {
-    let expected = trusted.version.checked_add(1).ok_or_else(|| Error::malformed("version", "overflow"))?;
+    let expected = trusted
+        .version
+        .checked_add(1)
+        .ok_or_else(|| Error::malformed("version", "overflow"))?;
     if next.signed.version != expected {
         return Err(Error::RootVersion {
             trusted: trusted.version,

@@ -139,7 +139,12 @@ impl<T: Document> Signed<T> {
     /// signature, or any signature by an authorised key that does not verify is an error, even
     /// when other signatures would meet the threshold. Signatures by keys outside the role are
     /// ignored (they neither help nor hurt).
-    pub fn verify_role(&self, role_name: &str, role: &Role, keys: &BTreeMap<String, Key>) -> Result<()> {
+    pub fn verify_role(
+        &self,
+        role_name: &str,
+        role: &Role,
+        keys: &BTreeMap<String, Key>,
+    ) -> Result<()> {
         let doc = T::TYPE.as_str();
         if self.signed.declared_type() != T::TYPE {
             return Err(Error::WrongType {
@@ -166,10 +171,12 @@ impl<T: Document> Signed<T> {
             if !authorised.contains(signature.keyid.as_str()) {
                 continue;
             }
-            let key = keys.get(&signature.keyid).ok_or_else(|| Error::InvalidRoot {
-                role: role_name.to_owned(),
-                problem: format!("key {} is listed but not defined", signature.keyid),
-            })?;
+            let key = keys
+                .get(&signature.keyid)
+                .ok_or_else(|| Error::InvalidRoot {
+                    role: role_name.to_owned(),
+                    problem: format!("key {} is listed but not defined", signature.keyid),
+                })?;
             let verifying = key.verifying_key(&signature.keyid)?;
             verifying
                 .verify_strict(&message, &Ed25519Signature::from_bytes(&sig_bytes))

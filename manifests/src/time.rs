@@ -50,8 +50,12 @@ impl FromStr for Timestamp {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let parsed = NaiveDateTime::parse_from_str(text, FORMAT)
-            .map_err(|e| Error::malformed("timestamp", format!("{text:?}: {e} (expected YYYY-MM-DDTHH:MM:SSZ)")))?;
+        let parsed = NaiveDateTime::parse_from_str(text, FORMAT).map_err(|e| {
+            Error::malformed(
+                "timestamp",
+                format!("{text:?}: {e} (expected YYYY-MM-DDTHH:MM:SSZ)"),
+            )
+        })?;
         let stamp = Timestamp(Utc.from_utc_datetime(&parsed));
         // chrono accepts some non-canonical spellings (e.g. a one-digit hour); insist on the one form.
         if stamp.to_string() != text {
@@ -93,7 +97,12 @@ impl schemars::JsonSchema for Timestamp {
 
 /// Parses a duration such as `90s`, `15m`, `24h`, `30d` or `52w` into seconds.
 pub fn parse_duration_secs(text: &str) -> Result<i64> {
-    let bad = || Error::malformed("duration", format!("{text:?} (expected e.g. 90s, 15m, 24h, 30d, 52w)"));
+    let bad = || {
+        Error::malformed(
+            "duration",
+            format!("{text:?} (expected e.g. 90s, 15m, 24h, 30d, 52w)"),
+        )
+    };
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
     let number: i64 = number.parse().map_err(|_| bad())?;
@@ -116,7 +125,12 @@ mod tests {
     fn round_trips_canonical_form_only() {
         let stamp: Timestamp = "2026-11-23T18:37:35Z".parse().expect("canonical");
         assert_eq!(stamp.to_string(), "2026-11-23T18:37:35Z");
-        for bad in ["2026-11-23T18:37:35.000Z", "2026-11-23T18:37:35+00:00", "2026-11-23 18:37:35Z", "2026-11-23T8:37:35Z"] {
+        for bad in [
+            "2026-11-23T18:37:35.000Z",
+            "2026-11-23T18:37:35+00:00",
+            "2026-11-23 18:37:35Z",
+            "2026-11-23T8:37:35Z",
+        ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad} accepted");
         }
     }

@@ -174,7 +174,11 @@ impl UpdateCheck<'_> {
     }
 
     /// Verifies the channel statement alone: signatures, expiry, channel, serial.
-    pub fn verify_statement(&self, local: &LocalState, now: Timestamp) -> Result<AcceptedStatement> {
+    pub fn verify_statement(
+        &self,
+        local: &LocalState,
+        now: Timestamp,
+    ) -> Result<AcceptedStatement> {
         let doc = self.channel;
         self.root.verify_signed(RoleName::Channel, doc)?;
         let stmt = &doc.signed;
@@ -188,7 +192,10 @@ impl UpdateCheck<'_> {
         let sha256 = doc.signed_sha256()?;
         if let Some(accepted) = local.accepted_serial {
             let conflicting = stmt.serial == accepted
-                && local.accepted_statement_sha256.as_deref().is_some_and(|h| h != sha256);
+                && local
+                    .accepted_statement_sha256
+                    .as_deref()
+                    .is_some_and(|h| h != sha256);
             if stmt.serial < accepted || conflicting {
                 return Err(Error::ReplayedSerial {
                     channel: stmt.channel.clone(),
@@ -198,7 +205,10 @@ impl UpdateCheck<'_> {
             }
         }
         if stmt.rollout.percent > 100 {
-            return Err(Error::malformed("rollout.percent", format!("{} is above 100", stmt.rollout.percent)));
+            return Err(Error::malformed(
+                "rollout.percent",
+                format!("{} is above 100", stmt.rollout.percent),
+            ));
         }
         Ok(AcceptedStatement {
             channel: stmt.channel.clone(),
@@ -211,7 +221,11 @@ impl UpdateCheck<'_> {
         })
     }
 
-    fn decide_release(&self, local: &LocalState, now: Timestamp) -> Result<Result<InstallPlan, Idle>> {
+    fn decide_release(
+        &self,
+        local: &LocalState,
+        now: Timestamp,
+    ) -> Result<Result<InstallPlan, Idle>> {
         let stmt = &self.channel.signed;
         if stmt.halted {
             return Ok(Err(Idle::Halted));
@@ -223,7 +237,10 @@ impl UpdateCheck<'_> {
         let actual = release_doc.signed_sha256()?;
         if actual != stmt.release.manifest_sha256 || release.version != stmt.release.version {
             return Err(Error::ManifestMismatch {
-                expected: format!("{} (version {})", stmt.release.manifest_sha256, stmt.release.version),
+                expected: format!(
+                    "{} (version {})",
+                    stmt.release.manifest_sha256, stmt.release.version
+                ),
                 actual,
                 version: release.version.clone(),
             });
@@ -245,16 +262,19 @@ impl UpdateCheck<'_> {
         if local.quarantined.contains(&release.version) {
             return Ok(Err(Idle::Quarantined(release.version.clone())));
         }
-        let artifact = release.artifact_for(&local.platform).ok_or_else(|| Error::WrongPlatform {
-            version: release.version.clone(),
-            platform: local.platform.clone(),
-            available: release
-                .artifacts
-                .iter()
-                .map(|a| a.platform.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let artifact =
+            release
+                .artifact_for(&local.platform)
+                .ok_or_else(|| Error::WrongPlatform {
+                    version: release.version.clone(),
+                    platform: local.platform.clone(),
+                    available: release
+                        .artifacts
+                        .iter()
+                        .map(|a| a.platform.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
         if !is_rollback && local.current_version < release.minimum_version {
             return Err(Error::NeedsHop {
                 current: local.current_version.clone(),
@@ -262,7 +282,9 @@ impl UpdateCheck<'_> {
                 offered: release.version.clone(),
             });
         }
-        if !self.ignore_cohort && !in_rollout(&local.worker_id, &stmt.rollout.salt, stmt.rollout.percent) {
+        if !self.ignore_cohort
+            && !in_rollout(&local.worker_id, &stmt.rollout.salt, stmt.rollout.percent)
+        {
             return Ok(Err(Idle::NotInCohort {
                 percent: stmt.rollout.percent,
             }));
@@ -280,10 +302,17 @@ impl UpdateCheck<'_> {
             offered: offered.clone(),
             why: why.to_owned(),
         };
-        let doc = self.rollback.ok_or_else(|| refuse("no rollback directive"))?;
+        let doc = self
+            .rollback
+            .ok_or_else(|| refuse("no rollback directive"))?;
         self.root.verify_signed(RoleName::Release, doc)?;
         let directive = &doc.signed;
-        check_expiry("rollback", directive.expires, now, ExpirationEnforcement::Safe)?;
+        check_expiry(
+            "rollback",
+            directive.expires,
+            now,
+            ExpirationEnforcement::Safe,
+        )?;
         if directive.product != local.product {
             return Err(Error::WrongProduct {
                 expected: local.product.clone(),
@@ -291,13 +320,21 @@ impl UpdateCheck<'_> {
             });
         }
         if &directive.to != offered {
-            return Err(refuse(&format!("the rollback directive is to {}, not {offered}", directive.to)));
+            return Err(refuse(&format!(
+                "the rollback directive is to {}, not {offered}",
+                directive.to
+            )));
         }
         if !directive.from.contains(&local.current_version) {
             return Err(refuse(&format!(
                 "the rollback directive does not cover {} (it covers {})",
                 local.current_version,
-                directive.from.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                directive
+                    .from
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(())

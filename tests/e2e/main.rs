@@ -1,1 +1,5 @@
-//! End-to-end tests.
+//! End-to-end tests: the real binaries, real files, real keys. One test binary (like ripgrep's),
+//! one module per area.
+
+mod release_cli;
+mod versions;
