@@ -28,7 +28,7 @@ pub fn keygen(out: &Path, name: &str) -> Result<()> {
     let key = PrivateKey::generate(name)?;
     let (private, public) = key.write_pair(out)?;
     println!("keyid   {}", key.keyid());
-    println!("private {} (mode 0600: keep it offline)", private.display());
+    println!("private {} (mode 0600)", private.display());
     println!("public  {}", public.display());
     Ok(())
 }

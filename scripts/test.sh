@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs what the tests need when it is missing, then runs
+# the format check, clippy with warnings as errors, and the whole test suite.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -- FILTER  # pass extra arguments to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# System packages the tests drive for real. Installed only when missing (CI runs as root on a
+# fresh Debian machine; a developer without root gets a clear message instead).
+need_pkgs=()
+command -v git >/dev/null || need_pkgs+=(git)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  step "installing ${need_pkgs[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+  else
+    echo "missing packages: ${need_pkgs[*]} (run: sudo apt-get install ${need_pkgs[*]})" >&2
+    exit 1
+  fi
+fi
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    step "installing rust component $component"
+    rustup component add "$component"
+  fi
+done
+
+extra=()
+if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the binaries the end-to-end tests drive"
+cargo build --workspace --bins --locked
+
+step "cargo test"
+cargo test --workspace --locked -- "${extra[@]}"
