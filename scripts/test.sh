@@ -44,4 +44,14 @@ step "build the binaries the end-to-end tests drive"
 cargo build --workspace --bins --locked
 
 step "cargo test"
-cargo test --workspace --locked -- "${extra[@]}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked -- "${extra[@]}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary, the last often a
+# doc-test run with nothing in it).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

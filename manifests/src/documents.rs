@@ -18,6 +18,7 @@ pub const PRODUCT: &str = "worker-agent";
 pub struct Release {
     /// Always `release`.
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "release"))]
     pub doc_type: DocType,
     /// The software this is a release of (`worker-agent`): an agent refuses any other.
     pub product: String,
@@ -92,6 +93,7 @@ impl Release {
 pub struct ChannelStatement {
     /// Always `channel`.
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "channel"))]
     pub doc_type: DocType,
     /// The channel name, e.g. `canary` or `stable`.
     pub channel: String,
@@ -158,6 +160,7 @@ impl Document for ChannelStatement {
 pub struct Rollback {
     /// Always `rollback`.
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "rollback"))]
     pub doc_type: DocType,
     /// The product (`worker-agent`).
     pub product: String,

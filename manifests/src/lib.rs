@@ -36,7 +36,7 @@ pub use documents::{
 pub use error::{Error, Reason, Result};
 pub use keys::{keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
 pub use root::{follow_root_chain, verify_rotation, Key, Role, RoleName, Roles, Root};
-pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX};
+pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX, MAX_EXACT_INTEGER};
 pub use time::{parse_duration_secs, Timestamp};
 pub use verify::{
     cohort_bucket, in_rollout, verify_update, AcceptedStatement, Decision, Idle, InstallPlan,

@@ -21,6 +21,7 @@ use crate::{DocType, Error, ExpirationEnforcement, Result, Timestamp};
 pub struct Root {
     /// Always `root`.
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "root"))]
     pub doc_type: DocType,
     /// Starts at 1; each rotation adds exactly 1.
     pub version: u64,

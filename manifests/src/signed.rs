@@ -199,10 +199,56 @@ impl<T: Document> Signed<T> {
     }
 }
 
-/// RFC 8785 canonical JSON of any serialisable value.
+/// Integers up to this magnitude always have an exact RFC 8785 encoding. JCS writes numbers as
+/// IEEE doubles, so beyond it some integers share one encoding (2^53 + 1 is written as 2^53),
+/// and a signature would not bind which one was meant: such integers are refused.
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// RFC 8785 canonical JSON of any serialisable value. An integer whose canonical encoding is not
+/// its own decimal text (see [`MAX_EXACT_INTEGER`]) is refused: it would make signatures
+/// malleable.
 pub fn canonical_json<S: Serialize>(value: &S) -> Result<Vec<u8>> {
-    serde_json_canonicalizer::to_vec(value).map_err(|source| Error::Json {
+    let json_error = |source| Error::Json {
         what: "canonical encoding".to_owned(),
         source,
-    })
+    };
+    let tree = serde_json::to_value(value).map_err(json_error)?;
+    check_exact_integers(&tree, "signed")?;
+    serde_json_canonicalizer::to_vec(&tree).map_err(json_error)
+}
+
+fn check_exact_integers(value: &serde_json::Value, path: &str) -> Result<()> {
+    match value {
+        serde_json::Value::Number(number) => {
+            let magnitude = number
+                .as_u64()
+                .or_else(|| number.as_i64().map(i64::unsigned_abs));
+            let inexact = magnitude.is_some_and(|m| m > MAX_EXACT_INTEGER) && {
+                // Integer-valued doubles (e.g. 1e17) keep their digits; others collapse.
+                #[allow(clippy::cast_precision_loss)]
+                let as_double = number.as_f64().unwrap_or(f64::NAN);
+                serde_json_canonicalizer::to_string(&as_double)
+                    .ok()
+                    .as_deref()
+                    != Some(&number.to_string())
+            };
+            if inexact {
+                return Err(Error::malformed(
+                    path,
+                    format!("integer {number} has no exact RFC 8785 encoding (it is beyond 2^53 and not a double)"),
+                ));
+            }
+            Ok(())
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, item)| check_exact_integers(item, &format!("{path}[{index}]"))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .try_for_each(|(key, item)| check_exact_integers(item, &format!("{path}.{key}"))),
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::String(_) => {
+            Ok(())
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
@@ -56,6 +56,12 @@ impl FromStr for Timestamp {
                 format!("{text:?}: {e} (expected YYYY-MM-DDTHH:MM:SSZ)"),
             )
         })?;
+        if parsed.nanosecond() != 0 {
+            return Err(Error::malformed(
+                "timestamp",
+                format!("{text:?}: leap seconds are not accepted"),
+            ));
+        }
         let stamp = Timestamp(Utc.from_utc_datetime(&parsed));
         // chrono accepts some non-canonical spellings (e.g. a one-digit hour); insist on the one form.
         if stamp.to_string() != text {
@@ -90,7 +96,7 @@ impl schemars::JsonSchema for Timestamp {
         schemars::json_schema!({
             "description": "UTC instant, RFC 3339 with whole seconds: YYYY-MM-DDTHH:MM:SSZ",
             "type": "string",
-            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+            "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$"
         })
     }
 }

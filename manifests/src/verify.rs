@@ -30,7 +30,7 @@ pub struct LocalState {
     pub accepted_serial: Option<u64>,
     /// Hash of the statement accepted at that serial (same serial, other content = replay).
     pub accepted_statement_sha256: Option<String>,
-    /// Versions that failed probation here: never retried.
+    /// Versions that failed probation here: never retried (compared by semver precedence).
     pub quarantined: BTreeSet<Version>,
 }
 
@@ -179,6 +179,8 @@ impl UpdateCheck<'_> {
         local: &LocalState,
         now: Timestamp,
     ) -> Result<AcceptedStatement> {
+        // A root held in memory past its expiry trusts nothing any more.
+        self.root.check_expiry(now, ExpirationEnforcement::Safe)?;
         let doc = self.channel;
         self.root.verify_signed(RoleName::Channel, doc)?;
         let stmt = &doc.signed;
@@ -251,7 +253,8 @@ impl UpdateCheck<'_> {
                 offered: release.product.clone(),
             });
         }
-        let is_rollback = match release.version.cmp(&local.current_version) {
+        // Precedence ignores build metadata: 1.5.0+rebuild is not newer than 1.5.0.
+        let is_rollback = match release.version.cmp_precedence(&local.current_version) {
             std::cmp::Ordering::Equal => return Ok(Err(Idle::UpToDate)),
             std::cmp::Ordering::Greater => false,
             std::cmp::Ordering::Less => {
@@ -259,7 +262,11 @@ impl UpdateCheck<'_> {
                 true
             }
         };
-        if local.quarantined.contains(&release.version) {
+        if local
+            .quarantined
+            .iter()
+            .any(|q| q.cmp_precedence(&release.version).is_eq())
+        {
             return Ok(Err(Idle::Quarantined(release.version.clone())));
         }
         let artifact =
