@@ -1,14 +1,86 @@
-//! `update-server`: serves signed channel statements, releases and artifacts to the fleet.
-//! Skeleton of the foundation issue: builds and reports its version.
+//! `update-server`: parse the configuration, set up JSON logs, bind, and hand over to
+//! [`update_server::run`].
 
-use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
 
-/// Update server for worker-agent fleets.
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use update_server::ServeConfig;
+
+/// Update server for worker-agent fleets: signed channels, artifacts, inventory, staged rollouts.
 #[derive(Debug, Parser)]
 #[command(name = "update-server", version = manifests::long_version!(), about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!("update-server {}", env!("BUILD_VERSION"));
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the worker and admin APIs.
+    Serve(ServeConfig),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(config) = cli.command;
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UPDATE_SERVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the runtime: {error}")),
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(error) => return fail(&format!("cannot listen on {}: {error}", config.listen)),
+        };
+        let address = match listener.local_addr() {
+            Ok(address) => address,
+            Err(error) => return fail(&format!("cannot read the bound address: {error}")),
+        };
+        let app = match tokio::task::block_in_place(|| update_server::open(config)) {
+            Ok(app) => app,
+            Err(error) => return fail(&error.to_string()),
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        println!("update-server listening on http://{address}");
+        let _ = std::io::stdout().flush();
+        let server = tokio::spawn(update_server::run(app, listener, shutdown.clone()));
+        match server.await {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(error)) => fail(&error.to_string()),
+            Err(error) => fail(&format!("server task failed: {error}")),
+        }
+    })
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("update-server: error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    shutdown.cancel();
 }

@@ -1,0 +1,475 @@
+//! Routes of the worker and admin APIs, with authentication, request ids, JSON logs and metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use manifests::{ArtifactVerifier, Version};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::services::ServeFile;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::{App, PromoteRequest, RegisterRequest, ReportRequest};
+use crate::tokens::Caller;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The server.
+    pub app: Arc<App>,
+    /// Cancelled on shutdown: long polls return at once.
+    pub shutdown: CancellationToken,
+}
+
+/// The whole HTTP application.
+pub fn router(ctx: Ctx) -> Router {
+    let worker = Router::new()
+        .route("/api/worker-updates/latest", get(latest))
+        .route("/api/worker-updates/root/{file}", get(root_document))
+        .route("/api/worker-updates/artifacts/{sha256}", get(artifact))
+        .route("/api/workers/register", post(register))
+        .route("/api/worker-updates/report", post(report))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_worker));
+    let admin = Router::new()
+        .route(
+            "/api/admin/releases",
+            post(publish_release).get(list_releases),
+        )
+        .route("/api/admin/artifacts/{sha256}", put(upload_artifact))
+        .route("/api/admin/channels/{channel}/promote", post(promote))
+        .route("/api/admin/channels/{channel}/halt", post(halt))
+        .route("/api/admin/channels/{channel}/resume", post(resume))
+        .route("/api/admin/channels/{channel}/rollback", post(rollback))
+        .route("/api/admin/roots", post(publish_root))
+        .route("/api/admin/status", get(status))
+        .route("/api/admin/audit", get(audit))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi));
+    let request_id = header::HeaderName::from_static("x-request-id");
+    open.merge(worker)
+        .merge(admin)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(ctx.clone(), observe))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(|id| id.header_value().to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri().path())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(ctx)
+}
+
+/// Counts requests and their latency by route template and status.
+async fn observe(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &ctx.app.metrics;
+    metrics
+        .http_requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn caller(ctx: &Ctx, headers: &HeaderMap) -> Option<Caller> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    ctx.app.tokens.authenticate(authorization)
+}
+
+async fn require_worker(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    match caller(&ctx, request.headers()) {
+        Some(Caller::Worker(_)) => next.run(request).await,
+        Some(Caller::Admin(_)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an admin token is not a worker token",
+        )
+        .into_response(),
+        None => unauthorized(),
+    }
+}
+
+async fn require_admin(State(ctx): State<Ctx>, mut request: Request, next: Next) -> Response {
+    match caller(&ctx, request.headers()) {
+        Some(Caller::Admin(name)) => {
+            request.extensions_mut().insert(AdminName(name));
+            next.run(request).await
+        }
+        Some(Caller::Worker(_)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a worker token is not an admin token",
+        )
+        .into_response(),
+        None => unauthorized(),
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or unknown bearer token (Authorization: Bearer <token>)",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The admin token's name, for the audit trail.
+#[derive(Debug, Clone)]
+struct AdminName(String);
+
+async fn healthz(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "root_version": ctx.app.root_version()}))
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+    ctx.app.refresh_fleet_metrics();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.app.metrics.render(),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct LatestQuery {
+    channel: String,
+    platform: String,
+    current_version: String,
+    worker_id: String,
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+async fn latest(
+    State(ctx): State<Ctx>,
+    Query(query): Query<LatestQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::state::validate_channel_name(&query.channel)?;
+    let version: Version = query.current_version.parse().map_err(|e| {
+        ApiError::bad_request(format!("current_version {:?}: {e}", query.current_version))
+    })?;
+    if query.worker_id.trim().is_empty() || query.platform.trim().is_empty() {
+        return Err(ApiError::bad_request("worker_id and platform are required"));
+    }
+    ctx.app
+        .record_seen(
+            &query.worker_id,
+            &query.current_version,
+            &query.platform,
+            &query.channel,
+            None,
+        )
+        .await?;
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(ctx.app.config.long_poll_max);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = ctx.app.subscribe();
+    loop {
+        // Mark the current generation seen before reading, so no change can slip in between.
+        changes.borrow_and_update();
+        let cached = ctx.app.latest_body(&query.channel, &version);
+        let etag =
+            HeaderValue::from_str(&cached.etag).map_err(|e| ApiError::internal(e.to_string()))?;
+        if if_none_match.as_deref() != Some(cached.etag.as_str()) {
+            return Ok((
+                [
+                    (header::ETAG, etag),
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                ],
+                cached.body,
+            )
+                .into_response());
+        }
+        let timed_out = tokio::select! {
+            changed = changes.changed() => changed.is_err(),
+            () = tokio::time::sleep_until(deadline) => true,
+            () = ctx.shutdown.cancelled() => true,
+        };
+        if timed_out {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
+    }
+}
+
+async fn root_document(
+    State(ctx): State<Ctx>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let version: u64 = file
+        .strip_suffix(".json")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::not_found(format!("{file}: expected <version>.json")))?;
+    let body = ctx
+        .app
+        .root_document(version)
+        .ok_or_else(|| ApiError::not_found(format!("root version {version} is not known")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn check_sha256(sha256: &str) -> Result<(), ApiError> {
+    if sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{sha256:?} is not a lower-case hex sha256"
+        )))
+    }
+}
+
+async fn artifact(
+    State(ctx): State<Ctx>,
+    Path(sha256): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    check_sha256(&sha256)?;
+    let path = ctx
+        .app
+        .artifact_path(&sha256)
+        .ok_or_else(|| ApiError::not_found(format!("artifact {sha256} is not stored")))?;
+    // tower-http does Range / 206 / Accept-Ranges / If-Range.
+    let response = ServeFile::new_with_mime(
+        path,
+        &"application/octet-stream"
+            .parse()
+            .map_err(|_| ApiError::internal("mime"))?,
+    )
+    .oneshot(request)
+    .await
+    .map_err(|e| ApiError::internal(format!("serving artifact: {e}")))?;
+    Ok(response.map(Body::new))
+}
+
+async fn register(
+    State(ctx): State<Ctx>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctx.app.register(request).await?).into_response())
+}
+
+async fn report(
+    State(ctx): State<Ctx>,
+    Json(request): Json<ReportRequest>,
+) -> Result<Response, ApiError> {
+    ctx.app.report(request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "accepted"})),
+    )
+        .into_response())
+}
+
+async fn publish_release(
+    State(ctx): State<Ctx>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (status, value) = ctx.app.publish_release(body, &actor).await?;
+    Ok((status, Json(value)).into_response())
+}
+
+async fn list_releases(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(ctx.app.list_releases())
+}
+
+async fn upload_artifact(
+    State(ctx): State<Ctx>,
+    Path(sha256): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_sha256(&sha256)?;
+    let expected = ctx.app.expected_artifact(&sha256).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no published release lists artifact {sha256}: publish the release first"
+        ))
+    })?;
+    if ctx.app.has_artifact(&sha256) {
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({"sha256": sha256, "size": expected.size})),
+        )
+            .into_response());
+    }
+    if expected.size > ctx.app.config.max_artifact_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "size_mismatch",
+            format!(
+                "artifact {sha256} is {} bytes, above --max-artifact-bytes",
+                expected.size
+            ),
+        ));
+    }
+    let staged = tempfile::NamedTempFile::new_in(ctx.app.incoming_dir())
+        .map_err(|e| ApiError::internal(format!("staging upload: {e}")))?;
+    let mut file = tokio::fs::File::from_std(
+        staged
+            .as_file()
+            .try_clone()
+            .map_err(|e| ApiError::internal(format!("staging upload: {e}")))?,
+    );
+    let mut verifier = ArtifactVerifier::new(&expected, format!("upload {sha256}"));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+        verifier.update(&chunk)?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(format!("writing upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::internal(format!("writing upload: {e}")))?;
+    verifier.finish()?;
+    ctx.app
+        .commit_artifact(staged, &sha256, expected.size)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"sha256": sha256, "size": expected.size})),
+    )
+        .into_response())
+}
+
+async fn promote(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Json(request): Json<PromoteRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctx.app.promote(&channel, request, &actor).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn halt(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Json(body): Json<ReasonBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctx.app.halt(&channel, &body.reason, &actor).await?).into_response())
+}
+
+async fn resume(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Json(body): Json<ReasonBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctx.app.resume(&channel, &body.reason, &actor).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    directive: serde_json::Value,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn rollback(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Json(body): Json<RollbackBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        ctx.app
+            .rollback(&channel, body.directive, &body.reason, &actor)
+            .await?,
+    )
+    .into_response())
+}
+
+async fn publish_root(
+    State(ctx): State<Ctx>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let version = ctx.app.publish_root(body, &actor).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"version": version})),
+    )
+        .into_response())
+}
+
+async fn status(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+    Ok(Json(ctx.app.status().await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(ctx): State<Ctx>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, 10_000);
+    Ok(Json(ctx.app.audit(limit).await?).into_response())
+}

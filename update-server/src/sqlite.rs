@@ -1,0 +1,388 @@
+//! The embedded store: one SQLite database in the data directory (WAL, `synchronous=FULL`, so a
+//! change is on disk before the request that made it is acknowledged), migrations from
+//! `update-server/migrations/` applied in order and tracked with `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::{
+    AuditRecord, ChannelRecord, FailureGroup, OutcomeCounts, PutRelease, ReleaseRecord,
+    ReportRecord, Store, StoreError, StoreResult, WorkerRecord,
+};
+
+/// Migrations, in order; the position + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// SQLite implementation of [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) `DIR/update-server.sqlite3`.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        let path = data_dir.join("update-server.sqlite3");
+        let db_error = |source| StoreError::Database {
+            path: path.clone(),
+            source,
+        };
+        let mut connection = Connection::open(&path).map_err(db_error)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(db_error)?;
+        migrate(&mut connection, &path)?;
+        Ok(SqliteStore {
+            path,
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut connection).map_err(|source| StoreError::Database {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> StoreResult<()> {
+    let current: usize = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|source| StoreError::Database {
+            path: path.to_owned(),
+            source,
+        })?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            supported: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        let migration_error = |source| StoreError::Migration {
+            path: path.to_owned(),
+            version,
+            source,
+        };
+        let tx = connection.transaction().map_err(migration_error)?;
+        tx.execute_batch(sql).map_err(migration_error)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(migration_error)?;
+        tx.commit().map_err(migration_error)?;
+    }
+    Ok(())
+}
+
+fn insert_audit(connection: &Connection, audit: &AuditRecord) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO audit (at, kind, actor, channel, version, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![audit.at, audit.kind, audit.actor, audit.channel, audit.version, audit.detail],
+    )?;
+    Ok(())
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl Store for SqliteStore {
+    fn roots(&self) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT version, body FROM roots ORDER BY version")?;
+            let rows = statement.query_map([], |row| Ok((count(row.get(0)?), row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    fn add_root(&self, version: u64, body: &[u8], audit: &AuditRecord) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR IGNORE INTO roots (version, body, added_at) VALUES (?1, ?2, ?3)",
+                params![i64::try_from(version).unwrap_or(i64::MAX), body, audit.at],
+            )?;
+            insert_audit(&tx, audit)?;
+            tx.commit()
+        })
+    }
+
+    fn put_release(&self, release: &ReleaseRecord, audit: &AuditRecord) -> StoreResult<PutRelease> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT manifest_sha256 FROM releases WHERE version = ?1",
+                    params![release.version],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let outcome = match existing {
+                Some(sha) if sha == release.manifest_sha256 => PutRelease::Identical,
+                Some(_) => PutRelease::Conflict,
+                None => {
+                    tx.execute(
+                        "INSERT INTO releases (version, manifest_sha256, body, published_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![release.version, release.manifest_sha256, release.body, release.published_at],
+                    )?;
+                    insert_audit(&tx, audit)?;
+                    PutRelease::Inserted
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn releases(&self) -> StoreResult<Vec<ReleaseRecord>> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT version, manifest_sha256, body, published_at FROM releases ORDER BY published_at")?;
+            let rows = statement.query_map([], |row| {
+                Ok(ReleaseRecord {
+                    version: row.get(0)?,
+                    manifest_sha256: row.get(1)?,
+                    body: row.get(2)?,
+                    published_at: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn add_artifact(&self, sha256: &str, size: u64, at: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO artifacts (sha256, size, stored_at) VALUES (?1, ?2, ?3)",
+                params![sha256, i64::try_from(size).unwrap_or(i64::MAX), at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn artifacts(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT sha256, size FROM artifacts")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, count(row.get(1)?))))?;
+            rows.collect()
+        })
+    }
+
+    fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT channel, statement, rollback, halt_reason FROM channels")?;
+            let rows = statement.query_map([], |row| {
+                Ok(ChannelRecord {
+                    channel: row.get(0)?,
+                    statement: row.get(1)?,
+                    rollback: row.get(2)?,
+                    halt_reason: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn save_channel(
+        &self,
+        record: &ChannelRecord,
+        serial: u64,
+        audit: &AuditRecord,
+        promotion: Option<(&str, u8)>,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (channel) DO UPDATE SET statement = excluded.statement,
+                   rollback = excluded.rollback, halt_reason = excluded.halt_reason,
+                   updated_at = excluded.updated_at",
+                params![record.channel, record.statement, record.rollback, record.halt_reason, audit.at],
+            )?;
+            tx.execute(
+                "INSERT INTO statements (channel, serial, body, signed_at) VALUES (?1, ?2, ?3, ?4)",
+                params![record.channel, i64::try_from(serial).unwrap_or(i64::MAX), record.statement, audit.at],
+            )?;
+            insert_audit(&tx, audit)?;
+            if let Some((version, percent)) = promotion {
+                tx.execute(
+                    "INSERT INTO promotions (channel, version, percent, at) VALUES (?1, ?2, ?3, ?4)",
+                    params![record.channel, version, percent, audit.at],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MIN(at) FROM promotions WHERE channel = ?1 AND version = ?2",
+                params![channel, version],
+                |row| row.get(0),
+            )
+        })
+    }
+
+    fn upsert_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO workers (worker_id, version, platform, channel, hostname, task_types, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT (worker_id) DO UPDATE SET version = excluded.version,
+                   platform = excluded.platform, channel = excluded.channel,
+                   hostname = CASE WHEN excluded.hostname = '' THEN workers.hostname ELSE excluded.hostname END,
+                   task_types = CASE WHEN excluded.task_types = '[]' THEN workers.task_types ELSE excluded.task_types END,
+                   last_seen = excluded.last_seen",
+                params![
+                    worker.worker_id,
+                    worker.version,
+                    worker.platform,
+                    worker.channel,
+                    worker.hostname,
+                    worker.task_types,
+                    worker.last_seen
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen FROM workers",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(WorkerRecord {
+                    worker_id: row.get(0)?,
+                    version: row.get(1)?,
+                    platform: row.get(2)?,
+                    channel: row.get(3)?,
+                    hostname: row.get(4)?,
+                    task_types: row.get(5)?,
+                    last_seen: row.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn add_report(&self, report: &ReportRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO reports (worker_id, channel, correlation_id, from_version, to_version, outcome,
+                                      reason, duration_ms, at, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    report.worker_id,
+                    report.channel,
+                    report.correlation_id,
+                    report.from_version,
+                    report.to_version,
+                    report.outcome,
+                    report.reason,
+                    report.duration_ms,
+                    report.at,
+                    report.received_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn release_outcomes(
+        &self,
+        channel: &str,
+        version: &str,
+        not_defects: &[&str],
+    ) -> StoreResult<OutcomeCounts> {
+        let excluded = serde_json::to_string(not_defects).unwrap_or_else(|_| "[]".to_owned());
+        self.with(|c| {
+            c.query_row(
+                "SELECT
+                   COUNT(DISTINCT CASE WHEN outcome IN ('failure', 'rolled_back')
+                        AND reason NOT IN (SELECT value FROM json_each(?3)) THEN worker_id END),
+                   COUNT(DISTINCT CASE WHEN outcome = 'success' THEN worker_id END),
+                   COUNT(DISTINCT CASE WHEN outcome IN ('success', 'failure', 'rolled_back')
+                        AND reason NOT IN (SELECT value FROM json_each(?3)) THEN worker_id END)
+                 FROM reports WHERE channel = ?1 AND to_version = ?2",
+                params![channel, version, excluded],
+                |row| {
+                    Ok(OutcomeCounts {
+                        failed: count(row.get(0)?),
+                        succeeded: count(row.get(1)?),
+                        tried: count(row.get(2)?),
+                    })
+                },
+            )
+        })
+    }
+
+    fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT channel, to_version, outcome, reason, COUNT(*) FROM reports
+                 WHERE received_at >= ?1 AND outcome IN ('failure', 'rolled_back')
+                 GROUP BY channel, to_version, outcome, reason ORDER BY COUNT(*) DESC",
+            )?;
+            let rows = statement.query_map(params![since], |row| {
+                Ok(FailureGroup {
+                    channel: row.get(0)?,
+                    version: row.get(1)?,
+                    outcome: row.get(2)?,
+                    reason: row.get(3)?,
+                    count: count(row.get(4)?),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn add_audit(&self, audit: &AuditRecord) -> StoreResult<()> {
+        self.with(|c| insert_audit(c, audit))
+    }
+
+    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT at, kind, actor, channel, version, detail FROM (
+                   SELECT id, at, kind, actor, channel, version, detail, 0 AS source FROM audit
+                   UNION ALL
+                   SELECT id, received_at, 'report', worker_id, channel, to_version,
+                          outcome || CASE WHEN reason = '' THEN '' ELSE ' ' || reason END
+                          || ' ' || from_version || '->' || to_version
+                          || ' in ' || duration_ms || ' ms (correlation ' || correlation_id || ')', 1 FROM reports
+                 ) ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit], |row| {
+                Ok(AuditRecord {
+                    at: row.get(0)?,
+                    kind: row.get(1)?,
+                    actor: row.get(2)?,
+                    channel: row.get(3)?,
+                    version: row.get(4)?,
+                    detail: row.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! The server's persistent state behind a small trait, so that a PostgreSQL implementation can
+//! follow the embedded SQLite one ([`crate::sqlite::SqliteStore`]) for multi-replica setups.
+//!
+//! The trait is synchronous: the server calls it from `spawn_blocking`. Every method that
+//! changes state returns only once the change is durable.
+
+use std::path::PathBuf;
+
+/// Failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("database {path}: {source}", path = path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The driver's error.
+        source: rusqlite::Error,
+    },
+    /// A migration failed.
+    #[error("database {path}: migration {version} failed: {source}", path = path.display())]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// The migration's version.
+        version: usize,
+        /// The driver's error.
+        source: rusqlite::Error,
+    },
+    /// The database is newer than this server.
+    #[error("database {path} is at schema version {found}, newer than this server ({supported}); upgrade the server", path = path.display())]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: usize,
+        /// The newest this build knows.
+        supported: usize,
+    },
+}
+
+/// Result of the store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored release manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    /// Semantic version.
+    pub version: String,
+    /// Hex SHA-256 of the canonical `signed` part.
+    pub manifest_sha256: String,
+    /// The signed document as published.
+    pub body: Vec<u8>,
+    /// Unix seconds.
+    pub published_at: i64,
+}
+
+/// Outcome of storing a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutRelease {
+    /// Stored now.
+    Inserted,
+    /// The same document was already stored.
+    Identical,
+    /// The version exists with another manifest.
+    Conflict,
+}
+
+/// A channel's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// Channel name.
+    pub channel: String,
+    /// The signed statement currently served.
+    pub statement: Vec<u8>,
+    /// A signed rollback directive attached to the channel.
+    pub rollback: Option<Vec<u8>>,
+    /// Why the channel is halted (empty when it is not).
+    pub halt_reason: String,
+}
+
+/// A worker of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    /// Stable id.
+    pub worker_id: String,
+    /// Running version.
+    pub version: String,
+    /// Target triple.
+    pub platform: String,
+    /// Channel followed.
+    pub channel: String,
+    /// Host name (from registration).
+    pub hostname: String,
+    /// Task types, as JSON array text (from registration).
+    pub task_types: String,
+    /// Unix seconds.
+    pub last_seen: i64,
+}
+
+/// One update attempt reported by an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRecord {
+    /// Reporting worker.
+    pub worker_id: String,
+    /// The channel it follows.
+    pub channel: String,
+    /// Correlates agent and server logs of one attempt.
+    pub correlation_id: String,
+    /// Version before.
+    pub from_version: String,
+    /// Version attempted.
+    pub to_version: String,
+    /// `success`, `failure`, `rolled_back` or `deferred`.
+    pub outcome: String,
+    /// Stable reason label (empty on success).
+    pub reason: String,
+    /// How long the attempt took.
+    pub duration_ms: i64,
+    /// When the agent says it happened (Unix seconds).
+    pub at: i64,
+    /// When the server received it (Unix seconds).
+    pub received_at: i64,
+}
+
+/// An admin action in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub at: i64,
+    /// `publish`, `promote`, `halt`, `resume`, `rollback`, `auto_halt`, `root`, `resign`, or
+    /// `report` (an update attempt, when listing).
+    pub kind: String,
+    /// Token name of the admin, `auto-halt`, `server`, or the worker id for reports.
+    pub actor: String,
+    /// Channel concerned.
+    pub channel: String,
+    /// Version concerned.
+    pub version: String,
+    /// Free text.
+    pub detail: String,
+}
+
+/// Distinct workers per outcome for one release on one channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Workers that reported `failure` or `rolled_back` (release defects only).
+    pub failed: u64,
+    /// Workers that reported `success`.
+    pub succeeded: u64,
+    /// Workers that reported any of `success`, `failure`, `rolled_back`.
+    pub tried: u64,
+}
+
+/// Failures in a time window, grouped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureGroup {
+    /// Channel.
+    pub channel: String,
+    /// Version attempted.
+    pub version: String,
+    /// `failure` or `rolled_back`.
+    pub outcome: String,
+    /// Reason label.
+    pub reason: String,
+    /// Reports.
+    pub count: u64,
+}
+
+/// The server's persistent state.
+pub trait Store: Send + Sync + 'static {
+    /// Every stored root document, by ascending version.
+    fn roots(&self) -> StoreResult<Vec<(u64, Vec<u8>)>>;
+    /// Stores root `version` (the caller verified the rotation), with an audit entry.
+    fn add_root(&self, version: u64, body: &[u8], audit: &AuditRecord) -> StoreResult<()>;
+
+    /// Stores a release unless a different one has the same version; audits an insertion.
+    fn put_release(&self, release: &ReleaseRecord, audit: &AuditRecord) -> StoreResult<PutRelease>;
+    /// Every stored release.
+    fn releases(&self) -> StoreResult<Vec<ReleaseRecord>>;
+
+    /// Records an artifact stored on disk.
+    fn add_artifact(&self, sha256: &str, size: u64, at: i64) -> StoreResult<()>;
+    /// Every stored artifact: (sha256, size).
+    fn artifacts(&self) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Every channel's current state.
+    fn channels(&self) -> StoreResult<Vec<ChannelRecord>>;
+    /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
+    /// in the same transaction, the audit entry and the promotion (version, percent) if any.
+    fn save_channel(
+        &self,
+        record: &ChannelRecord,
+        serial: u64,
+        audit: &AuditRecord,
+        promotion: Option<(&str, u8)>,
+    ) -> StoreResult<()>;
+    /// When `version` was first promoted on `channel` (Unix seconds).
+    fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>>;
+
+    /// Inserts or updates a worker.
+    fn upsert_worker(&self, worker: &WorkerRecord) -> StoreResult<()>;
+    /// Every known worker.
+    fn workers(&self) -> StoreResult<Vec<WorkerRecord>>;
+
+    /// Stores an update report.
+    fn add_report(&self, report: &ReportRecord) -> StoreResult<()>;
+    /// Distinct workers per outcome for `version` on `channel`; failures whose reason is in
+    /// `not_defects` (e.g. `downgrade`: the agent refused, the release is not at fault) are not
+    /// counted as failed.
+    fn release_outcomes(
+        &self,
+        channel: &str,
+        version: &str,
+        not_defects: &[&str],
+    ) -> StoreResult<OutcomeCounts>;
+    /// `failure` and `rolled_back` reports received since `since`, grouped.
+    fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>>;
+
+    /// Appends to the audit trail.
+    fn add_audit(&self, audit: &AuditRecord) -> StoreResult<()>;
+    /// The newest `limit` audit entries and reports, merged, newest first.
+    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+}

@@ -1,0 +1,140 @@
+//! Bearer tokens of admins and workers, read from files: one per line, `token` or `name=token`
+//! (blank lines and `#` comments ignored). Compared in constant time.
+
+use std::path::Path;
+
+use subtle::ConstantTimeEq;
+
+use crate::StartupError;
+
+/// Who a request authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An admin token, by name (written to the audit trail).
+    Admin(String),
+    /// A worker token, by name.
+    Worker(String),
+}
+
+/// The accepted tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    admin: Vec<(String, Vec<u8>)>,
+    worker: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field(
+                "admin",
+                &self.admin.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "worker",
+                &self.worker.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Shortest token accepted: anything shorter is guessable or a placeholder.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Tokens {
+    /// Reads both token files, refusing placeholders.
+    pub fn load(admin_file: &Path, worker_file: &Path) -> Result<Self, StartupError> {
+        let admin = read_token_file(admin_file, "admin")?;
+        let worker = read_token_file(worker_file, "worker")?;
+        for (name, token) in &admin {
+            if worker.iter().any(|(_, w)| w == token) {
+                return Err(StartupError::Config(format!(
+                    "admin token {name:?} is also a worker token; use distinct tokens"
+                )));
+            }
+        }
+        Ok(Tokens { admin, worker })
+    }
+
+    /// Identifies the caller from an `Authorization` header value.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Option<Caller> {
+        let token = authorization?.strip_prefix("Bearer ")?.trim().as_bytes();
+        // Compare against every token so timing does not reveal which list (or entry) matched.
+        let mut found = None;
+        for (name, candidate) in &self.admin {
+            if bool::from(candidate.as_slice().ct_eq(token)) {
+                found = Some(Caller::Admin(name.clone()));
+            }
+        }
+        for (name, candidate) in &self.worker {
+            if bool::from(candidate.as_slice().ct_eq(token)) {
+                found = Some(Caller::Worker(name.clone()));
+            }
+        }
+        found
+    }
+}
+
+fn read_token_file(path: &Path, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StartupError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        StartupError::Config(format!(
+            "cannot read {kind} token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut tokens = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, token) = match line.split_once('=') {
+            Some((name, token)) => (name.trim().to_owned(), token.trim()),
+            None => (format!("{kind}-{}", index + 1), line),
+        };
+        if let Some(problem) = placeholder_problem(token) {
+            return Err(StartupError::Config(format!(
+                "{kind} token file {} line {}: {problem}; generate one with: openssl rand -hex 32",
+                path.display(),
+                index + 1
+            )));
+        }
+        tokens.push((name, token.as_bytes().to_vec()));
+    }
+    if tokens.is_empty() {
+        return Err(StartupError::Config(format!(
+            "{kind} token file {} holds no token",
+            path.display()
+        )));
+    }
+    Ok(tokens)
+}
+
+/// Why a token is refused, if it is a placeholder or too weak.
+pub fn placeholder_problem(token: &str) -> Option<String> {
+    let lower = token.to_ascii_lowercase();
+    let placeholders = [
+        "change_me",
+        "changeme",
+        "change-me",
+        "placeholder",
+        "default",
+        "example",
+        "xxxx",
+        "your-token",
+    ];
+    if let Some(word) = placeholders.iter().find(|p| lower.contains(*p)) {
+        return Some(format!(
+            "the token looks like a placeholder (contains {word:?})"
+        ));
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        return Some(format!(
+            "the token is shorter than {MIN_TOKEN_LEN} characters"
+        ));
+    }
+    if token.chars().any(char::is_whitespace) {
+        return Some("the token contains white space".to_owned());
+    }
+    None
+}
