@@ -186,3 +186,5 @@ impl Run {
         self.stderr()
     }
 }
+
+pub mod fleet;

@@ -2,4 +2,5 @@
 //! one module per area.
 
 mod release_cli;
+mod server;
 mod versions;

@@ -1,0 +1,429 @@
+//! Fixtures for server (and later agent) tests: a trust set with real keys and signatures, and a
+//! real `update-server` process on 127.0.0.1:0 with its HTTP API.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use manifests::{
+    Artifact, DocType, Key, PrivateKey, Release, Role, Roles, Rollback, Root, Signed, Timestamp,
+    Version,
+};
+
+use crate::bin;
+
+/// The platform agents of this build ask for.
+pub const PLATFORM: &str = manifests::BUILD_PLATFORM;
+
+/// Keys and a signed root, written to `dir`.
+#[derive(Debug)]
+pub struct Trust {
+    /// Root key.
+    pub root_key: PrivateKey,
+    /// Release key.
+    pub release_key: PrivateKey,
+    /// Channel key (the server's).
+    pub channel_key: PrivateKey,
+    /// The root document (version 1).
+    pub root: Signed<Root>,
+    /// Where root.json is.
+    pub root_path: PathBuf,
+    /// Where the channel key file is.
+    pub channel_key_path: PathBuf,
+    /// Where the release key file is.
+    pub release_key_path: PathBuf,
+    dir: PathBuf,
+}
+
+fn key_entry(key: &PrivateKey) -> (String, Key) {
+    let public = key.public();
+    (
+        public.keyid,
+        Key {
+            scheme: public.scheme,
+            public: public.public,
+            extra: BTreeMap::new(),
+        },
+    )
+}
+
+impl Trust {
+    /// Generates keys and root version 1 in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+        let root_key = PrivateKey::generate("root").expect("key");
+        let release_key = PrivateKey::generate("release").expect("key");
+        let channel_key = PrivateKey::generate("channel").expect("key");
+        for key in [&root_key, &release_key, &channel_key] {
+            key.write_pair(&dir.join("keys")).expect("write key");
+        }
+        let root = Root {
+            doc_type: DocType::Root,
+            version: 1,
+            expires: Timestamp::now().plus_secs(365 * 86_400),
+            keys: [&root_key, &release_key, &channel_key]
+                .into_iter()
+                .map(key_entry)
+                .collect(),
+            roles: Roles {
+                root: Role::new(vec![root_key.keyid()], 1),
+                release: Role::new(vec![release_key.keyid()], 1),
+                channel: Role::new(vec![channel_key.keyid()], 1),
+                extra: BTreeMap::new(),
+            },
+            extra: BTreeMap::new(),
+        };
+        let root = Signed::sign(root, &[&root_key]).expect("sign root");
+        let root_path = dir.join("root.json");
+        std::fs::write(&root_path, root.to_json_pretty().expect("json")).expect("write root");
+        Trust {
+            root_path,
+            channel_key_path: dir.join("keys/channel.key"),
+            release_key_path: dir.join("keys/release.key"),
+            dir: dir.to_owned(),
+            root_key,
+            release_key,
+            channel_key,
+            root,
+        }
+    }
+
+    /// Signs a release of `version` for `(platform, file)` artifacts; writes `release-<v>.json`.
+    pub fn sign_release(
+        &self,
+        version: &str,
+        minimum: &str,
+        artifacts: &[(&str, &Path)],
+    ) -> (Signed<Release>, PathBuf) {
+        let artifacts = artifacts
+            .iter()
+            .map(|(platform, path)| {
+                let (sha256, size) = manifests::hash_file(path).expect("hash artifact");
+                Artifact {
+                    platform: (*platform).to_owned(),
+                    url: format!("/api/worker-updates/artifacts/{sha256}"),
+                    sha256,
+                    size,
+                    extra: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let release = Release {
+            doc_type: DocType::Release,
+            product: manifests::PRODUCT.to_owned(),
+            version: version.parse().expect("version"),
+            released_at: Timestamp::now(),
+            minimum_version: minimum.parse().expect("version"),
+            artifacts,
+            notes: format!("test release {version}"),
+            extra: BTreeMap::new(),
+        };
+        let doc = Signed::sign(release, &[&self.release_key]).expect("sign release");
+        let path = self.dir.join(format!("release-{version}.json"));
+        std::fs::write(&path, doc.to_json_pretty().expect("json")).expect("write release");
+        (doc, path)
+    }
+
+    /// Signs a rollback directive from `from` to `to`, valid for a day.
+    pub fn sign_rollback(&self, from: &[&str], to: &str) -> Signed<Rollback> {
+        let now = Timestamp::now();
+        let directive = Rollback {
+            doc_type: DocType::Rollback,
+            product: manifests::PRODUCT.to_owned(),
+            from: from
+                .iter()
+                .map(|v| v.parse::<Version>().expect("version"))
+                .collect(),
+            to: to.parse().expect("version"),
+            issued_at: now,
+            expires: now.plus_secs(86_400),
+            reason: "test rollback".to_owned(),
+            extra: BTreeMap::new(),
+        };
+        Signed::sign(directive, &[&self.release_key]).expect("sign rollback")
+    }
+
+    /// The trusted root, verified.
+    pub fn trusted_root(&self) -> Root {
+        self.root
+            .verify_self(Timestamp::now(), manifests::ExpirationEnforcement::Safe)
+            .expect("root verifies")
+    }
+}
+
+/// A running `update-server`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Admin token.
+    pub admin_token: String,
+    /// Worker token.
+    pub worker_token: String,
+    /// Data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+/// A fresh random-looking token (hex of a new key id: 64 characters).
+pub fn token() -> String {
+    PrivateKey::generate("token").expect("random").keyid()
+}
+
+impl Server {
+    /// Starts a server for `trust` in `dir` with extra command-line arguments.
+    pub fn start(dir: &Path, trust: &Trust, extra: &[&str]) -> Self {
+        let admin_token = token();
+        let worker_token = token();
+        std::fs::write(dir.join("admin.tokens"), format!("ops={admin_token}\n")).expect("tokens");
+        std::fs::write(dir.join("worker.tokens"), format!("fleet={worker_token}\n"))
+            .expect("tokens");
+        let data_dir = dir.join("server-data");
+        let mut args: Vec<String> = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--root",
+            &trust.root_path.to_string_lossy(),
+            "--channel-key",
+            &trust.channel_key_path.to_string_lossy(),
+            "--admin-token-file",
+            &dir.join("admin.tokens").to_string_lossy(),
+            "--worker-token-file",
+            &dir.join("worker.tokens").to_string_lossy(),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        args.extend(extra.iter().map(ToString::to_string));
+        let log = dir.join("update-server.log");
+        let (child, url) = spawn(&args, &log);
+        Server {
+            child,
+            url,
+            admin_token,
+            worker_token,
+            data_dir,
+            args,
+            log,
+        }
+    }
+
+    /// `kill -9` the server and start it again on the same data directory (new port).
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+        let (child, url) = spawn(&self.args, &self.log);
+        self.child = child;
+        self.url = url;
+    }
+
+    /// The server's log so far (JSON lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// An API client with the admin token.
+    pub fn admin(&self) -> Api {
+        Api::new(&self.url, Some(&self.admin_token))
+    }
+
+    /// An API client with the worker token.
+    pub fn worker(&self) -> Api {
+        Api::new(&self.url, Some(&self.worker_token))
+    }
+
+    /// Publishes a release and uploads its artifacts.
+    pub fn publish(&self, release: &Signed<Release>, files: &[&Path]) {
+        let admin = self.admin();
+        let response = admin.post_bytes(
+            "/api/admin/releases",
+            release.to_json_pretty().expect("json"),
+        );
+        assert!(response.status < 300, "publish: {response:?}");
+        for file in files {
+            let (sha, _) = manifests::hash_file(file).expect("hash");
+            let response = admin.put_bytes(
+                &format!("/api/admin/artifacts/{sha}"),
+                std::fs::read(file).expect("read"),
+            );
+            assert!(response.status < 300, "upload: {response:?}");
+        }
+    }
+
+    /// Promotes `version` on `channel` at `percent` (overriding the soak gate on stable).
+    pub fn promote(&self, channel: &str, version: &str, percent: u8) -> serde_json::Value {
+        let response = self.admin().post_json(
+            &format!("/api/admin/channels/{channel}/promote"),
+            &serde_json::json!({"version": version, "percent": percent, "override": channel == "stable", "reason": "test"}),
+        );
+        assert_eq!(response.status, 200, "promote: {response:?}");
+        response.json()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[String], log: &Path) -> (Child, String) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut child = Command::new(bin("update-server"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start update-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_default();
+    let Some(url) = line.trim().strip_prefix("update-server listening on ") else {
+        let _ = child.kill();
+        panic!(
+            "update-server did not start: {line:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    };
+    (child, url.to_owned())
+}
+
+/// A minimal blocking HTTP client for the APIs.
+#[derive(Debug, Clone)]
+pub struct Api {
+    client: reqwest::blocking::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// A response, fully read.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names).
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+impl Api {
+    /// A client for `base` sending `token`.
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        Api {
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// The same client with another token (or none).
+    pub fn with_token(&self, token: Option<&str>) -> Self {
+        Api {
+            token: token.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a request built by `build`.
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        build: impl FnOnce(reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = build(request)
+            .send()
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let body = response.bytes().map(|b| b.to_vec()).unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, |r| r)
+    }
+
+    /// POST JSON.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        let body = body.clone();
+        self.send(reqwest::Method::POST, path, move |r| r.json(&body))
+    }
+
+    /// POST raw bytes.
+    pub fn post_bytes(&self, path: &str, body: Vec<u8>) -> Reply {
+        self.send(reqwest::Method::POST, path, move |r| r.body(body))
+    }
+
+    /// PUT raw bytes.
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Reply {
+        self.send(reqwest::Method::PUT, path, move |r| r.body(body))
+    }
+
+    /// `/api/worker-updates/latest` for a worker.
+    pub fn latest(&self, channel: &str, version: &str, worker_id: &str) -> Reply {
+        self.get(&format!(
+            "/api/worker-updates/latest?channel={channel}&platform={PLATFORM}&current_version={version}&worker_id={worker_id}"
+        ))
+    }
+}
