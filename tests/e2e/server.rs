@@ -707,3 +707,46 @@ fn configuration_errors_stop_start_up_with_one_clear_line() {
         );
     }
 }
+
+#[test]
+fn every_documented_route_is_served_and_errors_are_json() {
+    let w = World::new(&[]);
+    let anonymous = Api::new(&w.server.url, None);
+    let document = anonymous.get("/openapi.json").json();
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 15, "{paths:?}");
+    for (path, methods) in paths {
+        let concrete = path
+            .replace("{file}", "1.json")
+            .replace("{sha256}", &"ab".repeat(32))
+            .replace("{channel}", "stable");
+        for method in methods.as_object().expect("methods").keys() {
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let reply = anonymous.send(method.clone(), &concrete, |r| r);
+            // Open routes answer 200; protected ones refuse the missing token. None is unknown.
+            assert!(
+                reply.status == 200 || reply.status == 401,
+                "{method} {concrete}: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+    }
+    let unknown = anonymous.get("/api/nope");
+    assert_eq!(
+        (unknown.status, unknown.json()["reason"].as_str()),
+        (404, Some("not_found"))
+    );
+    // A malformed body gets the same JSON error shape.
+    let reply = w
+        .server
+        .worker()
+        .post_bytes("/api/workers/register", b"{\"worker_id\": 3".to_vec());
+    assert!(
+        reply.status == 400 || reply.status == 415 || reply.status == 422,
+        "{}",
+        reply.status
+    );
+    assert_eq!(reply.json()["reason"], "bad_request");
+}

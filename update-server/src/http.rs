@@ -23,7 +23,7 @@ use tower_http::request_id::{
 use tower_http::services::ServeFile;
 use tower_http::trace::TraceLayer;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiJson};
 use crate::state::{App, PromoteRequest, RegisterRequest, ReportRequest};
 use crate::tokens::Caller;
 
@@ -35,6 +35,28 @@ pub struct Ctx {
     /// Cancelled on shutdown: long polls return at once.
     pub shutdown: CancellationToken,
 }
+
+/// Every route the router serves, as `(method, path template)`; `/openapi.json` must list them all.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/api/worker-updates/latest"),
+    ("get", "/api/worker-updates/root/{file}"),
+    ("get", "/api/worker-updates/artifacts/{sha256}"),
+    ("post", "/api/workers/register"),
+    ("post", "/api/worker-updates/report"),
+    ("post", "/api/admin/releases"),
+    ("get", "/api/admin/releases"),
+    ("put", "/api/admin/artifacts/{sha256}"),
+    ("post", "/api/admin/channels/{channel}/promote"),
+    ("post", "/api/admin/channels/{channel}/halt"),
+    ("post", "/api/admin/channels/{channel}/resume"),
+    ("post", "/api/admin/channels/{channel}/rollback"),
+    ("post", "/api/admin/roots"),
+    ("get", "/api/admin/status"),
+    ("get", "/api/admin/audit"),
+];
 
 /// The whole HTTP application.
 pub fn router(ctx: Ctx) -> Router {
@@ -298,14 +320,14 @@ async fn artifact(
 
 async fn register(
     State(ctx): State<Ctx>,
-    Json(request): Json<RegisterRequest>,
+    ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.register(request).await?).into_response())
 }
 
 async fn report(
     State(ctx): State<Ctx>,
-    Json(request): Json<ReportRequest>,
+    ApiJson(request): ApiJson<ReportRequest>,
 ) -> Result<Response, ApiError> {
     ctx.app.report(request).await?;
     Ok((
@@ -391,7 +413,7 @@ async fn promote(
     State(ctx): State<Ctx>,
     Path(channel): Path<String>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
-    Json(request): Json<PromoteRequest>,
+    ApiJson(request): ApiJson<PromoteRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.promote(&channel, request, &actor).await?).into_response())
 }
@@ -407,7 +429,7 @@ async fn halt(
     State(ctx): State<Ctx>,
     Path(channel): Path<String>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
-    Json(body): Json<ReasonBody>,
+    ApiJson(body): ApiJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.halt(&channel, &body.reason, &actor).await?).into_response())
 }
@@ -416,7 +438,7 @@ async fn resume(
     State(ctx): State<Ctx>,
     Path(channel): Path<String>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
-    Json(body): Json<ReasonBody>,
+    ApiJson(body): ApiJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.resume(&channel, &body.reason, &actor).await?).into_response())
 }
@@ -433,7 +455,7 @@ async fn rollback(
     State(ctx): State<Ctx>,
     Path(channel): Path<String>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
-    Json(body): Json<RollbackBody>,
+    ApiJson(body): ApiJson<RollbackBody>,
 ) -> Result<Response, ApiError> {
     Ok(Json(
         ctx.app
@@ -472,4 +494,31 @@ async fn audit(
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 10_000);
     Ok(Json(ctx.app.audit(limit).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTES;
+
+    /// The OpenAPI document lists exactly the routes served.
+    #[test]
+    fn openapi_document_matches_the_routes() {
+        let document: serde_json::Value =
+            serde_json::from_str(crate::openapi::DOCUMENT).expect("openapi.json is JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        let paths = document["paths"].as_object().expect("paths");
+        let mut documented = Vec::new();
+        for (path, methods) in paths {
+            for method in methods.as_object().expect("methods").keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
 }
