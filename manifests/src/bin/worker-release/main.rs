@@ -1,15 +1,17 @@
 //! `worker-release`: the release engineer's CLI. Makes keys and roots, signs releases and
-//! rollback directives, verifies and inspects documents. Private keys never leave the machine it
-//! runs on; nothing here talks to the network.
+//! rollback directives, verifies and inspects documents (`offline`): private keys never leave the
+//! machine it runs on, and none of that talks to the network. Publishes what was signed and drives
+//! channels through the update server's admin API (`admin`), with an admin token and no key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod admin;
 mod offline;
 
-/// Sign, verify and inspect worker-agent release documents.
+/// Sign, verify and inspect worker-agent release documents; publish and roll them out.
 #[derive(Debug, Parser)]
 #[command(name = "worker-release", version = manifests::long_version!(), about, long_about = None)]
 struct Cli {
@@ -53,6 +55,22 @@ enum Command {
         /// The document.
         doc: PathBuf,
     },
+    /// Upload a signed release and its artifacts to the update server.
+    Publish(admin::PublishArgs),
+    /// Point a channel at a published release, for a share of the fleet.
+    Promote(admin::PromoteArgs),
+    /// Halt a channel's rollout.
+    Halt(admin::HaltArgs),
+    /// Resume a halted channel.
+    Resume(admin::ResumeArgs),
+    /// Roll a channel back with a signed rollback directive.
+    Rollback(admin::RollbackArgs),
+    /// Publish a signed root rotation (root N+1) to the update server.
+    PublishRoot(admin::PublishRootArgs),
+    /// Show channels, the fleet by version and the last hour's failures.
+    Status(admin::StatusArgs),
+    /// Show the update server's audit trail, newest first.
+    Audit(admin::AuditArgs),
 }
 
 /// Role key sets for a root: public key files and thresholds.
@@ -233,19 +251,38 @@ fn main() -> ExitCode {
         Command::Sign { doc, keys } => offline::add_signatures(&doc, &keys),
         Command::Verify(args) => offline::verify(args),
         Command::Inspect { doc } => offline::inspect(&doc),
+        Command::Publish(args) => admin::publish(args),
+        Command::Promote(args) => admin::promote(args),
+        Command::Halt(args) => admin::halt(args),
+        Command::Resume(args) => admin::resume(args),
+        Command::Rollback(args) => admin::rollback(args),
+        Command::PublishRoot(args) => admin::publish_root(args),
+        Command::Status(args) => admin::status(args),
+        Command::Audit(args) => admin::audit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Lead with the stable reason label when there is one, so scripts can match on it.
-            match error
-                .chain()
-                .find_map(|e| e.downcast_ref::<manifests::Error>())
-            {
-                Some(cause) => eprintln!("worker-release: error [{}]: {error:#}", cause.reason()),
+            match reason_label(&error) {
+                Some(reason) => eprintln!("worker-release: error [{reason}]: {error:#}"),
                 None => eprintln!("worker-release: error: {error:#}"),
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The stable reason label of a failure: a trust-format error's, else the update server's.
+fn reason_label(error: &anyhow::Error) -> Option<String> {
+    if let Some(cause) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<manifests::Error>())
+    {
+        return Some(cause.reason().to_string());
+    }
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<admin::ServerRefused>())
+        .and_then(|refused| refused.reason.clone())
 }
