@@ -393,12 +393,14 @@ fn everything_survives_kill_9_and_restart() {
     );
     let sha = &release.signed.artifacts[0].sha256;
     let reply = worker.get(&format!("/api/worker-updates/artifacts/{sha}"));
-    assert_eq!(
-        manifests::ArtifactVerifier::new(&release.signed.artifacts[0], "after restart")
-            .update(&reply.body)
-            .is_ok(),
-        true
-    );
+    let mut verifier =
+        manifests::ArtifactVerifier::new(&release.signed.artifacts[0], "after restart");
+    verifier
+        .update(&reply.body)
+        .expect("artifact bytes within the signed size");
+    verifier
+        .finish()
+        .expect("the artifact served after a restart verifies");
     let audit = w.server.admin().get("/api/admin/audit").text();
     for expected in ["\"publish\"", "\"promote\"", "correlation c-1", "success"] {
         assert!(

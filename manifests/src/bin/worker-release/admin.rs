@@ -813,7 +813,9 @@ fn format_channels(channels: &[Value], now: Timestamp) -> String {
             };
             let halted = if c.get("halted").and_then(Value::as_bool) == Some(true) {
                 match c.get("halt_reason").and_then(Value::as_str) {
-                    Some(reason) if !reason.trim().is_empty() => format!("yes: {reason}"),
+                    Some(reason) if !reason.trim().is_empty() => {
+                        format!("yes: {}", sanitize(reason))
+                    }
                     _ => "yes".to_owned(),
                 }
             } else {
