@@ -1,14 +1,88 @@
-//! `worker-agent`: the self-updating media worker. This is the skeleton of the foundation issue:
-//! it builds at any version (`WORKER_AGENT_VERSION` at build time) and reports it.
+//! `worker-agent`: parse the command line (and `.env`), set up JSON logs, then run as the
+//! supervisor, the worker child, or an operator command.
 
-use clap::Parser;
+use std::process::ExitCode;
 
-/// Self-updating media worker agent (ESUP runner protocol).
+use clap::{Parser, Subcommand};
+use worker_agent::config::AgentConfig;
+use worker_agent::{child, commands, supervisor};
+
+/// Self-updating media worker agent (ESUP runner protocol) with signed releases.
 #[derive(Debug, Parser)]
 #[command(name = "worker-agent", version = manifests::long_version!(), about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!("worker-agent {}", env!("BUILD_VERSION"));
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: a supervisor that runs the worker and judges its updates.
+    Run(AgentConfig),
+    /// Operator commands for updates.
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UpdateAction {
+    /// Check what the update server offers and what this agent would do (changes nothing).
+    Check(AgentConfig),
+    /// Download, verify and stage the offered update now (the agent must not be running); the
+    /// next `worker-agent run` holds it in probation before installing it.
+    Apply(AgentConfig),
+    /// Put the previous version back at the install path (the agent must not be running).
+    Rollback(AgentConfig),
+    /// Show the local update state: version, trust, pending update, quarantine, counters.
+    Status(AgentConfig),
+}
+
+fn main() -> ExitCode {
+    // A `.env` in the working directory supplies defaults; real environment variables win.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let role = if supervisor::is_child() {
+        "worker"
+    } else {
+        "supervisor"
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("WORKER_AGENT_LOG"))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("worker-agent: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let span = tracing::info_span!(
+        "agent",
+        role,
+        version = child::VERSION,
+        pid = std::process::id()
+    );
+    let _enter = span.enter();
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(config) if supervisor::is_child() => child::run_child(config).await,
+            Command::Run(config) => commands::supervise(config).await,
+            Command::Update { action } => match action {
+                UpdateAction::Check(config) => commands::check(config).await,
+                UpdateAction::Apply(config) => commands::apply(config).await,
+                UpdateAction::Rollback(config) => commands::rollback(&config),
+                UpdateAction::Status(config) => commands::status(&config),
+            },
+        }
+    });
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

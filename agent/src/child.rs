@@ -1,0 +1,205 @@
+//! The worker process: serves `/metrics` and `/healthz`, registers with the update server,
+//! announces readiness, reports outcomes, and runs the update loop. (The ESUP task layer joins
+//! it through the [`TaskGate`].)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use manifests::Version;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::UpdateClient;
+use crate::config::AgentConfig;
+use crate::metrics::Telemetry;
+use crate::state::{Ready, StateDir};
+use crate::tasks::TaskGate;
+use crate::updater::{flush_outbox, LoopEnd, Updater, EXIT_REFUSED, EXIT_STAGED};
+
+/// The running version (`WORKER_AGENT_VERSION` at build time, else the package version).
+pub const VERSION: &str = env!("BUILD_VERSION");
+
+/// Runs the worker until shutdown (exit 0), a staged update ([`EXIT_STAGED`]) or a refusal to
+/// run below the channel's minimum version ([`EXIT_REFUSED`]).
+pub async fn run_child(config: AgentConfig) -> i32 {
+    match run(config).await {
+        Ok(code) => code,
+        Err(message) => {
+            tracing::error!(%message, "worker failed to start");
+            eprintln!("worker-agent: error: {message}");
+            1
+        }
+    }
+}
+
+async fn run(config: AgentConfig) -> Result<i32, String> {
+    let version: Version = VERSION
+        .parse()
+        .map_err(|e| format!("own version {VERSION:?}: {e}"))?;
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let worker_id = state.worker_id().map_err(|e| e.to_string())?;
+    let telemetry = Arc::new(Telemetry::new(state.clone(), VERSION));
+    let install_path = crate::supervisor::resolve_install_path(&config)
+        .map_err(|e| format!("cannot resolve the install path: {e}"))?;
+    let gate = TaskGate::new();
+    let shutdown = CancellationToken::new();
+
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} for /metrics: {e}",
+                config.metrics_listen
+            )
+        })?;
+    let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get({
+                let telemetry = telemetry.clone();
+                move || async move { telemetry.render() }
+            }),
+        )
+        .route(
+            "/healthz",
+            get({
+                let worker_id = worker_id.clone();
+                let gate = gate.clone();
+                move || async move {
+                    axum::Json(serde_json::json!({
+                        "status": "ok", "version": VERSION, "worker_id": worker_id,
+                        "running_tasks": gate.running(), "draining": gate.draining(),
+                    }))
+                }
+            }),
+        );
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        }
+    });
+    tokio::spawn(watch_parent_and_signals(shutdown.clone()));
+
+    let client = UpdateClient::new(&config).map_err(|e| e.to_string())?;
+    let platform = manifests::BUILD_PLATFORM.to_owned();
+    let handshake = {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match client
+                .register(
+                    &worker_id,
+                    VERSION,
+                    &platform,
+                    &config.channel,
+                    &[
+                        "encoding".to_owned(),
+                        "studio".to_owned(),
+                        "transcription".to_owned(),
+                    ],
+                )
+                .await
+            {
+                Ok(handshake) => break handshake,
+                Err(failure) => {
+                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration with the update server failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return Ok(0),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    };
+    if handshake.below_minimum {
+        if config.force_start {
+            tracing::warn!(minimum = %handshake.minimum_version, version = VERSION, event = "below_minimum_forced", "this version is below the channel's minimum; starting anyway (--force-start)");
+        } else {
+            tracing::error!(minimum = %handshake.minimum_version, version = VERSION, event = "below_minimum_refused", "this version is below the channel's minimum; refusing to start");
+            eprintln!(
+                "worker-agent: error: version {VERSION} is below the minimum version {} of channel {}; update this agent, or start it with --force-start",
+                handshake.minimum_version, config.channel
+            );
+            return Ok(EXIT_REFUSED);
+        }
+    }
+    state
+        .write_ready(&Ready {
+            pid: std::process::id(),
+            version: VERSION.to_owned(),
+            metrics: metrics_addr.to_string(),
+        })
+        .map_err(|e| e.to_string())?;
+    tracing::info!(version = VERSION, %worker_id, metrics = %metrics_addr, channel = %config.channel, auto_update = config.auto_update(), "worker ready");
+
+    // Outcomes decided by the supervisor are counted and reported promptly, whatever the
+    // update loop is doing (e.g. sitting in a long poll).
+    tokio::spawn({
+        let (state, client, telemetry, worker_id, shutdown) = (
+            state.clone(),
+            client.clone(),
+            telemetry.clone(),
+            worker_id.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            loop {
+                flush_outbox(&state, &client, &telemetry, &worker_id).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    });
+
+    let updater = Updater::new(
+        config.clone(),
+        state.clone(),
+        client.clone(),
+        telemetry.clone(),
+        worker_id.clone(),
+        version,
+        platform,
+        gate,
+        install_path,
+        Duration::from_secs(handshake.poll_interval_s.max(1)),
+    )
+    .map_err(|e| e.to_string())?;
+    let end = updater.run(shutdown.clone()).await;
+    flush_outbox(&state, &client, &telemetry, &worker_id).await;
+    telemetry.flush();
+    Ok(match end {
+        LoopEnd::Staged => EXIT_STAGED,
+        LoopEnd::Shutdown => 0,
+    })
+}
+
+/// Cancels on SIGTERM/SIGINT, and when the supervisor dies (the parent changes): a worker never
+/// outlives its supervisor, so a restarted supervisor never finds its ports taken.
+async fn watch_parent_and_signals(shutdown: CancellationToken) {
+    let parent = std::os::unix::process::parent_id();
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if std::os::unix::process::parent_id() != parent {
+                    tracing::warn!("supervisor gone; stopping");
+                    break;
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+}

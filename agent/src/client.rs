@@ -1,0 +1,263 @@
+//! HTTP client of the update server's worker API.
+
+use std::time::Duration;
+
+use manifests::{ChannelStatement, Release, Rollback, Root, Signed};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AgentConfig;
+use crate::error::UpdateFailure;
+use crate::state::Outcome;
+
+/// The handshake answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Handshake {
+    /// Oldest version allowed to serve on the channel.
+    pub minimum_version: String,
+    /// The version operators want.
+    pub recommended_version: String,
+    /// Suggested poll interval.
+    pub poll_interval_s: u64,
+    /// Whether this agent is below the minimum.
+    pub below_minimum: bool,
+    /// Current root version.
+    pub root_version: u64,
+}
+
+/// What `/latest` returned.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Latest {
+    /// Current root version.
+    pub root_version: u64,
+    /// The signed channel statement (none before the first promotion).
+    pub channel: Option<Signed<ChannelStatement>>,
+    /// The release it points to.
+    pub release: Option<Signed<Release>>,
+    /// A rollback directive covering this agent's version.
+    pub rollback: Option<Signed<Rollback>>,
+    /// Suggested poll interval.
+    pub poll_interval_s: u64,
+}
+
+/// A `/latest` answer: changed (with its ETag) or not.
+#[derive(Debug, Clone)]
+pub enum Poll {
+    /// 304: same as the ETag sent.
+    NotModified,
+    /// 200.
+    Changed {
+        /// The body.
+        latest: Box<Latest>,
+        /// Its ETag.
+        etag: Option<String>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct RegisterBody<'a> {
+    worker_id: &'a str,
+    current_version: &'a str,
+    platform: &'a str,
+    channel: &'a str,
+    hostname: &'a str,
+    task_types: &'a [String],
+}
+
+/// The update server, as a worker sees it.
+#[derive(Debug, Clone)]
+pub struct UpdateClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    read_timeout: Duration,
+}
+
+impl UpdateClient {
+    /// A client for the configured server.
+    pub fn new(config: &AgentConfig) -> Result<Self, UpdateFailure> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .read_timeout(Duration::from_secs(config.read_timeout_secs))
+            .user_agent(concat!("worker-agent/", env!("BUILD_VERSION")))
+            .build()
+            .map_err(|e| UpdateFailure::fatal("io", format!("HTTP client: {e}")))?;
+        Ok(UpdateClient {
+            http,
+            base: config.server_base().to_owned(),
+            token: config.token.clone(),
+            read_timeout: Duration::from_secs(config.read_timeout_secs),
+        })
+    }
+
+    /// The underlying HTTP client (downloads share its connection pool).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// An artifact URL: absolute, or relative to the update server.
+    pub fn resolve(&self, url: &str) -> String {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            url.to_owned()
+        } else {
+            format!("{}/{}", self.base, url.trim_start_matches('/'))
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// `POST /api/workers/register`.
+    pub async fn register(
+        &self,
+        worker_id: &str,
+        version: &str,
+        platform: &str,
+        channel: &str,
+        task_types: &[String],
+    ) -> Result<Handshake, UpdateFailure> {
+        let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let body = RegisterBody {
+            worker_id,
+            current_version: version,
+            platform,
+            channel,
+            hostname: hostname.trim(),
+            task_types,
+        };
+        let response = self
+            .request(reqwest::Method::POST, "/api/workers/register")
+            .timeout(self.read_timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(network)?;
+        json(response).await
+    }
+
+    /// `GET /api/worker-updates/latest`, optionally a long poll of `wait`.
+    pub async fn latest(
+        &self,
+        channel: &str,
+        platform: &str,
+        version: &str,
+        worker_id: &str,
+        etag: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Result<Poll, UpdateFailure> {
+        let mut query = vec![
+            ("channel", channel.to_owned()),
+            ("platform", platform.to_owned()),
+            ("current_version", version.to_owned()),
+            ("worker_id", worker_id.to_owned()),
+        ];
+        if let Some(wait) = wait {
+            query.push(("wait", wait.as_secs().to_string()));
+        }
+        let mut request = self
+            .request(reqwest::Method::GET, "/api/worker-updates/latest")
+            .query(&query)
+            .timeout(self.read_timeout + wait.unwrap_or_default());
+        if let Some(etag) = etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let response = request.send().await.map_err(network)?;
+        if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Poll::NotModified);
+        }
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let latest: Latest = json(response).await?;
+        Ok(Poll::Changed {
+            latest: Box::new(latest),
+            etag,
+        })
+    }
+
+    /// `GET /api/worker-updates/root/<version>.json`.
+    pub async fn root(&self, version: u64) -> Result<Signed<Root>, UpdateFailure> {
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/worker-updates/root/{version}.json"),
+            )
+            .timeout(self.read_timeout)
+            .send()
+            .await
+            .map_err(network)?;
+        let response = check_status(response).await?;
+        let bytes = response.bytes().await.map_err(network)?;
+        Ok(Signed::<Root>::from_slice(&bytes)?)
+    }
+
+    /// `POST /api/worker-updates/report`.
+    pub async fn report(&self, worker_id: &str, outcome: &Outcome) -> Result<(), UpdateFailure> {
+        let body = serde_json::json!({
+            "worker_id": worker_id,
+            "correlation_id": outcome.correlation_id,
+            "from_version": outcome.from_version,
+            "to_version": outcome.to_version,
+            "outcome": outcome.outcome,
+            "reason": outcome.reason,
+            "duration_ms": outcome.duration_ms,
+            "at": outcome.at,
+            "channel": outcome.channel,
+        });
+        let response = self
+            .request(reqwest::Method::POST, "/api/worker-updates/report")
+            .timeout(self.read_timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(network)?;
+        check_status(response).await.map(|_| ())
+    }
+}
+
+/// A transport failure: retryable, labelled `timeout` or `download`.
+pub fn network(error: reqwest::Error) -> UpdateFailure {
+    if error.is_timeout() {
+        UpdateFailure::retryable("timeout", error.to_string())
+    } else {
+        UpdateFailure::retryable("download", error.to_string())
+    }
+}
+
+async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, UpdateFailure> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = format!(
+        "update server answered {status}: {}",
+        body.chars().take(300).collect::<String>()
+    );
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Err(UpdateFailure::retryable("server", message))
+    } else {
+        Err(UpdateFailure::fatal(
+            &format!("http_{}", status.as_u16()),
+            message,
+        ))
+    }
+}
+
+async fn json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, UpdateFailure> {
+    let response = check_status(response).await?;
+    let bytes = response.bytes().await.map_err(network)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| UpdateFailure::fatal("malformed", format!("update server answer: {e}")))
+}

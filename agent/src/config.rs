@@ -1,0 +1,95 @@
+//! Configuration of `worker-agent run`: flags, each also from the environment or a `.env` file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Options shared by `run` and the `update` commands.
+#[derive(Debug, Clone, Args)]
+pub struct AgentConfig {
+    /// Base URL of the update server.
+    #[arg(long = "update-server", env = "UPDATE_SERVER_URL")]
+    pub update_server: String,
+    /// Channel to follow (`canary`, `stable`, ...).
+    #[arg(long, env = "UPDATE_CHANNEL", default_value = "stable")]
+    pub channel: String,
+    /// Worker token for the update server (`Authorization: Bearer`).
+    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The trusted root installed with the agent; used only until the state directory holds a
+    /// newer verified root.
+    #[arg(long, env = "TRUSTED_ROOT")]
+    pub root: PathBuf,
+    /// Where the agent keeps its identity, trust state, staged downloads and locks.
+    #[arg(long, env = "STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Never update (still report the running version). `AUTO_UPDATE=0` does the same.
+    #[arg(long)]
+    pub no_auto_update: bool,
+    /// `AUTO_UPDATE` from the environment (`0`/`false`/`no`/`off` disables updates).
+    #[arg(long, env = "AUTO_UPDATE", default_value = "1", hide = true)]
+    pub auto_update_env: String,
+    /// Check and apply now, ignoring cohort, jitter and busy deferral (never the signature chain).
+    #[arg(long)]
+    pub force_update: bool,
+    /// Start even when the update server says this version is below the channel's minimum.
+    #[arg(long)]
+    pub force_start: bool,
+    /// How long a new version must stay up, once ready, before it is kept.
+    #[arg(long, env = "PROBATION_SECS", default_value_t = 30)]
+    pub probation_secs: u64,
+    /// How long a new version gets to become ready (task API bound, registered) before it is
+    /// rolled back.
+    #[arg(long, env = "READY_TIMEOUT_SECS", default_value_t = 60)]
+    pub ready_timeout_secs: u64,
+    /// Poll with long polls (`wait=`) instead of plain polls every `poll_interval_s`.
+    #[arg(long, env = "UPDATE_LONG_POLL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub long_poll: bool,
+    /// Override the poll interval the server suggests (seconds).
+    #[arg(long, env = "UPDATE_POLL_INTERVAL_SECS")]
+    pub poll_interval_secs: Option<u64>,
+    /// Longest time to defer an update while tasks run; after it, apply only if forced or urgent.
+    #[arg(long, env = "UPDATE_MAX_DEFERRAL_SECS", default_value_t = 7200)]
+    pub max_deferral_secs: u64,
+    /// Downloads slower than this (bytes/s, over 10 s windows) are aborted and retried.
+    #[arg(long, env = "UPDATE_MIN_RATE_BYTES", default_value_t = 10 * 1024)]
+    pub min_rate_bytes: u64,
+    /// Connect timeout for update-server requests (seconds).
+    #[arg(long, env = "UPDATE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+    /// Longest silence while reading a response (seconds).
+    #[arg(long, env = "UPDATE_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub read_timeout_secs: u64,
+    /// Download attempts (resuming each time) before an update attempt fails.
+    #[arg(long, env = "UPDATE_DOWNLOAD_ATTEMPTS", default_value_t = 5)]
+    pub download_attempts: u32,
+    /// Address of the agent's own `/metrics` and `/healthz`.
+    #[arg(long, env = "AGENT_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// The install path to update (default: this executable, symlinks resolved once at start-up).
+    #[arg(long, env = "WORKER_AGENT_INSTALL_PATH")]
+    pub install_path: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// Whether automatic updates are on.
+    pub fn auto_update(&self) -> bool {
+        let disabled = matches!(
+            self.auto_update_env.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        );
+        !(self.no_auto_update || disabled)
+    }
+
+    /// Probation as a duration.
+    pub fn probation(&self) -> Duration {
+        Duration::from_secs(self.probation_secs)
+    }
+
+    /// The update server's base URL without a trailing slash.
+    pub fn server_base(&self) -> &str {
+        self.update_server.trim_end_matches('/')
+    }
+}

@@ -1,0 +1,13 @@
+//! The worker agent.
+pub mod child;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod failpoint;
+pub mod metrics;
+pub mod state;
+pub mod supervisor;
+pub mod tasks;
+pub mod updater;

@@ -1,0 +1,393 @@
+//! The supervisor: the process that survives an update to judge it.
+//!
+//! `worker-agent run` starts as the supervisor. It runs the worker as a child process from the
+//! install path. When a child exits with [`EXIT_STAGED`], a verified update waits in the
+//! install directory; the supervisor re-verifies it against the signature chain, then runs it
+//! *from its staged file* as the new child and holds it in probation: it must become ready
+//! (write `ready.json` with its pid and version) within `--ready-timeout-secs` and stay up
+//! `--probation-secs`. Only then is the install path swapped, atomically: the running binary is
+//! kept as `<install>.previous`, the staged file is renamed over the install path, the directory
+//! fsync'd. A failed probation deletes the staged file, restarts the old binary and queues a
+//! `rolled_back` outcome (the child quarantines the version and reports it).
+//!
+//! So the install path only ever holds a binary that passed probation (or the original one): a
+//! `kill -9` at any instant, followed by a restart by hand or by systemd, always starts a
+//! complete, verified, proven executable; an interrupted probation is simply run again (at most
+//! [`MAX_PROBATION_ATTEMPTS`] times).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use manifests::{RoleName, Timestamp};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::config::AgentConfig;
+use crate::state::{sync_dir, Outcome, Pending, StateDir};
+use crate::updater::{EXIT_REFUSED, EXIT_STAGED};
+
+/// Interrupted probations retried before the update counts as failed.
+pub const MAX_PROBATION_ATTEMPTS: u32 = 3;
+
+/// Environment variable that makes `worker-agent run` the child (the worker) instead of the
+/// supervisor.
+pub const ROLE_ENV: &str = "WORKER_AGENT_ROLE";
+
+/// Resolves the install path once at start-up: the configured one, or this executable with
+/// symlinks resolved (so a later swap replaces the real file, not a link to it).
+pub fn resolve_install_path(config: &AgentConfig) -> std::io::Result<PathBuf> {
+    match &config.install_path {
+        Some(path) => std::fs::canonicalize(path),
+        None => std::fs::canonicalize(std::env::current_exe()?),
+    }
+}
+
+/// The supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    config: AgentConfig,
+    state: StateDir,
+    install_path: PathBuf,
+    child_args: Vec<OsString>,
+    /// Whether this process holds the update lock (a second instance does not update).
+    updater: bool,
+}
+
+enum Probation {
+    Passed(Child),
+    Failed { reason: String, detail: String },
+}
+
+impl Supervisor {
+    /// A supervisor for `install_path`, re-running the child with `child_args`.
+    pub fn new(
+        config: AgentConfig,
+        state: StateDir,
+        install_path: PathBuf,
+        child_args: Vec<OsString>,
+        updater: bool,
+    ) -> Self {
+        Supervisor {
+            config,
+            state,
+            install_path,
+            child_args,
+            updater,
+        }
+    }
+
+    /// Supervises until SIGTERM/SIGINT (exit 0) or a child refusing to run (exit 78).
+    pub async fn run(self) -> i32 {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    return 1;
+                }
+            };
+        let mut child: Option<Child> = None;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if child.is_none() && self.updater {
+                if let Some(pending) = self.pending() {
+                    child = self.update(pending).await;
+                }
+            }
+            let mut running = match child.take() {
+                Some(running) => running,
+                None => match self.spawn(&self.install_path, None) {
+                    Ok(spawned) => spawned,
+                    Err(error) => {
+                        tracing::error!(%error, path = %self.install_path.display(), "cannot start the worker");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                },
+            };
+            let started = Instant::now();
+            let status = tokio::select! {
+                status = running.wait() => status,
+                _ = tokio::signal::ctrl_c() => return self.shut_down(running).await,
+                _ = terminate.recv() => return self.shut_down(running).await,
+            };
+            let code = status.as_ref().ok().and_then(ExitStatus::code);
+            match code {
+                Some(EXIT_STAGED) => {
+                    tracing::info!("worker staged an update");
+                    backoff = Duration::from_secs(1);
+                }
+                Some(EXIT_REFUSED) => {
+                    tracing::error!("worker refused to start (below the channel's minimum version; see its log); stopping");
+                    return EXIT_REFUSED;
+                }
+                _ => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_secs(1);
+                    }
+                    tracing::error!(status = ?status, ?backoff, "worker exited; restarting it");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn pending(&self) -> Option<Pending> {
+        match self.state.pending() {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::error!(%error, "pending update record unreadable; discarding it");
+                let _ = self.state.clear_pending();
+                None
+            }
+        }
+    }
+
+    async fn shut_down(&self, mut child: Child) -> i32 {
+        tracing::info!("stopping: asking the worker to finish");
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("worker did not stop in 30 s; killing it");
+            let _ = child.kill().await;
+        }
+        0
+    }
+
+    fn spawn(&self, program: &Path, probation_of: Option<&str>) -> std::io::Result<Child> {
+        let _ = self.state.clear_ready();
+        let mut command = Command::new(program);
+        command
+            .args(&self.child_args)
+            .env(ROLE_ENV, "child")
+            .env("WORKER_AGENT_INSTALL_PATH", &self.install_path)
+            .kill_on_drop(true);
+        if !self.updater {
+            command.env("AUTO_UPDATE", "0");
+        }
+        if let Some(version) = probation_of {
+            command.env("WORKER_AGENT_PROBATION", version);
+        }
+        let child = command.spawn()?;
+        tracing::info!(pid = ?child.id(), program = %program.display(), probation = ?probation_of, "worker started");
+        Ok(child)
+    }
+
+    /// Runs a pending update: verify, probation, then commit or roll back. Returns the child
+    /// left running (the new one after a commit; `None` after a rollback).
+    async fn update(&self, pending: Pending) -> Option<Child> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("update", correlation_id = %pending.correlation_id, from = %pending.from_version, to = %pending.to_version);
+        self.update_in_span(pending).instrument(span).await
+    }
+
+    async fn update_in_span(&self, mut pending: Pending) -> Option<Child> {
+        if pending.install_path != self.install_path {
+            tracing::warn!(staged_for = %pending.install_path.display(), "pending update is for another install path; discarding it");
+            let _ = self.state.clear_pending();
+            return None;
+        }
+        if let Err(reason) = self.verify_staged(&pending) {
+            tracing::error!(%reason, "staged update does not verify; discarding it");
+            self.finish(&pending, "failure", &reason, None);
+            return None;
+        }
+        pending.probation_attempts += 1;
+        if pending.probation_attempts > MAX_PROBATION_ATTEMPTS {
+            tracing::error!(
+                attempts = pending.probation_attempts - 1,
+                "probation was interrupted too often; giving up on this version"
+            );
+            self.finish(&pending, "rolled_back", "probation_interrupted", None);
+            return None;
+        }
+        if let Err(error) = self.state.save_pending(&pending) {
+            tracing::error!(%error, "cannot record the probation attempt");
+            return None;
+        }
+        let started = Instant::now();
+        match self.probation(&pending).await {
+            Probation::Passed(child) => match self.commit(&pending) {
+                Ok(()) => {
+                    tracing::info!(
+                        elapsed_s = started.elapsed().as_secs(),
+                        "probation passed; update committed"
+                    );
+                    self.finish(&pending, "success", "", None);
+                    Some(child)
+                }
+                Err(error) => {
+                    // The install path still holds the old binary: roll back.
+                    tracing::error!(%error, "could not swap the install path; rolling back");
+                    drop(child);
+                    self.finish(
+                        &pending,
+                        "rolled_back",
+                        "swap_failed",
+                        Some(&error.to_string()),
+                    );
+                    None
+                }
+            },
+            Probation::Failed { reason, detail } => {
+                tracing::error!(%reason, %detail, "probation failed; rolling back to the previous version");
+                self.finish(&pending, "rolled_back", &reason, Some(&detail));
+                None
+            }
+        }
+    }
+
+    /// Re-checks the staged file against the release's signature chain and signed hash: the
+    /// supervisor never executes what it did not verify itself.
+    fn verify_staged(&self, pending: &Pending) -> Result<(), String> {
+        let trust = self
+            .state
+            .load_trust(&self.config.root, &self.config.channel)
+            .map_err(|e| format!("trust_state: {e}"))?;
+        let root = &trust.root.signed;
+        root.verify_signed(RoleName::Release, &pending.release)
+            .map_err(|e| e.reason().as_str().to_owned())?;
+        let release = &pending.release.signed;
+        if release.version != pending.to_version {
+            return Err("manifest_mismatch".to_owned());
+        }
+        let artifact = release
+            .artifact_for(&pending.platform)
+            .ok_or_else(|| "wrong_platform".to_owned())?;
+        manifests::verify_file(&pending.staged_path, artifact)
+            .map_err(|e| e.reason().as_str().to_owned())
+    }
+
+    async fn probation(&self, pending: &Pending) -> Probation {
+        let version = pending.to_version.to_string();
+        let mut child = match self.spawn(&pending.staged_path, Some(&version)) {
+            Ok(child) => child,
+            Err(error) => {
+                let reason = match error.raw_os_error() {
+                    Some(8) => "not_executable",  // ENOEXEC
+                    Some(13) => "not_executable", // EACCES
+                    _ => "spawn_failed",
+                };
+                return Probation::Failed {
+                    reason: reason.to_owned(),
+                    detail: error.to_string(),
+                };
+            }
+        };
+        crate::failpoint::hit("restarting", self.state.path()).await;
+        let pid = child.id().unwrap_or_default();
+        let ready_deadline = Instant::now() + Duration::from_secs(self.config.ready_timeout_secs);
+        loop {
+            if let Ok(Some(ready)) = self.state.ready() {
+                if ready.pid == pid && ready.version == version {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Probation::Failed {
+                    reason: "exited_before_ready".to_owned(),
+                    detail: format!("the new version exited ({status}) before becoming ready"),
+                };
+            }
+            if Instant::now() >= ready_deadline {
+                let _ = child.kill().await;
+                return Probation::Failed {
+                    reason: "not_ready".to_owned(),
+                    detail: format!(
+                        "not ready within {} s (hung?)",
+                        self.config.ready_timeout_secs
+                    ),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(
+            pid,
+            probation_s = self.config.probation_secs,
+            "new version is ready; holding it in probation"
+        );
+        let hold = async {
+            crate::failpoint::hit("probation", self.state.path()).await;
+            tokio::time::sleep(self.config.probation()).await;
+        };
+        tokio::select! {
+            status = child.wait() => Probation::Failed {
+                reason: "died_in_probation".to_owned(),
+                detail: format!("the new version exited ({}) during probation", status.map_or_else(|e| e.to_string(), |s| s.to_string())),
+            },
+            () = hold => Probation::Passed(child),
+        }
+    }
+
+    /// Swaps the install path: previous kept, staged renamed over it, directory fsync'd.
+    fn commit(&self, pending: &Pending) -> std::io::Result<()> {
+        let install = &self.install_path;
+        let dir = install.parent().unwrap_or(Path::new("/"));
+        let name = install
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let previous = dir.join(format!("{name}.previous"));
+        let previous_tmp = dir.join(format!(".{name}.previous.tmp"));
+        let _ = std::fs::remove_file(&previous_tmp);
+        std::fs::hard_link(install, &previous_tmp)?;
+        std::fs::rename(&previous_tmp, &previous)?;
+        if crate::failpoint::armed("swapping") {
+            let _ = std::fs::write(
+                self.state.path().join("failpoint-swapping"),
+                std::process::id().to_string(),
+            );
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        std::fs::rename(&pending.staged_path, install)?;
+        sync_dir(dir)
+    }
+
+    /// Records the outcome for the child to count and report, and cleans up.
+    fn finish(&self, pending: &Pending, outcome: &str, reason: &str, detail: Option<&str>) {
+        if outcome != "success" {
+            let _ = std::fs::remove_file(&pending.staged_path);
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let duration_ms = u64::try_from(
+            now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)),
+        )
+        .unwrap_or(u64::MAX);
+        let record = Outcome {
+            correlation_id: pending.correlation_id.clone(),
+            channel: pending.channel.clone(),
+            from_version: pending.from_version.to_string(),
+            to_version: pending.to_version.to_string(),
+            outcome: outcome.to_owned(),
+            reason: reason.to_owned(),
+            duration_ms,
+            at: Timestamp::now().to_string(),
+        };
+        if let Err(error) = self.state.push_outcome(&record) {
+            tracing::error!(%error, "could not queue the outcome");
+        }
+        if let Err(error) = self.state.clear_pending() {
+            tracing::error!(%error, "could not clear the pending update");
+        }
+        tracing::info!(%outcome, %reason, detail = ?detail, duration_ms, "update finished");
+    }
+}
+
+/// True when this process is the child (the worker), not the supervisor.
+pub fn is_child() -> bool {
+    std::env::var(ROLE_ENV).is_ok_and(|role| role == "child")
+}

@@ -1,0 +1,614 @@
+//! The child's update loop: poll (or long-poll) the server, follow root rotations, decide with
+//! `manifests`, download and verify into the install directory, stage, wait for running tasks,
+//! then hand over to the supervisor (exit code [`EXIT_STAGED`]) for probation.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use manifests::{Decision, ExpirationEnforcement, LocalState, Timestamp, UpdateCheck, Version};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::client::{Latest, Poll, UpdateClient};
+use crate::config::AgentConfig;
+use crate::download::{download, DownloadOptions};
+use crate::error::UpdateFailure;
+use crate::metrics::Telemetry;
+use crate::state::{Outcome, Pending, StateDir, TrustState};
+use crate::tasks::TaskGate;
+
+/// Exit code of a child that staged a verified update: "restart me into it".
+pub const EXIT_STAGED: i32 = 75;
+/// Exit code of a child that refuses to run (below the channel's minimum version).
+pub const EXIT_REFUSED: i32 = 78;
+
+/// What the update loop ended with.
+#[derive(Debug)]
+pub enum LoopEnd {
+    /// Shutdown requested.
+    Shutdown,
+    /// A verified update is staged and tasks are drained: exit with [`EXIT_STAGED`].
+    Staged,
+}
+
+/// The child's updater.
+#[derive(Debug)]
+pub struct Updater {
+    /// Configuration.
+    pub config: AgentConfig,
+    /// State directory.
+    pub state: StateDir,
+    /// Server client.
+    pub client: UpdateClient,
+    /// Metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Identity.
+    pub worker_id: String,
+    /// Running version.
+    pub version: Version,
+    /// Platform (target triple).
+    pub platform: String,
+    /// The task gate.
+    pub gate: TaskGate,
+    /// The install path (resolved by the supervisor).
+    pub install_path: PathBuf,
+    trust: TrustState,
+    etag: Option<String>,
+    latest: Option<Latest>,
+    poll_interval: Duration,
+    reported: BTreeSet<String>,
+}
+
+/// Sends queued outcomes (decided by the supervisor) to the server, counts them, and applies
+/// quarantine for rolled-back versions. Safe to call from any task: outcome files are removed
+/// only once reported.
+pub async fn flush_outbox(
+    state: &StateDir,
+    client: &UpdateClient,
+    telemetry: &Telemetry,
+    worker_id: &str,
+) {
+    let outcomes = match state.outcomes() {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            tracing::warn!(%error, "outbox unreadable");
+            return;
+        }
+    };
+    for (path, outcome) in outcomes {
+        let counted = path.with_extension("counted");
+        if !counted.exists() {
+            match outcome.outcome.as_str() {
+                "success" => telemetry.success(),
+                "rolled_back" => {
+                    telemetry.rollback(&outcome.reason);
+                    if let Ok(version) = outcome.to_version.parse::<Version>() {
+                        quarantine(state, &version);
+                    }
+                }
+                "failure" => telemetry.failure(&outcome.reason),
+                "deferred" => telemetry.deferred(),
+                _ => {}
+            }
+            let _ = std::fs::write(&counted, b"");
+        }
+        match client.report(worker_id, &outcome).await {
+            Ok(()) => {
+                tracing::info!(correlation_id = %outcome.correlation_id, outcome = %outcome.outcome, reason = %outcome.reason, to_version = %outcome.to_version, "update outcome reported");
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(&counted);
+            }
+            Err(error) => {
+                tracing::warn!(correlation_id = %outcome.correlation_id, %error, "could not report the outcome yet; will retry");
+                return;
+            }
+        }
+    }
+}
+
+fn quarantine(state: &StateDir, version: &Version) {
+    let path = state.path().join("trust.json");
+    let result = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<TrustState>(&bytes).ok())
+        .map(|mut trust| {
+            trust.quarantined.insert(version.clone());
+            state.save_trust(&trust)
+        });
+    match result {
+        Some(Ok(())) => {
+            tracing::warn!(%version, "version quarantined: it will not be retried until a newer release")
+        }
+        Some(Err(error)) => tracing::error!(%error, %version, "could not record the quarantine"),
+        None => tracing::error!(%version, "trust state unreadable; quarantine not recorded"),
+    }
+}
+
+impl Updater {
+    /// An updater starting from the persisted trust state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: AgentConfig,
+        state: StateDir,
+        client: UpdateClient,
+        telemetry: Arc<Telemetry>,
+        worker_id: String,
+        version: Version,
+        platform: String,
+        gate: TaskGate,
+        install_path: PathBuf,
+        poll_interval: Duration,
+    ) -> Result<Self, UpdateFailure> {
+        let trust = state
+            .load_trust(&config.root, &config.channel)
+            .map_err(|e| UpdateFailure::fatal("trust_state", e.to_string()))?;
+        Ok(Updater {
+            config,
+            state,
+            client,
+            telemetry,
+            worker_id,
+            version,
+            platform,
+            gate,
+            install_path,
+            trust,
+            etag: None,
+            latest: None,
+            poll_interval,
+            reported: BTreeSet::new(),
+        })
+    }
+
+    /// One line describing the last decision's inputs, for `update check`.
+    pub fn describe(&self) -> String {
+        match self
+            .latest
+            .as_ref()
+            .and_then(|l| l.channel.as_ref().zip(l.release.as_ref()))
+        {
+            Some((channel, release)) => format!(
+                "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {:?}",
+                self.version,
+                channel.signed.channel,
+                channel.signed.serial,
+                release.signed.version,
+                channel.signed.rollout.percent,
+                if channel.signed.halted {
+                    " (halted)"
+                } else {
+                    ""
+                },
+                self.trust.accepted_serial
+            ),
+            None => format!(
+                "running {}; channel {} offers nothing yet",
+                self.version, self.config.channel
+            ),
+        }
+    }
+
+    /// Runs until shutdown or until an update is staged.
+    pub async fn run(mut self, shutdown: CancellationToken) -> LoopEnd {
+        let mut first = true;
+        loop {
+            if shutdown.is_cancelled() {
+                return LoopEnd::Shutdown;
+            }
+            if !first && !self.config.long_poll {
+                // Full jitter: a fleet restarted together does not poll together.
+                let base = self
+                    .config
+                    .poll_interval_secs
+                    .map_or(self.poll_interval, Duration::from_secs);
+                let jitter = rand::rng().random_range(0..=base.as_millis().max(1) as u64);
+                let pause = if self.config.force_update {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(jitter)
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return LoopEnd::Shutdown,
+                }
+            }
+            first = false;
+            let outcome = tokio::select! {
+                outcome = self.check_once() => outcome,
+                () = shutdown.cancelled() => return LoopEnd::Shutdown,
+            };
+            match outcome {
+                Ok(true) => return LoopEnd::Staged,
+                Ok(false) => {}
+                Err(failure) => {
+                    tracing::warn!(reason = %failure.reason, error = %failure.message, "update check failed");
+                    let pause = Duration::from_secs(5).min(self.poll_interval);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return LoopEnd::Shutdown,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One poll and, when warranted, one update attempt. `Ok(true)` when an update is staged.
+    pub async fn check_once(&mut self) -> Result<bool, UpdateFailure> {
+        let started = Instant::now();
+        let wait = (self.config.long_poll && self.etag.is_some() && !self.config.force_update)
+            .then(|| {
+                self.config
+                    .poll_interval_secs
+                    .map_or(self.poll_interval, Duration::from_secs)
+            });
+        let poll = self
+            .client
+            .latest(
+                &self.config.channel,
+                &self.platform,
+                &self.version.to_string(),
+                &self.worker_id,
+                self.etag.as_deref(),
+                wait,
+            )
+            .await?;
+        #[allow(clippy::cast_precision_loss)]
+        self.telemetry
+            .last_check
+            .set(Timestamp::now().unix() as f64);
+        if let Poll::Changed { latest, etag } = poll {
+            self.poll_interval = Duration::from_secs(latest.poll_interval_s.clamp(1, 3600));
+            self.etag = etag;
+            self.latest = Some(*latest);
+        }
+        let Some(latest) = self.latest.clone() else {
+            return Ok(false);
+        };
+        self.telemetry
+            .durations
+            .with_label_values(&["check"])
+            .observe(started.elapsed().as_secs_f64());
+        self.decide_and_apply(latest).await
+    }
+
+    async fn decide_and_apply(&mut self, latest: Latest) -> Result<bool, UpdateFailure> {
+        if let Err(failure) = self.follow_roots(latest.root_version).await {
+            self.reject(&failure, None);
+            return Ok(false);
+        }
+        let (Some(channel), Some(release)) = (&latest.channel, &latest.release) else {
+            return Ok(false);
+        };
+        let local = LocalState {
+            product: manifests::PRODUCT.to_owned(),
+            platform: self.platform.clone(),
+            worker_id: self.worker_id.clone(),
+            channel: self.config.channel.clone(),
+            current_version: self.version.clone(),
+            accepted_serial: self.trust.accepted_serial,
+            accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
+            quarantined: self.current_quarantine(),
+        };
+        let root = self.trust.root.signed.clone();
+        let decision = UpdateCheck {
+            root: &root,
+            channel,
+            release,
+            rollback: latest.rollback.as_ref(),
+            ignore_cohort: self.config.force_update,
+        }
+        .decide(&local, Timestamp::now());
+        let (plan, statement) = match decision {
+            Decision::Reject(error) => {
+                let to = release.signed.version.to_string();
+                self.reject(&UpdateFailure::from(error), Some(&to));
+                return Ok(false);
+            }
+            Decision::NothingToDo { why, statement } => {
+                self.accept(&statement, &release.signed.version);
+                tracing::debug!(?why, "nothing to do");
+                return Ok(false);
+            }
+            Decision::Install { plan, statement } => (plan, statement),
+        };
+        self.accept(&statement, &release.signed.version);
+        if !self.config.auto_update() {
+            tracing::info!(version = %plan.version, "update available; automatic updates are off");
+            return Ok(false);
+        }
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.version, to = %plan.version);
+        self.attempt(plan, release.clone(), statement.urgent, correlation_id)
+            .instrument(span)
+            .await
+    }
+
+    fn current_quarantine(&self) -> BTreeSet<Version> {
+        // The supervisor's outcomes may have added to it since we loaded it.
+        self.state
+            .load_trust(&self.config.root, &self.config.channel)
+            .map(|t| t.quarantined)
+            .unwrap_or_else(|_| self.trust.quarantined.clone())
+    }
+
+    fn accept(&mut self, statement: &manifests::AcceptedStatement, offered: &Version) {
+        #[allow(clippy::cast_precision_loss)]
+        self.telemetry
+            .manifest_expiry
+            .set(statement.expires.unix() as f64);
+        let mut trust = self
+            .state
+            .load_trust(&self.config.root, &self.config.channel)
+            .unwrap_or_else(|_| self.trust.clone());
+        let changed = trust.accepted_serial != Some(statement.serial)
+            || trust
+                .highest_version_seen
+                .as_ref()
+                .is_none_or(|v| v < offered);
+        trust.accepted_serial = Some(statement.serial);
+        trust.accepted_statement_sha256 = Some(statement.sha256.clone());
+        if trust
+            .highest_version_seen
+            .as_ref()
+            .is_none_or(|v| v < offered)
+        {
+            trust.highest_version_seen = Some(offered.clone());
+        }
+        if changed {
+            if let Err(error) = self.state.save_trust(&trust) {
+                tracing::error!(%error, "could not persist the trust state");
+            }
+        }
+        self.trust = trust;
+    }
+
+    /// Counts, logs and reports a rejection once per (statement, reason).
+    fn reject(&mut self, failure: &UpdateFailure, to_version: Option<&str>) {
+        let serial = self
+            .latest
+            .as_ref()
+            .and_then(|l| l.channel.as_ref())
+            .map(|c| c.signed.serial);
+        let key = format!("{serial:?}/{to_version:?}/{}", failure.reason);
+        if !self.reported.insert(key) {
+            return;
+        }
+        tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
+        self.telemetry.failure(&failure.reason);
+        if let Some(to) = to_version {
+            self.queue_outcome(
+                &uuid::Uuid::new_v4().to_string(),
+                to,
+                "failure",
+                &failure.reason,
+                0,
+            );
+        }
+    }
+
+    fn queue_outcome(
+        &self,
+        correlation_id: &str,
+        to: &str,
+        outcome: &str,
+        reason: &str,
+        duration_ms: u64,
+    ) {
+        let record = Outcome {
+            correlation_id: correlation_id.to_owned(),
+            channel: self.config.channel.clone(),
+            from_version: self.version.to_string(),
+            to_version: to.to_owned(),
+            outcome: outcome.to_owned(),
+            reason: reason.to_owned(),
+            duration_ms,
+            at: Timestamp::now().to_string(),
+        };
+        // Counted by the outbox flusher (it counts only what it has not counted before), except
+        // rejections, which `reject` already counted.
+        if let Err(error) = self.state.push_outcome(&record) {
+            tracing::error!(%error, "could not queue the outcome report");
+            return;
+        }
+        if outcome == "failure" {
+            let counted = self.state.path().join("outbox").join(format!(
+                "{}-{outcome}.counted",
+                correlation_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
+            ));
+            let _ = std::fs::write(counted, b"");
+        }
+    }
+
+    async fn follow_roots(&mut self, server_version: u64) -> Result<(), UpdateFailure> {
+        let mut current = self.trust.root.clone();
+        if server_version <= current.signed.version {
+            return Ok(());
+        }
+        while current.signed.version < server_version {
+            let next = self.client.root(current.signed.version + 1).await?;
+            manifests::verify_rotation(&current.signed, &next)?;
+            tracing::info!(
+                from = current.signed.version,
+                to = next.signed.version,
+                "root rotated"
+            );
+            current = next;
+        }
+        current
+            .signed
+            .check_expiry(Timestamp::now(), ExpirationEnforcement::Safe)?;
+        let mut trust = self.trust.clone();
+        trust.root = current;
+        self.state
+            .save_trust(&trust)
+            .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
+        self.trust = trust;
+        Ok(())
+    }
+
+    async fn attempt(
+        &mut self,
+        plan: manifests::InstallPlan,
+        release: manifests::Signed<manifests::Release>,
+        urgent: bool,
+        correlation_id: String,
+    ) -> Result<bool, UpdateFailure> {
+        let started = Instant::now();
+        let started_at_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(0);
+        self.telemetry.attempt();
+        tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
+        let to = plan.version.to_string();
+        match self.download_and_stage(&plan).await {
+            Ok(staged) => {
+                self.telemetry
+                    .durations
+                    .with_label_values(&["download"])
+                    .observe(started.elapsed().as_secs_f64());
+                let pending = Pending {
+                    correlation_id: correlation_id.clone(),
+                    channel: self.config.channel.clone(),
+                    from_version: self.version.clone(),
+                    to_version: plan.version.clone(),
+                    staged_path: staged,
+                    install_path: self.install_path.clone(),
+                    release,
+                    platform: self.platform.clone(),
+                    is_rollback: plan.is_rollback,
+                    started_at_ms,
+                    probation_attempts: 0,
+                };
+                if !self.wait_until_idle(urgent, &correlation_id, &to).await {
+                    let _ = std::fs::remove_file(&pending.staged_path);
+                    return Ok(false);
+                }
+                self.state
+                    .save_pending(&pending)
+                    .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
+                tracing::info!(staged = %pending.staged_path.display(), "update staged; handing over to the supervisor for probation");
+                Ok(true)
+            }
+            Err(failure) => {
+                tracing::warn!(reason = %failure.reason, error = %failure.message, "update attempt failed; the running binary is untouched");
+                self.telemetry.failure(&failure.reason);
+                let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.queue_outcome(&correlation_id, &to, "failure", &failure.reason, duration);
+                self.reported
+                    .insert(format!("attempt/{to}/{}", failure.reason));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Never swap while a task runs: refuse new tasks, wait for the running ones. Past the
+    /// maximum deferral, go on only when forced or urgent; otherwise report `deferred`.
+    async fn wait_until_idle(&mut self, urgent: bool, correlation_id: &str, to: &str) -> bool {
+        if self.config.force_update || self.gate.running() == 0 {
+            self.gate.drain();
+            if self.config.force_update || self.gate.running() == 0 {
+                return true;
+            }
+        }
+        self.gate.drain();
+        tracing::info!(
+            running = self.gate.running(),
+            "waiting for running tasks before updating"
+        );
+        if self
+            .gate
+            .wait_idle(Duration::from_secs(self.config.max_deferral_secs))
+            .await
+            || urgent
+        {
+            return true;
+        }
+        self.gate.undrain();
+        tracing::warn!("update deferred: tasks still running after the maximum deferral");
+        let record = Outcome {
+            correlation_id: correlation_id.to_owned(),
+            channel: self.config.channel.clone(),
+            from_version: self.version.to_string(),
+            to_version: to.to_owned(),
+            outcome: "deferred".to_owned(),
+            reason: "busy".to_owned(),
+            duration_ms: self.config.max_deferral_secs * 1000,
+            at: Timestamp::now().to_string(),
+        };
+        if let Err(error) = self.state.push_outcome(&record) {
+            tracing::error!(%error, "could not queue the deferral report");
+        }
+        false
+    }
+
+    async fn download_and_stage(
+        &self,
+        plan: &manifests::InstallPlan,
+    ) -> Result<PathBuf, UpdateFailure> {
+        let dir = self.install_path.parent().unwrap_or(Path::new("/"));
+        let artifact = &plan.artifact;
+        let short = artifact.sha256.get(..16).unwrap_or(&artifact.sha256);
+        let part = dir.join(format!(".worker-agent-{short}.part"));
+        let staged = dir.join(format!(".worker-agent-{}-{short}.staged", plan.version));
+        let url = self.client.resolve(&artifact.url);
+        let same_server = url.starts_with(self.config.server_base());
+        let options = DownloadOptions {
+            attempts: self.config.download_attempts,
+            read_timeout: Duration::from_secs(self.config.read_timeout_secs),
+            min_rate: self.config.min_rate_bytes,
+            rate_window: Duration::from_secs(10),
+            backoff: Duration::from_secs(1),
+        };
+        let telemetry = self.telemetry.clone();
+        let state_dir = self.state.path().to_owned();
+        let first_chunk = std::sync::atomic::AtomicBool::new(false);
+        let on_bytes = move |n: u64| {
+            telemetry.downloaded(n);
+            if !first_chunk.swap(true, std::sync::atomic::Ordering::SeqCst)
+                && crate::failpoint::armed("downloading")
+            {
+                let _ = std::fs::write(
+                    state_dir.join("failpoint-downloading"),
+                    std::process::id().to_string(),
+                );
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+        };
+        download(
+            self.client.http(),
+            &url,
+            // Only the update server gets the worker token, never a mirror.
+            same_server.then(|| self.client.token()),
+            artifact,
+            &part,
+            &options,
+            &on_bytes,
+        )
+        .await?;
+        self.telemetry.flush();
+        crate::failpoint::hit("verifying", self.state.path()).await;
+        // Same mode as the running binary, then into its verified name in one rename.
+        let mode = std::fs::metadata(&self.install_path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+            .unwrap_or(0o755);
+        std::fs::set_permissions(
+            &part,
+            std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+        )
+        .map_err(|e| UpdateFailure::io("setting the mode of the download", &e))?;
+        std::fs::rename(&part, &staged)
+            .map_err(|e| UpdateFailure::io("staging the download", &e))?;
+        crate::state::sync_dir(dir)
+            .map_err(|e| UpdateFailure::io("syncing the install directory", &e))?;
+        Ok(staged)
+    }
+}
