@@ -427,3 +427,185 @@ impl Api {
         ))
     }
 }
+
+/// A free loopback port (bound then released; the agent binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `worker-agent run` (its supervisor; the worker is its child).
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    /// The install path (a copy of the binary under test).
+    pub install_path: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// `127.0.0.1:PORT` of `/metrics` and `/healthz`.
+    pub metrics_addr: String,
+    /// The supervisor's stderr log.
+    pub log_path: PathBuf,
+    args: Vec<String>,
+}
+
+impl Agent {
+    /// Installs `binary` as `dir/install/worker-agent` and runs it against `server`.
+    pub fn start(dir: &Path, server: &Server, trust: &Trust, binary: &Path, channel: &str, extra: &[&str]) -> Self {
+        let install_dir = dir.join("install");
+        std::fs::create_dir_all(&install_dir).expect("install dir");
+        let install_path = install_dir.join("worker-agent");
+        std::fs::copy(binary, &install_path).expect("install the agent");
+        std::fs::write(dir.join("worker.token"), &server.worker_token).expect("token");
+        let state_dir = dir.join("state");
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = [
+            "run",
+            "--update-server",
+            &server.url,
+            "--channel",
+            channel,
+            "--token",
+            &server.worker_token,
+            "--root",
+            &trust.root_path.to_string_lossy(),
+            "--state-dir",
+            &state_dir.to_string_lossy(),
+            "--metrics-listen",
+            &metrics_addr,
+            "--probation-secs",
+            "2",
+            "--ready-timeout-secs",
+            "8",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        args.extend(extra.iter().map(ToString::to_string));
+        let log_path = dir.join("agent.log");
+        let child = spawn_agent(&install_path, &args, &log_path, &[]);
+        Agent {
+            child,
+            install_path,
+            state_dir,
+            metrics_addr,
+            log_path,
+            args,
+        }
+    }
+
+    /// Starts it again (same install, same state), with extra environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.child = spawn_agent(&self.install_path, &self.args, &self.log_path, env);
+    }
+
+    /// The supervisor's pid.
+    pub fn supervisor_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9` the supervisor and its worker.
+    pub fn kill9_all(&mut self) {
+        let worker = self.ready().and_then(|r| r["pid"].as_u64());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = worker {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // Any worker started from a staged file, too.
+        let _ = Command::new("pkill").args(["-9", "-f", &self.state_dir.to_string_lossy()]).status();
+    }
+
+    /// `ready.json` of the current worker.
+    pub fn ready(&self) -> Option<serde_json::Value> {
+        std::fs::read(self.state_dir.join("ready.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// `GET /healthz` of the worker (None while it is down).
+    pub fn health(&self) -> Option<serde_json::Value> {
+        let reply = reqwest::blocking::Client::new()
+            .get(format!("http://{}/healthz", self.metrics_addr))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .ok()?;
+        reply.json().ok()
+    }
+
+    /// `GET /metrics` of the worker.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::Client::new()
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .and_then(reqwest::blocking::Response::text)
+            .unwrap_or_default()
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `--version` of the binary at the install path.
+    pub fn installed_version(&self) -> String {
+        let output = Command::new(&self.install_path).arg("--version").output().expect("run --version");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Waits until `check` holds (polling every 200 ms), or panics with the log after `limit`.
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut(&Agent) -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out after {limit:?} waiting for: {what}\n--- agent log ---\n{}", self.log());
+    }
+
+    /// Whether a worker of `version` is ready (announced itself) and its `/healthz` answers.
+    pub fn serves_version(&self, version: &str) -> bool {
+        self.ready().is_some_and(|r| r["version"] == version) && self.health().is_some_and(|h| h["version"] == version)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("pkill").args(["-9", "-f", &self.state_dir.to_string_lossy()]).status();
+    }
+}
+
+fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("agent log");
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_remove("WORKER_AGENT_ROLE")
+        .env_remove("WORKER_AGENT_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("start worker-agent")
+}

@@ -55,29 +55,28 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Path of a `worker-agent` built from this source but reporting `version`.
+///
+/// All versions share one target directory (`target/e2e-agents/build`), so only the agent crate
+/// is recompiled per version; each result is copied to `target/e2e-agents/<version>/`.
 pub fn agent_at_version(version: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
-    let mut built = built
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = built.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(path) = built.get(version) {
         return path.clone();
     }
-    let dir = target_dir().join("e2e-agents").join(version);
-    let dir_text = dir.to_string_lossy().into_owned();
+    let build_dir = target_dir().join("e2e-agents").join("build");
+    let build_text = build_dir.to_string_lossy().into_owned();
     run_cargo_build(
-        &[
-            "-p",
-            "worker-agent",
-            "--bin",
-            "worker-agent",
-            "--target-dir",
-            &dir_text,
-        ],
+        &["-p", "worker-agent", "--bin", "worker-agent", "--target-dir", &build_text],
         &[("WORKER_AGENT_VERSION", version)],
     );
-    let path = dir.join("debug").join("worker-agent");
+    let dir = target_dir().join("e2e-agents").join(version);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    let path = dir.join("worker-agent");
+    let staging = dir.join(".worker-agent.copy");
+    std::fs::copy(build_dir.join("debug").join("worker-agent"), &staging).expect("copy agent");
+    std::fs::rename(&staging, &path).expect("place agent");
     built.insert(version.to_owned(), path.clone());
     path
 }

@@ -3,5 +3,6 @@
 
 mod release_admin;
 mod release_cli;
+mod agent_update;
 mod server;
 mod versions;
