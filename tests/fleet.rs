@@ -126,6 +126,14 @@ impl Trust {
         (doc, path)
     }
 
+    /// Signs a release whose single artifact (`file`, for this platform) is fetched from `url`
+    /// instead of the update server (a mirror).
+    pub fn sign_release_at(&self, version: &str, file: &Path, url: &str) -> Signed<Release> {
+        let (mut doc, _) = self.sign_release(version, "0.0.0", &[(PLATFORM, file)]);
+        doc.signed.artifacts[0].url = url.to_owned();
+        Signed::sign(doc.signed, &[&self.release_key]).expect("sign release")
+    }
+
     /// Signs a rollback directive from `from` to `to`, valid for a day.
     pub fn sign_rollback(&self, from: &[&str], to: &str) -> Signed<Rollback> {
         let now = Timestamp::now();
@@ -453,7 +461,14 @@ pub struct Agent {
 
 impl Agent {
     /// Installs `binary` as `dir/install/worker-agent` and runs it against `server`.
-    pub fn start(dir: &Path, server: &Server, trust: &Trust, binary: &Path, channel: &str, extra: &[&str]) -> Self {
+    pub fn start(
+        dir: &Path,
+        server: &Server,
+        trust: &Trust,
+        binary: &Path,
+        channel: &str,
+        extra: &[&str],
+    ) -> Self {
         let install_dir = dir.join("install");
         std::fs::create_dir_all(&install_dir).expect("install dir");
         let install_path = install_dir.join("worker-agent");
@@ -475,14 +490,16 @@ impl Agent {
             &state_dir.to_string_lossy(),
             "--metrics-listen",
             &metrics_addr,
-            "--probation-secs",
-            "2",
-            "--ready-timeout-secs",
-            "8",
         ]
         .iter()
         .map(ToString::to_string)
         .collect();
+        // Short probation by default; `extra` may set its own.
+        for (flag, value) in [("--probation-secs", "2"), ("--ready-timeout-secs", "8")] {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
         args.extend(extra.iter().map(ToString::to_string));
         let log_path = dir.join("agent.log");
         let child = spawn_agent(&install_path, &args, &log_path, &[]);
@@ -515,7 +532,9 @@ impl Agent {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         // Any worker started from a staged file, too.
-        let _ = Command::new("pkill").args(["-9", "-f", &self.state_dir.to_string_lossy()]).status();
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &self.state_dir.to_string_lossy()])
+            .status();
     }
 
     /// `ready.json` of the current worker.
@@ -552,7 +571,10 @@ impl Agent {
 
     /// `--version` of the binary at the install path.
     pub fn installed_version(&self) -> String {
-        let output = Command::new(&self.install_path).arg("--version").output().expect("run --version");
+        let output = Command::new(&self.install_path)
+            .arg("--version")
+            .output()
+            .expect("run --version");
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
@@ -566,18 +588,24 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("timed out after {limit:?} waiting for: {what}\n--- agent log ---\n{}", self.log());
+        panic!(
+            "timed out after {limit:?} waiting for: {what}\n--- agent log ---\n{}",
+            self.log()
+        );
     }
 
     /// Whether a worker of `version` is ready (announced itself) and its `/healthz` answers.
     pub fn serves_version(&self, version: &str) -> bool {
-        self.ready().is_some_and(|r| r["version"] == version) && self.health().is_some_and(|h| h["version"] == version)
+        self.ready().is_some_and(|r| r["version"] == version)
+            && self.health().is_some_and(|h| h["version"] == version)
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -587,7 +615,9 @@ impl Drop for Agent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new("pkill").args(["-9", "-f", &self.state_dir.to_string_lossy()]).status();
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &self.state_dir.to_string_lossy()])
+            .status();
     }
 }
 

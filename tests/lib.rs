@@ -61,14 +61,23 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn agent_at_version(version: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = built
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(path) = built.get(version) {
         return path.clone();
     }
     let build_dir = target_dir().join("e2e-agents").join("build");
     let build_text = build_dir.to_string_lossy().into_owned();
     run_cargo_build(
-        &["-p", "worker-agent", "--bin", "worker-agent", "--target-dir", &build_text],
+        &[
+            "-p",
+            "worker-agent",
+            "--bin",
+            "worker-agent",
+            "--target-dir",
+            &build_text,
+        ],
         &[("WORKER_AGENT_VERSION", version)],
     );
     let dir = target_dir().join("e2e-agents").join(version);

@@ -137,6 +137,8 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(version = VERSION, %worker_id, metrics = %metrics_addr, channel = %config.channel, auto_update = config.auto_update(), "worker ready");
 
+    // Count (and quarantine) what the supervisor decided before the first update check.
+    flush_outbox(&state, &client, &telemetry, &worker_id).await;
     // Outcomes decided by the supervisor are counted and reported promptly, whatever the
     // update loop is doing (e.g. sitting in a long poll).
     tokio::spawn({

@@ -359,6 +359,22 @@ impl Supervisor {
         if outcome != "success" {
             let _ = std::fs::remove_file(&pending.staged_path);
         }
+        if outcome == "rolled_back" {
+            // Quarantine before any worker starts again (none runs now): the restarted old
+            // version must never pick the same release up.
+            match self
+                .state
+                .load_trust(&self.config.root, &self.config.channel)
+            {
+                Ok(mut trust) => {
+                    trust.quarantined.insert(pending.to_version.clone());
+                    if let Err(error) = self.state.save_trust(&trust) {
+                        tracing::error!(%error, "could not record the quarantine");
+                    }
+                }
+                Err(error) => tracing::error!(%error, "could not record the quarantine"),
+            }
+        }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())

@@ -20,18 +20,31 @@ impl World {
         let sandbox = Sandbox::new();
         let trust = Trust::new(sandbox.path());
         let server = Server::start(sandbox.path(), &trust, &[]);
-        World { sandbox, trust, server }
+        World {
+            sandbox,
+            trust,
+            server,
+        }
     }
 
     /// Signs, publishes and promotes (100 %, stable) `artifact` as `version`.
     fn roll_out(&self, version: &str, artifact: &std::path::Path) {
-        let (release, _) = self.trust.sign_release(version, "0.0.0", &[(PLATFORM, artifact)]);
+        let (release, _) = self
+            .trust
+            .sign_release(version, "0.0.0", &[(PLATFORM, artifact)]);
         self.server.publish(&release, &[artifact]);
         self.server.promote("stable", version, 100);
     }
 
     fn agent(&self, extra: &[&str]) -> Agent {
-        Agent::start(self.sandbox.path(), &self.server, &self.trust, &agent_at_version(V1), "stable", extra)
+        Agent::start(
+            self.sandbox.path(),
+            &self.server,
+            &self.trust,
+            &agent_at_version(V1),
+            "stable",
+            extra,
+        )
     }
 
     /// The audit trail's report lines.
@@ -49,16 +62,20 @@ impl World {
 
     #[track_caller]
     fn wait_for_report(&self, agent: &Agent, needle: &str) {
-        agent.wait_until(&format!("a report containing {needle:?}"), Duration::from_secs(60), |_| {
-            self.reports().contains(needle)
-        });
+        agent.wait_until(
+            &format!("a report containing {needle:?}"),
+            Duration::from_secs(60),
+            |_| self.reports().contains(needle),
+        );
     }
 }
 
 fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
     metrics
         .lines()
-        .find(|line| line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' '))
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
@@ -67,28 +84,61 @@ fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
 fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
     let w = World::new();
     let agent = w.agent(&[]);
-    agent.wait_until("v1 serving", Duration::from_secs(30), |a| a.serves_version(V1));
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
     let v1_pid = agent.ready().expect("ready")["pid"].as_u64();
 
     w.roll_out(V2, &agent_at_version(V2));
-    agent.wait_until("v2 serving", Duration::from_secs(90), |a| a.serves_version(V2));
+    agent.wait_until("v2 serving", Duration::from_secs(90), |a| {
+        a.serves_version(V2)
+    });
     w.wait_for_report(&agent, &format!("success {V1}->{V2}"));
 
-    assert!(agent.installed_version().starts_with(&format!("worker-agent {V2} (commit ")), "{}", agent.installed_version());
+    assert!(
+        agent
+            .installed_version()
+            .starts_with(&format!("worker-agent {V2} (commit ")),
+        "{}",
+        agent.installed_version()
+    );
     let previous = agent.install_path.with_file_name("worker-agent.previous");
-    let output = std::process::Command::new(&previous).arg("--version").output().expect("previous runs");
+    let output = std::process::Command::new(&previous)
+        .arg("--version")
+        .output()
+        .expect("previous runs");
     assert!(String::from_utf8_lossy(&output.stdout).starts_with(&format!("worker-agent {V1} ")));
-    assert_ne!(agent.ready().expect("ready")["pid"].as_u64(), v1_pid, "a new process serves");
+    assert_ne!(
+        agent.ready().expect("ready")["pid"].as_u64(),
+        v1_pid,
+        "a new process serves"
+    );
     let metrics = agent.metrics();
-    assert_eq!(metric(&metrics, &format!("worker_version_current{{version=\"{V2}\"}}")), Some(1.0), "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("worker_version_current{{version=\"{V2}\"}}")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     agent.wait_until("success counted", Duration::from_secs(10), |a| {
         metric(&a.metrics(), "worker_update_success_total") == Some(1.0)
     });
     let metrics = agent.metrics();
-    assert_eq!(metric(&metrics, "worker_update_attempt_total"), Some(1.0), "{metrics}");
-    assert!(metric(&metrics, "worker_update_download_bytes_total").unwrap_or(0.0) > 1_000_000.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "worker_update_attempt_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "worker_update_download_bytes_total").unwrap_or(0.0) > 1_000_000.0,
+        "{metrics}"
+    );
     assert!(metric(&metrics, "worker_update_last_check_timestamp_seconds").unwrap_or(0.0) > 1.7e9);
-    assert!(metric(&metrics, "worker_update_manifest_expiry_timestamp_seconds").unwrap_or(0.0) > 1.7e9);
+    assert!(
+        metric(&metrics, "worker_update_manifest_expiry_timestamp_seconds").unwrap_or(0.0) > 1.7e9
+    );
     // One correlation id follows the attempt through the agent's and the server's logs.
     let reports = w.reports();
     let correlation = reports
@@ -97,6 +147,105 @@ fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
         .and_then(|rest| rest.split(')').next())
         .expect("correlation id in the report")
         .to_owned();
-    assert!(agent.log().contains(&correlation), "agent log lacks {correlation}");
-    assert!(w.server.log().contains(&correlation), "server log lacks {correlation}");
+    assert!(
+        agent.log().contains(&correlation),
+        "agent log lacks {correlation}"
+    );
+    assert!(
+        w.server.log().contains(&correlation),
+        "server log lacks {correlation}"
+    );
+}
+
+/// Rolls out a bad "release" (an executable that is not a working agent) and checks it is
+/// rolled back: v1 serving again in a new process, version quarantined, `rolled_back` report,
+/// rollback metric, install path untouched.
+fn rolled_back(bad: &[u8], expected_reason: &str, extra: &[&str]) {
+    let w = World::new();
+    let agent = w.agent(extra);
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    let artifact = w.sandbox.write("bad-release", bad);
+    std::fs::set_permissions(
+        &artifact,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    w.roll_out(V2, &artifact);
+    w.wait_for_report(&agent, &format!("rolled_back {expected_reason} {V1}->{V2}"));
+    agent.wait_until("v1 serving again", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    assert!(
+        agent
+            .installed_version()
+            .starts_with(&format!("worker-agent {V1} ")),
+        "install path untouched"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(agent.install_path.parent().expect("dir"))
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".staged") || n.ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "staged files left: {leftovers:?}");
+    let rollback_metric = format!("worker_update_rollback_total{{reason=\"{expected_reason}\"}}");
+    agent.wait_until("rollback counted", Duration::from_secs(30), |a| {
+        metric(&a.metrics(), &rollback_metric) == Some(1.0)
+    });
+    let status = std::process::Command::new(&agent.install_path)
+        .args([
+            "update",
+            "status",
+            "--update-server",
+            &w.server.url,
+            "--token",
+            "unused-token-for-status-0000",
+        ])
+        .arg("--root")
+        .arg(&w.trust.root_path)
+        .arg("--state-dir")
+        .arg(&agent.state_dir)
+        .output()
+        .expect("update status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["quarantined"], serde_json::json!([V2]), "{status}");
+    // Quarantined: the same release is not tried again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        w.reports().matches("rolled_back").count(),
+        1,
+        "{}",
+        w.reports()
+    );
+}
+
+#[test]
+fn a_release_that_exits_at_once_is_rolled_back() {
+    rolled_back(b"#!/bin/sh\nexit 1\n", "exited_before_ready", &[]);
+}
+
+#[test]
+fn a_release_that_hangs_is_rolled_back() {
+    rolled_back(
+        b"#!/bin/sh\nexec sleep 3600\n",
+        "not_ready",
+        &["--ready-timeout-secs", "4"],
+    );
+}
+
+#[test]
+fn a_release_that_dies_after_5_s_in_probation_is_rolled_back() {
+    // It even announces readiness like a real agent, then dies inside the probation window.
+    let script = b"#!/bin/sh\nstate=''\nwhile [ $# -gt 0 ]; do [ \"$1\" = --state-dir ] && state=\"$2\"; shift; done\nprintf '{\"pid\":%s,\"version\":\"2.0.0\",\"metrics\":\"\"}' $$ > \"$state/ready.json\"\nsleep 5\nexit 3\n";
+    rolled_back(script, "died_in_probation", &["--probation-secs", "15"]);
+}
+
+#[test]
+fn a_release_that_is_not_executable_is_rolled_back() {
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    rolled_back(&garbage, "not_executable", &[]);
 }
