@@ -469,6 +469,19 @@ impl Agent {
         channel: &str,
         extra: &[&str],
     ) -> Self {
+        Self::start_with_env(dir, server, trust, binary, channel, extra, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        server: &Server,
+        trust: &Trust,
+        binary: &Path,
+        channel: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let install_dir = dir.join("install");
         std::fs::create_dir_all(&install_dir).expect("install dir");
         let install_path = install_dir.join("worker-agent");
@@ -502,7 +515,7 @@ impl Agent {
         }
         args.extend(extra.iter().map(ToString::to_string));
         let log_path = dir.join("agent.log");
-        let child = spawn_agent(&install_path, &args, &log_path, &[]);
+        let child = spawn_agent(&install_path, &args, &log_path, env);
         Agent {
             child,
             install_path,
@@ -521,6 +534,16 @@ impl Agent {
     /// The supervisor's pid.
     pub fn supervisor_pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The supervisor's exit status, if it exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The command-line arguments it runs with.
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     /// `kill -9` the supervisor and its worker.
@@ -637,5 +660,17 @@ fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]
     for (key, value) in env {
         command.env(key, value);
     }
-    command.spawn().expect("start worker-agent")
+    // A binary copied a moment ago can be "busy" (ETXTBSY) while another test thread's fork
+    // still holds the copy's write descriptor between fork and exec: retry briefly.
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(error) if error.raw_os_error() == Some(26) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(error) => panic!("start worker-agent: {error}"),
+        }
+    }
 }

@@ -341,6 +341,10 @@ impl Supervisor {
         let _ = std::fs::remove_file(&previous_tmp);
         std::fs::hard_link(install, &previous_tmp)?;
         std::fs::rename(&previous_tmp, &previous)?;
+        // When `previous` already is this very file (a commit interrupted after this step and
+        // now redone), rename(2) of one hard link onto another of the same inode does nothing
+        // and leaves the temporary name behind.
+        let _ = std::fs::remove_file(&previous_tmp);
         if crate::failpoint::armed("swapping") {
             let _ = std::fs::write(
                 self.state.path().join("failpoint-swapping"),
