@@ -249,3 +249,200 @@ fn a_release_that_is_not_executable_is_rolled_back() {
         .collect();
     rolled_back(&garbage, "not_executable", &[]);
 }
+
+#[test]
+fn no_auto_update_reports_its_version_but_never_updates() {
+    for (flags, env) in [
+        (vec!["--no-auto-update"], vec![]),
+        (vec![], vec![("AUTO_UPDATE", "0")]),
+    ] {
+        let w = World::new();
+        let agent = Agent::start_with_env(
+            w.sandbox.path(),
+            &w.server,
+            &w.trust,
+            &agent_at_version(V1),
+            "stable",
+            &flags,
+            &env,
+        );
+        agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+            a.serves_version(V1)
+        });
+        w.roll_out(V2, &agent_at_version(V2));
+        // It sees the offer (the check happens, the statement is accepted) but does nothing.
+        agent.wait_until("the offer checked", Duration::from_secs(30), |a| {
+            metric(
+                &a.metrics(),
+                "worker_update_manifest_expiry_timestamp_seconds",
+            )
+            .unwrap_or(0.0)
+                > 0.0
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(agent.serves_version(V1));
+        assert_eq!(
+            metric(&agent.metrics(), "worker_update_attempt_total"),
+            Some(0.0)
+        );
+        let status = w.server.admin().get("/api/admin/status").json();
+        assert_eq!(
+            status["fleet"][0]["version"], V1,
+            "the server still sees the version: {status}"
+        );
+        assert!(
+            agent.log().contains("automatic updates are off"),
+            "{env:?} {flags:?}"
+        );
+    }
+}
+
+#[test]
+fn force_update_installs_outside_the_rollout_cohort() {
+    let w = World::new();
+    let (release, _) = w
+        .trust
+        .sign_release(V2, "0.0.0", &[(PLATFORM, &agent_at_version(V2))]);
+    w.server.publish(&release, &[&agent_at_version(V2)]);
+    w.server.promote("stable", V2, 0);
+    let plain = Agent::start(
+        w.sandbox.path(),
+        &w.server,
+        &w.trust,
+        &agent_at_version(V1),
+        "stable",
+        &[],
+    );
+    plain.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        plain.serves_version(V1),
+        "0 % rollout: nobody is in the cohort"
+    );
+    drop(plain);
+
+    let forced_dir = Sandbox::new();
+    let forced = Agent::start(
+        forced_dir.path(),
+        &w.server,
+        &w.trust,
+        &agent_at_version(V1),
+        "stable",
+        &["--force-update"],
+    );
+    forced.wait_until("v2 committed", Duration::from_secs(90), |a| {
+        a.serves_version(V2) && a.installed_version().starts_with("worker-agent 2.0.0 ")
+    });
+}
+
+#[test]
+fn below_the_minimum_version_it_refuses_to_start_unless_forced() {
+    let w = World::new();
+    let (release, _) = w
+        .trust
+        .sign_release(V2, "0.0.0", &[(PLATFORM, &agent_at_version(V2))]);
+    w.server.publish(&release, &[&agent_at_version(V2)]);
+    let reply = w.server.admin().post_json(
+        "/api/admin/channels/stable/promote",
+        &serde_json::json!({"version": V2, "percent": 0, "minimum_version": "1.5.0", "override": true, "reason": "test"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let mut refused = w.agent(&[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = refused.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running:\n{}",
+            refused.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(78), "{}", refused.log());
+    let log = refused.log();
+    assert!(
+        log.contains("is below the minimum version 1.5.0 of channel stable"),
+        "{log}"
+    );
+    assert!(
+        log.contains("below_minimum_refused"),
+        "a logged event: {log}"
+    );
+    drop(refused);
+
+    let forced_dir = Sandbox::new();
+    let forced = Agent::start(
+        forced_dir.path(),
+        &w.server,
+        &w.trust,
+        &agent_at_version(V1),
+        "stable",
+        &["--force-start"],
+    );
+    forced.wait_until(
+        "v1 serving despite the minimum",
+        Duration::from_secs(30),
+        |a| a.serves_version(V1),
+    );
+    assert!(forced.log().contains("below_minimum_forced"));
+}
+
+#[test]
+fn one_updater_per_install_a_second_instance_says_so() {
+    let w = World::new();
+    let first = w.agent(&[]);
+    first.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    // A second supervisor on the same install and state directory (another metrics port).
+    let mut args: Vec<String> = first.args().to_vec();
+    let port = args
+        .iter()
+        .position(|a| a == "--metrics-listen")
+        .expect("flag")
+        + 1;
+    args[port] = format!("127.0.0.1:{}", e2e::fleet::free_port());
+    let second = std::process::Command::new(&first.install_path)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("second instance");
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    let output = second.wait_with_output().expect("second output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("holds") && stderr.contains("runs without updating"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"updater\":false"), "{stderr}");
+
+    // `update apply` refuses too while the agent runs.
+    let apply = std::process::Command::new(&first.install_path)
+        .args([
+            "update",
+            "apply",
+            "--update-server",
+            &w.server.url,
+            "--token",
+            &w.server.worker_token,
+        ])
+        .arg("--root")
+        .arg(&w.trust.root_path)
+        .arg("--state-dir")
+        .arg(&first.state_dir)
+        .output()
+        .expect("update apply");
+    assert_eq!(apply.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&apply.stderr).contains("another updater"),
+        "{apply:?}"
+    );
+}
