@@ -493,7 +493,12 @@ impl Updater {
                 self.state
                     .save_pending(&pending)
                     .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
-                tracing::info!(staged = %pending.staged_path.display(), "update staged; handing over to the supervisor for probation");
+                tracing::info!(
+                    staged = %pending.staged_path.display(),
+                    download_verify_stage_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    peak_rss_kib = peak_rss_kib(),
+                    "update staged; handing over to the supervisor for probation"
+                );
                 Ok(true)
             }
             Err(failure) => {
@@ -611,4 +616,14 @@ impl Updater {
             .map_err(|e| UpdateFailure::io("syncing the install directory", &e))?;
         Ok(staged)
     }
+}
+
+/// This process's peak resident set size (VmHWM), in KiB: downloads stream, so it must not grow
+/// with the artifact (`scripts/bench-update.sh` reads it from the log).
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
