@@ -13,6 +13,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # fresh Debian machine; a developer without root gets a clear message instead).
 need_pkgs=()
 command -v git >/dev/null || need_pkgs+=(git)
+command -v pkill >/dev/null || need_pkgs+=(procps)        # agent tests kill -9 process trees
+command -v mount >/dev/null || need_pkgs+=(mount)         # read-only and full install dirs
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
