@@ -93,6 +93,14 @@ pub async fn flush_outbox(
                 "deferred" => telemetry.deferred(),
                 _ => {}
             }
+            if matches!(outcome.outcome.as_str(), "success" | "rolled_back") {
+                // The whole attempt, download to verdict, probation included.
+                #[allow(clippy::cast_precision_loss)]
+                telemetry
+                    .durations
+                    .with_label_values(&["total"])
+                    .observe(outcome.duration_ms as f64 / 1000.0);
+            }
             let _ = std::fs::write(&counted, b"");
         }
         match client.report(worker_id, &outcome).await {
