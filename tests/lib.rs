@@ -196,3 +196,4 @@ impl Run {
 }
 
 pub mod fleet;
+pub mod mirror;

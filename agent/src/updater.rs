@@ -60,6 +60,9 @@ pub struct Updater {
     latest: Option<Latest>,
     poll_interval: Duration,
     reported: BTreeSet<String>,
+    /// Artifacts (by sha256) that failed with a verdict on their bytes (hash, size, disk):
+    /// never downloaded again by this process; a new release brings a new artifact.
+    condemned: BTreeSet<String>,
 }
 
 /// Sends queued outcomes (decided by the supervisor) to the server, counts them, and applies
@@ -168,6 +171,7 @@ impl Updater {
             latest: None,
             poll_interval,
             reported: BTreeSet::new(),
+            condemned: BTreeSet::new(),
         })
     }
 
@@ -325,6 +329,10 @@ impl Updater {
         self.accept(&statement, &release.signed.version);
         if !self.config.auto_update() {
             tracing::info!(version = %plan.version, "update available; automatic updates are off");
+            return Ok(false);
+        }
+        if self.condemned.contains(&plan.artifact.sha256) {
+            tracing::debug!(version = %plan.version, "artifact failed verification before; not retrying it");
             return Ok(false);
         }
         let correlation_id = uuid::Uuid::new_v4().to_string();
@@ -510,12 +518,20 @@ impl Updater {
                 Ok(true)
             }
             Err(failure) => {
-                tracing::warn!(reason = %failure.reason, error = %failure.message, "update attempt failed; the running binary is untouched");
-                self.telemetry.failure(&failure.reason);
-                let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                self.queue_outcome(&correlation_id, &to, "failure", &failure.reason, duration);
-                self.reported
-                    .insert(format!("attempt/{to}/{}", failure.reason));
+                tracing::warn!(reason = %failure.reason, error = %failure.message, retryable = failure.retryable, "update attempt failed; the running binary is untouched");
+                if !failure.retryable {
+                    self.condemned.insert(plan.artifact.sha256.clone());
+                }
+                // Network trouble is retried at the next poll, but counted and reported once
+                // per release and reason, so a flaky mirror does not flood the audit trail.
+                if self
+                    .reported
+                    .insert(format!("attempt/{to}/{}", failure.reason))
+                {
+                    self.telemetry.failure(&failure.reason);
+                    let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.queue_outcome(&correlation_id, &to, "failure", &failure.reason, duration);
+                }
                 Ok(false)
             }
         }

@@ -2,6 +2,7 @@
 //! one module per area.
 
 mod agent_crash;
+mod agent_download;
 mod agent_update;
 mod release_admin;
 mod release_cli;

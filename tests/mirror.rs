@@ -1,0 +1,310 @@
+//! [`HostileMirror`]: a fake artifact mirror that feeds the agent bad bytes.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How a [`HostileMirror`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// The signed length, but one byte (in the middle) differs from the signed artifact.
+    Tampered,
+    /// `Content-Length` and body 100 bytes shorter than the signed size, then it closes.
+    Truncated,
+    /// No `Content-Length`: the artifact, then garbage past the signed size, until the peer
+    /// hangs up (bounded at the signed size + 64 MiB so it stops by itself).
+    Oversized,
+    /// The artifact's bytes, one every 200 ms (bounded at 10 minutes).
+    Drip,
+    /// Always `500 Internal Server Error`.
+    Error500,
+    /// Accepts, reads the request, never answers (until the mirror is dropped).
+    Silent,
+}
+
+/// How much an [`Behaviour::Oversized`] mirror sends past the signed size at most.
+pub const OVERSIZED_EXTRA: u64 = 64 * 1024 * 1024;
+
+/// A fake HTTP/1.1 artifact mirror on `127.0.0.1:0`.
+///
+/// It stands in for something outside our control: a CDN or mirror the release's artifact URL
+/// points to, which may serve whatever it likes. The agent must not trust it, so this fake is
+/// used to feed the agent bad bytes (see [`Behaviour`]) and check that it refuses them.
+///
+/// One thread accepts, one thread serves each connection (one request per connection,
+/// `Connection: close`). Every loop is bounded and watches a stop flag; dropping the mirror
+/// sets the flag, shuts the open sockets down and joins every thread.
+#[derive(Debug)]
+pub struct HostileMirror {
+    url: String,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    behaviour: Behaviour,
+    artifact: PathBuf,
+    size: u64,
+    stop: AtomicBool,
+    requests: AtomicUsize,
+    authorization_seen: AtomicBool,
+    /// Open connections (a clone of each socket, to shut it down) and their threads.
+    connections: Mutex<Vec<(TcpStream, JoinHandle<()>)>>,
+}
+
+impl HostileMirror {
+    /// Starts a mirror serving (a corruption of) the file `artifact` at [`HostileMirror::url`].
+    pub fn start(behaviour: Behaviour, artifact: &Path) -> Self {
+        let size = std::fs::metadata(artifact)
+            .unwrap_or_else(|e| panic!("{}: {e}", artifact.display()))
+            .len();
+        assert!(size > 200, "the artifact is too small to corrupt");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mirror");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let url = format!(
+            "http://{}/mirror/worker-agent",
+            listener.local_addr().expect("address")
+        );
+        let shared = Arc::new(Shared {
+            behaviour,
+            artifact: artifact.to_owned(),
+            size,
+            stop: AtomicBool::new(false),
+            requests: AtomicUsize::new(0),
+            authorization_seen: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+        });
+        let acceptor = std::thread::spawn({
+            let shared = shared.clone();
+            move || accept_loop(&listener, &shared)
+        });
+        HostileMirror {
+            url,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The artifact URL to sign into a release.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests received (and read) so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Whether any request carried an `Authorization` header (a leaked token).
+    pub fn saw_authorization(&self) -> bool {
+        self.shared.authorization_seen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HostileMirror {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let connections = std::mem::take(
+            &mut *self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (socket, _) in &connections {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        for (_, thread) in connections {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let Ok(handle) = stream.try_clone() else {
+                    continue;
+                };
+                let thread = std::thread::spawn({
+                    let shared = shared.clone();
+                    move || serve(stream, &shared)
+                });
+                shared
+                    .connections
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((handle, thread));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Reads the request head (bounded in size and time); `None` if there is none.
+fn read_head(stream: &mut TcpStream, shared: &Shared) -> Option<String> {
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if shared.stop.load(Ordering::SeqCst) || Instant::now() > deadline || head.len() > 65_536 {
+            return None;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return None,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn serve(mut stream: TcpStream, shared: &Shared) {
+    let Some(head) = read_head(&mut stream, shared) else {
+        return;
+    };
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    if head
+        .lines()
+        .any(|line| line.to_ascii_lowercase().starts_with("authorization:"))
+    {
+        shared.authorization_seen.store(true, Ordering::SeqCst);
+    }
+    // A blocked write wakes up now and then to look at the stop flag (and Drop shuts the
+    // socket down anyway).
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let size = shared.size;
+    let _ = match shared.behaviour {
+        Behaviour::Tampered => send_head(&mut stream, "200 OK", Some(size))
+            .and_then(|()| send_body(&mut stream, shared, size, Some(size / 2))),
+        Behaviour::Truncated => send_head(&mut stream, "200 OK", Some(size - 100))
+            .and_then(|()| send_body(&mut stream, shared, size - 100, None)),
+        Behaviour::Oversized => send_head(&mut stream, "200 OK", None)
+            .and_then(|()| send_body(&mut stream, shared, size + OVERSIZED_EXTRA, None)),
+        Behaviour::Drip => {
+            send_head(&mut stream, "200 OK", Some(size)).and_then(|()| drip(&mut stream, shared))
+        }
+        Behaviour::Error500 => {
+            let body = "mirror on fire\n";
+            write_all(
+                &mut stream,
+                shared,
+                format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+        }
+        Behaviour::Silent => {
+            while !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        }
+    };
+    let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn send_head(stream: &mut TcpStream, status: &str, length: Option<u64>) -> std::io::Result<()> {
+    let length = length.map_or_else(String::new, |n| format!("Content-Length: {n}\r\n"));
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n{length}Connection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes())
+}
+
+/// Writes all of `bytes`, retrying timed-out writes until the mirror stops.
+fn write_all(stream: &mut TcpStream, shared: &Shared, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        match stream.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `total` bytes: the artifact's (with the byte at `flip` inverted), then `0xA5` past its
+/// end.
+fn send_body(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    total: u64,
+    flip: Option<u64>,
+) -> std::io::Result<()> {
+    let mut file = File::open(&shared.artifact)?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
+    while offset < total {
+        let want = usize::try_from((total - offset).min(buffer.len() as u64)).unwrap_or(0);
+        let mut got = file.read(&mut buffer[..want])?;
+        if got == 0 {
+            // Past the artifact's end.
+            buffer[..want].fill(0xa5);
+            got = want;
+        }
+        if let Some(at) = flip.filter(|at| (offset..offset + got as u64).contains(at)) {
+            let i = usize::try_from(at - offset).unwrap_or(0);
+            buffer[i] ^= 0xff;
+        }
+        write_all(stream, shared, &buffer[..got])?;
+        offset += got as u64;
+    }
+    Ok(())
+}
+
+fn drip(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut file = File::open(&shared.artifact)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut byte = [0u8; 1];
+    while Instant::now() < deadline {
+        if file.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        write_all(stream, shared, &byte)?;
+        // Sleep in small steps so a drop is noticed at once.
+        let wake = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < wake {
+            if shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
