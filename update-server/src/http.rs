@@ -255,6 +255,9 @@ async fn latest(
             )
                 .into_response());
         }
+        if wait.is_zero() || tokio::time::Instant::now() >= deadline {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
         let timed_out = tokio::select! {
             changed = changes.changed() => changed.is_err(),
             () = tokio::time::sleep_until(deadline) => true,
