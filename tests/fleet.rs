@@ -482,21 +482,45 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_at(
+            dir,
+            &server.url,
+            &server.worker_token,
+            trust,
+            binary,
+            channel,
+            extra,
+            env,
+        )
+    }
+
+    /// [`Agent::start`] against any update-server URL (e.g. a proxy in front of the server).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_at(
+        dir: &Path,
+        server_url: &str,
+        worker_token: &str,
+        trust: &Trust,
+        binary: &Path,
+        channel: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let install_dir = dir.join("install");
         std::fs::create_dir_all(&install_dir).expect("install dir");
         let install_path = install_dir.join("worker-agent");
         std::fs::copy(binary, &install_path).expect("install the agent");
-        std::fs::write(dir.join("worker.token"), &server.worker_token).expect("token");
+        std::fs::write(dir.join("worker.token"), worker_token).expect("token");
         let state_dir = dir.join("state");
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "run",
             "--update-server",
-            &server.url,
+            server_url,
             "--channel",
             channel,
             "--token",
-            &server.worker_token,
+            worker_token,
             "--root",
             &trust.root_path.to_string_lossy(),
             "--state-dir",

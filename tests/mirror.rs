@@ -1,7 +1,8 @@
-//! [`HostileMirror`]: a fake artifact mirror that feeds the agent bad bytes.
+//! Fakes for parties outside our control: [`HostileMirror`] (an artifact mirror feeding the agent
+//! bad bytes) and [`ForgingProxy`] (a compromised update server serving forged documents).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -307,4 +308,145 @@ fn drip(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A fake for a compromised update server (or a man in the middle), which is outside our
+/// control: it answers `GET /api/worker-updates/latest` with a forged body chosen by the test and
+/// passes every other request (register, report, roots, artifacts) through to the real server.
+/// The real server verifies what it stores and serves, so forged signatures can only reach an
+/// agent this way.
+#[derive(Debug)]
+pub struct ForgingProxy {
+    url: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ForgingProxy {
+    /// Starts the proxy in front of `upstream`, answering `/latest` with `forged_latest`.
+    pub fn start(upstream: &str, forged_latest: Vec<u8>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let client = reqwest::blocking::Client::new();
+                // Bounded: the proxy lives as long as its test (at most 10 minutes).
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = proxy_one(stream, &client, &upstream, &forged_latest);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+        });
+        ForgingProxy {
+            url,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ForgingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn proxy_one(
+    mut stream: TcpStream,
+    client: &reqwest::blocking::Client,
+    upstream: &str,
+    forged_latest: &[u8],
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or("GET").to_owned(),
+        parts.next().unwrap_or("/").to_owned(),
+    );
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            if matches!(
+                name.as_str(),
+                "authorization" | "content-type" | "range" | "if-none-match"
+            ) {
+                headers.push((name, value));
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let (status, content_type, answer) = if method == "GET"
+        && target.starts_with("/api/worker-updates/latest")
+    {
+        (200, "application/json".to_owned(), forged_latest.to_vec())
+    } else {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut request = client
+            .request(method, format!("{upstream}{target}"))
+            .body(body);
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        match request.send() {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
+                (
+                    status,
+                    content_type,
+                    response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
+                )
+            }
+            Err(_) => (
+                502,
+                "text/plain".to_owned(),
+                b"upstream unreachable".to_vec(),
+            ),
+        }
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.len()
+    )?;
+    stream.write_all(&answer)?;
+    stream.flush()
 }

@@ -287,15 +287,25 @@ impl App {
         }
         let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
 
+        // Stored releases are verified again against the current root: whoever can write the
+        // database must not get a release served.
         let mut releases = BTreeMap::new();
         for record in store.releases()? {
-            match Signed::<Release>::from_slice(&record.body) {
+            let verified = Signed::<Release>::from_slice(&record.body).and_then(|doc| {
+                trust.current.verify_signed(RoleName::Release, &doc)?;
+                doc.signed.validate()?;
+                Ok(doc)
+            });
+            match verified {
                 Ok(doc) => {
                     releases.insert(record.version.clone(), StoredRelease { record, doc });
                 }
-                Err(error) => {
-                    tracing::error!(version = %record.version, %error, "stored release unreadable; not served")
-                }
+                Err(error) => tracing::error!(
+                    version = %record.version,
+                    %error,
+                    reason = %error.reason(),
+                    "stored release does not verify against the current root; not served"
+                ),
             }
         }
         let artifacts = store.artifacts()?.into_iter().collect();
@@ -1264,7 +1274,7 @@ impl App {
         Ok(summary(channel, &view))
     }
 
-    /// Parses a stored channel record and serves it.
+    /// Parses and verifies a stored channel record, then serves it.
     fn install_view(&self, record: ChannelRecord) -> Result<(), ApiError> {
         let statement = Signed::<ChannelStatement>::from_slice(&record.statement)?;
         let release = read_lock(&self.releases)
@@ -1272,12 +1282,31 @@ impl App {
             .map(|r| r.doc.clone())
             .ok_or_else(|| {
                 ApiError::internal(format!(
-                    "release {} of the statement is not stored",
+                    "release {} of the statement is not stored (or does not verify)",
                     statement.signed.release.version
                 ))
             })?;
+        // Verified again, as if signed now: whoever can write the database must not get a
+        // statement served, or re-signed with our key.
+        read_lock(&self.trust)
+            .current
+            .verify_signed(RoleName::Channel, &statement)?;
+        if statement.signed.channel != record.channel
+            || release.signed_sha256()? != statement.signed.release.manifest_sha256
+        {
+            return Err(ApiError::internal(format!(
+                "the stored statement of channel {} does not pin its stored release",
+                record.channel
+            )));
+        }
         let rollback = match &record.rollback {
-            Some(bytes) => Some(Signed::<Rollback>::from_slice(bytes)?),
+            Some(bytes) => {
+                let doc = Signed::<Rollback>::from_slice(bytes)?;
+                read_lock(&self.trust)
+                    .current
+                    .verify_signed(RoleName::Release, &doc)?;
+                Some(doc)
+            }
             None => None,
         };
         let view = self.build_view(statement, release, rollback, record.halt_reason);

@@ -1,0 +1,399 @@
+//! A compromised update server with the real server and a real agent.
+//!
+//! The real server verifies what it stores and what it loads, so forged documents reach an agent
+//! only through a compromised server: a [`ForgingProxy`] (a named fake) in front of the real
+//! server substitutes `/latest` and passes registration, reports, roots and artifacts through.
+//! Each test checks that a real agent refuses with the exact reason: counted in
+//! `worker_update_failure_total{reason}`, reported to the server (`failure <reason>
+//! <from>-><to>` in the audit), nothing installed, the old version still serving. The last test
+//! checks the server side: a forgery written into its database is neither served nor re-signed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::fleet::{Agent, Server, Trust, PLATFORM};
+use e2e::mirror::ForgingProxy;
+use e2e::{agent_at_version, Sandbox};
+use manifests::{ChannelStatement, Release, Signed, Timestamp};
+
+const V1: &str = "1.0.0";
+const V2: &str = "2.0.0";
+
+struct World {
+    sandbox: Sandbox,
+    trust: Trust,
+    server: Server,
+    /// The compromised server agents talk to, once a forgery is served.
+    proxy: Option<ForgingProxy>,
+}
+
+impl World {
+    fn new() -> Self {
+        let sandbox = Sandbox::new();
+        let trust = Trust::new(sandbox.path());
+        let server = Server::start(sandbox.path(), &trust, &[]);
+        World {
+            sandbox,
+            trust,
+            server,
+            proxy: None,
+        }
+    }
+
+    /// Signs (normally, with the real release key) and publishes `version` with `artifacts`.
+    fn publish(&self, version: &str, artifacts: &[(&str, &Path)]) -> Signed<Release> {
+        let (release, _) = self.trust.sign_release(version, "0.0.0", artifacts);
+        let files: Vec<&Path> = artifacts.iter().map(|(_, file)| *file).collect();
+        self.server.publish(&release, &files);
+        release
+    }
+
+    /// Publishes the real v2 agent for this platform and promotes it on stable at `percent`.
+    fn roll_out_v2(&self, percent: u8) -> Signed<Release> {
+        let v2 = agent_at_version(V2);
+        let release = self.publish(V2, &[(PLATFORM, &v2)]);
+        self.server.promote("stable", V2, percent);
+        release
+    }
+
+    /// A connection to the running server's database.
+    fn db(&self) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(self.server.data_dir.join("update-server.sqlite3"))
+            .expect("open the server's database");
+        db.busy_timeout(Duration::from_secs(30))
+            .expect("busy timeout");
+        db
+    }
+
+    /// The statement the server stores as stable's current one.
+    fn stored_statement(&self) -> Signed<ChannelStatement> {
+        let body: Vec<u8> = self
+            .db()
+            .query_row(
+                "SELECT statement FROM channels WHERE channel = 'stable'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("stable's statement");
+        Signed::from_slice(&body).expect("stored statement parses")
+    }
+
+    /// The statement of `serial` from the server's history.
+    fn historic_statement(&self, serial: i64) -> Vec<u8> {
+        self.db()
+            .query_row(
+                "SELECT body FROM statements WHERE channel = 'stable' AND serial = ?1",
+                [serial],
+                |row| row.get(0),
+            )
+            .expect("historic statement")
+    }
+
+    /// Makes agents talk to a compromised server: a [`ForgingProxy`] that serves the real
+    /// server's `/latest` with `statement` (and `release`) substituted and passes everything
+    /// else through. (The real server verifies what it stores, so it cannot be made to serve
+    /// these; see `a_forgery_written_into_the_server_database_is_neither_served_nor_re_signed`.)
+    fn serve_forged(&mut self, statement: &[u8], release: Option<&Signed<Release>>) {
+        let mut latest = self
+            .server
+            .worker()
+            .latest("stable", V1, "forgery-base")
+            .json();
+        latest["channel"] = serde_json::from_slice(statement).expect("statement JSON");
+        if let Some(release) = release {
+            latest["release"] = serde_json::to_value(release).expect("release JSON");
+        }
+        let body = serde_json::to_vec(&latest).expect("JSON");
+        self.proxy = Some(ForgingProxy::start(&self.server.url, body));
+    }
+
+    fn agent_in(&self, dir: &Path, binary: &Path) -> Agent {
+        let url = self
+            .proxy
+            .as_ref()
+            .map_or(self.server.url.as_str(), ForgingProxy::url);
+        Agent::start_at(
+            dir,
+            url,
+            &self.server.worker_token,
+            &self.trust,
+            binary,
+            "stable",
+            &[],
+            &[],
+        )
+    }
+
+    /// The audit trail's report lines.
+    fn reports(&self) -> String {
+        let audit = self.server.admin().get("/api/admin/audit?limit=200").json();
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["kind"] == "report")
+            .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Checks the agent refused with exactly `reason` (metric and report) and still runs
+    /// `from`, installed and serving.
+    #[track_caller]
+    fn assert_refused(&self, agent: &Agent, binary: &Path, reason: &str, from: &str, to: &str) {
+        let needle = format!("failure {reason} {from}->{to} ");
+        agent.wait_until(
+            &format!("a report containing {needle:?}"),
+            Duration::from_secs(90),
+            |_| self.reports().contains(&needle),
+        );
+        let counter = format!("worker_update_failure_total{{reason=\"{reason}\"}}");
+        agent.wait_until(&format!("{counter} == 1"), Duration::from_secs(30), |a| {
+            metric(&a.metrics(), &counter) == Some(1.0)
+        });
+        agent.wait_until(&format!("{from} serving"), Duration::from_secs(30), |a| {
+            a.serves_version(from)
+        });
+        // Give a wrongly accepting agent time to act on the forgery, then look again.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(agent.serves_version(from), "{}", agent.log());
+        let metrics = agent.metrics();
+        let failures: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("worker_update_failure_total{"))
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
+        assert_eq!(failures, [format!("{counter} 1")], "{metrics}");
+        assert_eq!(
+            metric(&metrics, "worker_update_attempt_total"),
+            Some(0.0),
+            "nothing downloaded: {metrics}"
+        );
+        let reports = self.reports();
+        assert_eq!(
+            reports.lines().collect::<Vec<_>>().len(),
+            1,
+            "one report, the refusal: {reports}"
+        );
+        assert!(
+            agent
+                .installed_version()
+                .starts_with(&format!("worker-agent {from} ")),
+            "install path untouched: {}",
+            agent.installed_version()
+        );
+        assert_eq!(
+            manifests::hash_file(&agent.install_path).expect("hash").0,
+            manifests::hash_file(binary).expect("hash").0,
+            "install path untouched"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(agent.install_path.parent().expect("dir"))
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "worker-agent")
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "files beside the install: {leftovers:?}"
+        );
+    }
+
+    /// Starts a v1 agent (after the forgery is served) and checks it refuses with `reason`.
+    fn v1_refuses(&self, reason: &str) {
+        let v1 = agent_at_version(V1);
+        let agent = self.agent_in(self.sandbox.path(), &v1);
+        self.assert_refused(&agent, &v1, reason, V1, V2);
+    }
+}
+
+fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn a_statement_altered_after_signing_is_refused_as_bad_signature() {
+    let mut w = World::new();
+    w.roll_out_v2(100);
+    let mut statement = w.stored_statement();
+    statement.signed.rollout.salt.push_str("-forged");
+    w.serve_forged(&statement.to_json_pretty().expect("json"), None);
+    w.v1_refuses("bad_signature");
+}
+
+#[test]
+fn a_statement_without_signatures_is_refused_as_unsigned() {
+    let mut w = World::new();
+    w.roll_out_v2(100);
+    let mut statement = w.stored_statement();
+    statement.signatures.clear();
+    w.serve_forged(&statement.to_json_pretty().expect("json"), None);
+    w.v1_refuses("unsigned");
+}
+
+#[test]
+fn a_statement_signed_by_the_release_key_is_refused_as_threshold() {
+    let mut w = World::new();
+    w.roll_out_v2(100);
+    let statement = w.stored_statement();
+    let forged = Signed::sign(statement.signed, &[&w.trust.release_key]).expect("sign");
+    w.serve_forged(&forged.to_json_pretty().expect("json"), None);
+    w.v1_refuses("threshold");
+}
+
+#[test]
+fn an_expired_statement_signed_by_the_channel_key_is_refused_as_expired() {
+    let mut w = World::new();
+    w.roll_out_v2(100);
+    let mut statement = w.stored_statement().signed;
+    statement.issued_at = Timestamp::now().plus_secs(-7200);
+    statement.expires = Timestamp::now().plus_secs(-3600);
+    let forged = Signed::sign(statement, &[&w.trust.channel_key]).expect("sign");
+    w.serve_forged(&forged.to_json_pretty().expect("json"), None);
+    w.v1_refuses("expired");
+}
+
+#[test]
+fn an_older_serial_served_again_is_refused_as_replayed() {
+    let mut w = World::new();
+    // Serial 1 offers v2 to everyone; serial 2 takes it back to 0 %.
+    w.roll_out_v2(100);
+    w.server.promote("stable", V2, 0);
+    let v1 = agent_at_version(V1);
+    let agent_dir = w.sandbox.path().join("agent");
+    let agent = w.agent_in(&agent_dir, &v1);
+    agent.wait_until("serial 2 accepted", Duration::from_secs(60), |a| {
+        let status = std::process::Command::new(&a.install_path)
+            .args(["update", "status", "--update-server", &w.server.url])
+            .args(["--token", &w.server.worker_token])
+            .arg("--root")
+            .arg(&w.trust.root_path)
+            .arg("--state-dir")
+            .arg(&a.state_dir)
+            .output()
+            .expect("update status");
+        serde_json::from_slice::<serde_json::Value>(&status.stdout)
+            .is_ok_and(|s| s["accepted_serial"] == 2)
+    });
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    // The agent has to follow the server to its new address: stop it, restart it later with
+    // the same install and state directory.
+    drop(agent);
+
+    let serial_1 = w.historic_statement(1);
+    w.serve_forged(&serial_1, None);
+    let agent = w.agent_in(&agent_dir, &v1);
+    w.assert_refused(&agent, &v1, "replayed_serial", V1, V2);
+}
+
+#[test]
+fn a_downgrade_without_a_rollback_directive_is_refused() {
+    let w = World::new();
+    let v1 = agent_at_version(V1);
+    w.publish(V1, &[(PLATFORM, &v1)]);
+    w.server.promote("stable", V1, 100);
+    let v2 = agent_at_version(V2);
+    let agent = w.agent_in(w.sandbox.path(), &v2);
+    w.assert_refused(&agent, &v2, "downgrade", V2, V1);
+}
+
+#[test]
+fn a_release_only_for_another_platform_is_refused_as_wrong_platform() {
+    let w = World::new();
+    let other = if PLATFORM == "aarch64-unknown-linux-gnu" {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-unknown-linux-gnu"
+    };
+    let v2 = agent_at_version(V2);
+    w.publish(V2, &[(other, &v2)]);
+    w.server.promote("stable", V2, 100);
+    w.v1_refuses("wrong_platform");
+}
+
+#[test]
+fn a_release_altered_after_signing_is_refused_as_bad_signature() {
+    let mut w = World::new();
+    let release = w.roll_out_v2(100);
+    // The release now points at another binary (v1's bytes) under the release key's old
+    // signature; the statement is re-signed with the real channel key so that it binds the
+    // forged manifest: only the release signature is wrong.
+    let mut forged = release;
+    let (sha256, size) = manifests::hash_file(&agent_at_version(V1)).expect("hash");
+    let artifact = &mut forged.signed.artifacts[0];
+    artifact.url = format!("/api/worker-updates/artifacts/{sha256}");
+    artifact.sha256 = sha256;
+    artifact.size = size;
+    forged.signed.notes = "forged".to_owned();
+    let mut statement = w.stored_statement().signed;
+    statement.release.manifest_sha256 = forged.signed_sha256().expect("sha");
+    let statement = Signed::sign(statement, &[&w.trust.channel_key]).expect("sign");
+    w.serve_forged(&statement.to_json_pretty().expect("json"), Some(&forged));
+    w.v1_refuses("bad_signature");
+}
+
+#[test]
+fn a_forgery_written_into_the_server_database_is_neither_served_nor_re_signed() {
+    let mut w = World::new();
+    w.roll_out_v2(0);
+    // Whoever can write the database widens the rollout without the channel key...
+    let mut statement = w.stored_statement();
+    statement.signed.rollout.percent = 100;
+    statement.signed.expires = Timestamp::now().plus_secs(60);
+    let changed = w
+        .db()
+        .execute(
+            "UPDATE channels SET statement = ?1 WHERE channel = 'stable'",
+            [statement.to_json_pretty().expect("json")],
+        )
+        .expect("forge");
+    assert_eq!(changed, 1);
+    w.server.crash_and_restart();
+    // ...and the server refuses it: not served, not re-signed with the real key.
+    let latest = w.server.worker().latest("stable", V1, "w").json();
+    assert!(
+        latest["channel"].is_null(),
+        "forged statement served: {latest}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let latest = w.server.worker().latest("stable", V1, "w").json();
+    assert!(
+        latest["channel"].is_null(),
+        "forged statement re-signed: {latest}"
+    );
+    assert!(
+        w.server.log().contains("bad_signature") || w.server.log().contains("does not verify"),
+        "{}",
+        w.server.log()
+    );
+    // A release altered in the database is not served either.
+    let mut tampered: Signed<Release> = Signed::from_slice(
+        &w.db()
+            .query_row(
+                "SELECT body FROM releases WHERE version = ?1",
+                [V2],
+                |row| row.get::<_, Vec<u8>>(0),
+            )
+            .expect("release"),
+    )
+    .expect("parse");
+    tampered.signed.notes = "forged".to_owned();
+    w.db()
+        .execute(
+            "UPDATE releases SET body = ?1 WHERE version = ?2",
+            rusqlite::params![tampered.to_json_pretty().expect("json"), V2],
+        )
+        .expect("forge release");
+    w.server.crash_and_restart();
+    let releases = w.server.admin().get("/api/admin/releases").json();
+    assert_eq!(releases["releases"], serde_json::json!([]), "{releases}");
+    w.proxy = None;
+}
