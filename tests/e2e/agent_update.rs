@@ -446,3 +446,49 @@ fn one_updater_per_install_a_second_instance_says_so() {
         "{apply:?}"
     );
 }
+
+#[test]
+fn the_agent_follows_a_root_rotation_to_trust_a_new_release_key() {
+    let w = World::new();
+    let agent = w.agent(&[]);
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    // Root 2 replaces the release key; only an agent that walked 1 -> 2 accepts releases now.
+    let new_release_key = manifests::PrivateKey::generate("release-2").expect("key");
+    let mut root = w.trust.root.signed.clone();
+    root.version = 2;
+    let public = new_release_key.public();
+    root.keys.insert(
+        public.keyid.clone(),
+        manifests::Key {
+            scheme: public.scheme,
+            public: public.public,
+            extra: Default::default(),
+        },
+    );
+    root.roles.release = manifests::Role::new(vec![public.keyid], 1);
+    let rotated = manifests::Signed::sign(root, &[&w.trust.root_key]).expect("sign root 2");
+    let reply = w
+        .server
+        .admin()
+        .post_bytes("/api/admin/roots", rotated.to_json_pretty().expect("json"));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let v2 = agent_at_version(V2);
+    let (release, _) = w.trust.sign_release(V2, "0.0.0", &[(PLATFORM, &v2)]);
+    let release = manifests::Signed::sign(release.signed, &[&new_release_key])
+        .expect("sign with the new key");
+    w.server.publish(&release, &[&v2]);
+    w.server.promote("stable", V2, 100);
+    agent.wait_until("v2 committed", Duration::from_secs(90), |a| {
+        a.serves_version(V2) && a.installed_version().starts_with("worker-agent 2.0.0 ")
+    });
+    let trust: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(agent.state_dir.join("trust.json")).expect("trust.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        trust["root"]["signed"]["version"], 2,
+        "the agent persisted root 2"
+    );
+}
