@@ -291,13 +291,19 @@ impl App {
         // database must not get a release served.
         let mut releases = BTreeMap::new();
         for record in store.releases()? {
-            let verified = Signed::<Release>::from_slice(&record.body).and_then(|doc| {
-                trust.current.verify_signed(RoleName::Release, &doc)?;
-                doc.signed.validate()?;
-                Ok(doc)
-            });
-            match verified {
-                Ok(doc) => {
+            let doc = match Signed::<Release>::from_slice(&record.body) {
+                Ok(doc) => doc,
+                Err(error) => {
+                    tracing::error!(version = %record.version, %error, "stored release unreadable; not served");
+                    continue;
+                }
+            };
+            let mut check = trust.current.verify_signed(RoleName::Release, &doc);
+            if check.is_ok() {
+                check = doc.signed.validate();
+            }
+            match check {
+                Ok(()) => {
                     releases.insert(record.version.clone(), StoredRelease { record, doc });
                 }
                 Err(error) => tracing::error!(
