@@ -247,6 +247,20 @@ impl Server {
         Api::new(&self.url, Some(&self.worker_token))
     }
 
+    /// The update reports in the audit trail, one per line (`<outcome> <reason> <from>-><to> in
+    /// N ms (correlation <id>)`).
+    pub fn reports(&self) -> String {
+        let audit = self.admin().get("/api/admin/audit?limit=500").json();
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["kind"] == "report")
+            .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Publishes a release and uploads its artifacts.
     pub fn publish(&self, release: &Signed<Release>, files: &[&Path]) {
         let admin = self.admin();
@@ -697,4 +711,15 @@ fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]
             Err(error) => panic!("start worker-agent: {error}"),
         }
     }
+}
+
+/// The value of one sample (`name{labels}`, exactly) in a Prometheus text exposition.
+pub fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::fleet::{Agent, Server, Trust, PLATFORM};
+use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
 use e2e::mirror::{Behaviour, HostileMirror};
 use e2e::{agent_at_version, Sandbox};
 
@@ -56,19 +56,6 @@ impl World {
         self.server.promote("stable", V2, 100);
     }
 
-    /// The audit trail's report lines.
-    fn reports(&self) -> String {
-        let audit = self.server.admin().get("/api/admin/audit?limit=200").json();
-        audit["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .filter(|e| e["kind"] == "report")
-            .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// Waits for the `failure <reason> 1.0.0->2.0.0` report and its count on `/metrics`, then
     /// checks that nothing changed: v1 serves, the install path holds v1, nothing is staged.
     #[track_caller]
@@ -77,9 +64,9 @@ impl World {
         agent.wait_until(
             &format!("a report containing {needle:?}"),
             Duration::from_secs(180),
-            |_| self.reports().contains(&needle),
+            |_| self.server.reports().contains(&needle),
         );
-        let reports = self.reports();
+        let reports = self.server.reports();
         assert!(
             !reports.contains("success"),
             "no update may succeed: {reports}"
@@ -101,16 +88,6 @@ impl World {
         let staged = leftovers(agent, ".staged");
         assert!(staged.is_empty(), "staged files left: {staged:?}");
     }
-}
-
-fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 /// Names of the files in the install directory ending with `suffix`.
@@ -425,10 +402,10 @@ fn an_artifact_that_failed_verification_is_not_downloaded_again_at_every_poll() 
         "the condemned artifact was fetched again"
     );
     assert_eq!(
-        w.reports().matches("failure hash_mismatch").count(),
+        w.server.reports().matches("failure hash_mismatch").count(),
         1,
         "{}",
-        w.reports()
+        w.server.reports()
     );
     assert_eq!(
         metric(

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::fleet::{Agent, Server, Trust, PLATFORM};
+use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
 use e2e::mirror::ForgingProxy;
 use e2e::{agent_at_version, Sandbox};
 use manifests::{ChannelStatement, Release, Signed, Timestamp};
@@ -124,19 +124,6 @@ impl World {
         )
     }
 
-    /// The audit trail's report lines.
-    fn reports(&self) -> String {
-        let audit = self.server.admin().get("/api/admin/audit?limit=200").json();
-        audit["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .filter(|e| e["kind"] == "report")
-            .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// Checks the agent refused with exactly `reason` (metric and report) and still runs
     /// `from`, installed and serving.
     #[track_caller]
@@ -145,7 +132,7 @@ impl World {
         agent.wait_until(
             &format!("a report containing {needle:?}"),
             Duration::from_secs(90),
-            |_| self.reports().contains(&needle),
+            |_| self.server.reports().contains(&needle),
         );
         let counter = format!("worker_update_failure_total{{reason=\"{reason}\"}}");
         agent.wait_until(&format!("{counter} == 1"), Duration::from_secs(30), |a| {
@@ -169,7 +156,7 @@ impl World {
             Some(0.0),
             "nothing downloaded: {metrics}"
         );
-        let reports = self.reports();
+        let reports = self.server.reports();
         assert_eq!(
             reports.lines().collect::<Vec<_>>().len(),
             1,
@@ -205,16 +192,6 @@ impl World {
         let agent = self.agent_in(self.sandbox.path(), &v1);
         self.assert_refused(&agent, &v1, reason, V1, V2);
     }
-}
-
-fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 #[test]

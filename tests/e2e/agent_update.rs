@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::fleet::{Agent, Server, Trust, PLATFORM};
+use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
 use e2e::{agent_at_version, Sandbox};
 
 const V1: &str = "1.0.0";
@@ -47,37 +47,14 @@ impl World {
         )
     }
 
-    /// The audit trail's report lines.
-    fn reports(&self) -> String {
-        let audit = self.server.admin().get("/api/admin/audit?limit=200").json();
-        audit["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .filter(|e| e["kind"] == "report")
-            .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     #[track_caller]
     fn wait_for_report(&self, agent: &Agent, needle: &str) {
         agent.wait_until(
             &format!("a report containing {needle:?}"),
             Duration::from_secs(60),
-            |_| self.reports().contains(needle),
+            |_| self.server.reports().contains(needle),
         );
     }
-}
-
-fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 #[test]
@@ -140,7 +117,7 @@ fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
         metric(&metrics, "worker_update_manifest_expiry_timestamp_seconds").unwrap_or(0.0) > 1.7e9
     );
     // One correlation id follows the attempt through the agent's and the server's logs.
-    let reports = w.reports();
+    let reports = w.server.reports();
     let correlation = reports
         .split("correlation ")
         .nth(1)
@@ -214,10 +191,10 @@ fn rolled_back(bad: &[u8], expected_reason: &str, extra: &[&str]) {
     // Quarantined: the same release is not tried again.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        w.reports().matches("rolled_back").count(),
+        w.server.reports().matches("rolled_back").count(),
         1,
         "{}",
-        w.reports()
+        w.server.reports()
     );
 }
 
