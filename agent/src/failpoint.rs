@@ -29,6 +29,16 @@ pub async fn hit(phase: &str, state_dir: &Path) {
     }
 }
 
+/// Stops here forever if `phase` is armed (blocking contexts: a download callback, the swap).
+pub fn hit_blocking(phase: &str, state_dir: &Path) {
+    if armed(phase) {
+        announce(phase, state_dir);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
 fn announce(phase: &str, state_dir: &Path) {
     tracing::warn!(%phase, "failpoint reached: stopping here until killed");
     let _ = std::fs::write(

@@ -306,20 +306,24 @@ impl StateDir {
         }
     }
 
-    /// Queues an outcome for the child to count and report.
-    pub fn push_outcome(&self, outcome: &Outcome) -> Result<()> {
+    /// Queues an outcome for the child to count and report. `already_counted` marks one whose
+    /// metric the caller has counted itself; the mark is written first, so the outbox flusher
+    /// can never see the outcome without it and count it twice.
+    pub fn push_outcome(&self, outcome: &Outcome, already_counted: bool) -> Result<()> {
         let name: String = outcome
             .correlation_id
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect();
-        write_json(
-            &self
-                .dir
-                .join("outbox")
-                .join(format!("{name}-{}.json", outcome.outcome)),
-            outcome,
-        )
+        let path = self
+            .dir
+            .join("outbox")
+            .join(format!("{name}-{}.json", outcome.outcome));
+        if already_counted {
+            let mark = counted_mark(&path);
+            write_atomic(&mark, b"")?;
+        }
+        write_json(&path, outcome)
     }
 
     /// Queued outcomes, with their files (remove a file once its outcome is handled).
@@ -401,4 +405,9 @@ impl StateDir {
 #[derive(Debug)]
 pub struct UpdateLock {
     _file: File,
+}
+
+/// The file marking an outbox entry as counted (kept until the entry is reported).
+pub fn counted_mark(outcome_file: &Path) -> PathBuf {
+    outcome_file.with_extension("counted")
 }

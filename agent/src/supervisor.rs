@@ -345,15 +345,7 @@ impl Supervisor {
         // now redone), rename(2) of one hard link onto another of the same inode does nothing
         // and leaves the temporary name behind.
         let _ = std::fs::remove_file(&previous_tmp);
-        if crate::failpoint::armed("swapping") {
-            let _ = std::fs::write(
-                self.state.path().join("failpoint-swapping"),
-                std::process::id().to_string(),
-            );
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
+        crate::failpoint::hit_blocking("swapping", self.state.path());
         std::fs::rename(&pending.staged_path, install)?;
         sync_dir(dir)
     }
@@ -397,7 +389,7 @@ impl Supervisor {
             duration_ms,
             at: Timestamp::now().to_string(),
         };
-        if let Err(error) = self.state.push_outcome(&record) {
+        if let Err(error) = self.state.push_outcome(&record, false) {
             tracing::error!(%error, "could not queue the outcome");
         }
         if let Err(error) = self.state.clear_pending() {

@@ -82,7 +82,7 @@ pub async fn flush_outbox(
         }
     };
     for (path, outcome) in outcomes {
-        let counted = path.with_extension("counted");
+        let counted = crate::state::counted_mark(&path);
         if !counted.exists() {
             match outcome.outcome.as_str() {
                 "success" => telemetry.success(),
@@ -423,18 +423,9 @@ impl Updater {
             duration_ms,
             at: Timestamp::now().to_string(),
         };
-        // Counted by the outbox flusher (it counts only what it has not counted before), except
-        // rejections, which `reject` already counted.
-        if let Err(error) = self.state.push_outcome(&record) {
+        // Counted by the outbox flusher, except failures, which the caller counted already.
+        if let Err(error) = self.state.push_outcome(&record, outcome == "failure") {
             tracing::error!(%error, "could not queue the outcome report");
-            return;
-        }
-        if outcome == "failure" {
-            let counted = self.state.path().join("outbox").join(format!(
-                "{}-{outcome}.counted",
-                correlation_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
-            ));
-            let _ = std::fs::write(counted, b"");
         }
     }
 
@@ -571,7 +562,7 @@ impl Updater {
             duration_ms: self.config.max_deferral_secs * 1000,
             at: Timestamp::now().to_string(),
         };
-        if let Err(error) = self.state.push_outcome(&record) {
+        if let Err(error) = self.state.push_outcome(&record, false) {
             tracing::error!(%error, "could not queue the deferral report");
         }
         false
@@ -600,16 +591,8 @@ impl Updater {
         let first_chunk = std::sync::atomic::AtomicBool::new(false);
         let on_bytes = move |n: u64| {
             telemetry.downloaded(n);
-            if !first_chunk.swap(true, std::sync::atomic::Ordering::SeqCst)
-                && crate::failpoint::armed("downloading")
-            {
-                let _ = std::fs::write(
-                    state_dir.join("failpoint-downloading"),
-                    std::process::id().to_string(),
-                );
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
+            if !first_chunk.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                crate::failpoint::hit_blocking("downloading", &state_dir);
             }
         };
         download(
