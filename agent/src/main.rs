@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use worker_agent::config::AgentConfig;
-use worker_agent::{child, commands, supervisor};
+use worker_agent::esup::local::LocalTaskArgs;
+use worker_agent::simulate::SimulateArgs;
+use worker_agent::{child, commands, esup, simulate, supervisor};
 
 /// Self-updating media worker agent (ESUP runner protocol) with signed releases.
 #[derive(Debug, Parser)]
@@ -24,6 +26,19 @@ enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
+    /// Media tasks run locally, without a Manager.
+    Task {
+        #[command(subcommand)]
+        action: TaskAction,
+    },
+    /// Run many simulated agents in this process against a real update server (benchmarks).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskAction {
+    /// Run one encoding, studio or transcription task on local files and print its outputs.
+    Run(LocalTaskArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +97,10 @@ fn main() -> ExitCode {
                 UpdateAction::Rollback(config) => commands::rollback(&config),
                 UpdateAction::Status(config) => commands::status(&config),
             },
+            Command::Task {
+                action: TaskAction::Run(args),
+            } => esup::local::run(args).await,
+            Command::Simulate(args) => simulate::run(args).await,
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
