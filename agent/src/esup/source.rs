@@ -24,9 +24,14 @@ pub const MEDIA_EXTENSIONS: &[&str] = &[
 pub enum SourceKind {
     /// A video or audio file.
     Media,
-    /// An Opencast mediapackage (`.xml`).
+    /// An Opencast mediapackage or SMIL catalog (`.xml`, `.smil`).
     Mediapackage,
+    /// A still image (watermark): png, jpg, jpeg, gif, webp.
+    Image,
 }
+
+/// Extensions accepted for images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp"];
 
 /// The limits every download obeys.
 #[derive(Debug, Clone)]
@@ -113,12 +118,14 @@ impl SourceFetcher {
             .unwrap_or_default();
         let accepted = match kind {
             SourceKind::Media => MEDIA_EXTENSIONS.contains(&extension.as_str()),
-            SourceKind::Mediapackage => extension == "xml",
+            SourceKind::Mediapackage => matches!(extension.as_str(), "xml" | "smil"),
+            SourceKind::Image => IMAGE_EXTENSIONS.contains(&extension.as_str()),
         };
         if !accepted {
             let expected = match kind {
                 SourceKind::Media => MEDIA_EXTENSIONS.join(" "),
-                SourceKind::Mediapackage => "xml".to_owned(),
+                SourceKind::Mediapackage => "xml smil".to_owned(),
+                SourceKind::Image => IMAGE_EXTENSIONS.join(" "),
             };
             return Err(TaskError::BadInput(format!(
                 "source_url file {name:?} has extension {extension:?}; expected one of: {expected}"
