@@ -196,4 +196,5 @@ impl Run {
 }
 
 pub mod fleet;
+pub mod manager;
 pub mod mirror;

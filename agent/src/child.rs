@@ -1,6 +1,7 @@
 //! The worker process: serves `/metrics` and `/healthz`, registers with the update server,
-//! announces readiness, reports outcomes, and runs the update loop. (The ESUP task layer joins
-//! it through the [`TaskGate`].)
+//! starts the ESUP runner layer, announces readiness, reports outcomes, and runs the update
+//! loop. The runner layer and the updater share the [`TaskGate`]: an update waits for running
+//! tasks, and tasks are refused while it does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +129,12 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
             return Ok(EXIT_REFUSED);
         }
     }
+    // The runner instances bind their ports before the worker calls itself ready: a new
+    // version in probation must prove it can serve the Manager. (Registration with the Manager
+    // is not part of readiness: a Manager outage must not roll an update back.)
+    let esup = crate::esup::start(&config.runner, gate.clone(), telemetry.clone())
+        .await
+        .map_err(|e| format!("ESUP runner layer: {e}"))?;
     state
         .write_ready(&Ready {
             pid: std::process::id(),
@@ -168,12 +175,19 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         worker_id.clone(),
         version,
         platform,
-        gate,
+        gate.clone(),
         install_path,
         Duration::from_secs(handshake.poll_interval_s.max(1)),
     )
     .map_err(|e| e.to_string())?;
     let end = updater.run(shutdown.clone()).await;
+    if let Some(layer) = esup {
+        match end {
+            // The updater drained the task layer and waited for it to be idle.
+            LoopEnd::Staged => layer.close(),
+            LoopEnd::Shutdown => layer.shutdown().await,
+        }
+    }
     flush_outbox(&state, &client, &telemetry, &worker_id).await;
     telemetry.flush();
     Ok(match end {

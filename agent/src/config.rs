@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// The install path to update (default: this executable, symlinks resolved once at start-up).
     #[arg(long, env = "WORKER_AGENT_INSTALL_PATH")]
     pub install_path: Option<PathBuf>,
+    /// The ESUP runner layer (on when `MANAGER_URL` is set).
+    #[command(flatten)]
+    pub runner: crate::esup::config::RunnerConfig,
 }
 
 impl AgentConfig {

@@ -529,25 +529,32 @@ impl Updater {
     }
 
     /// Never swap while a task runs: refuse new tasks, wait for the running ones. Past the
-    /// maximum deferral, go on only when forced or urgent; otherwise report `deferred`.
+    /// maximum deferral, a forced or urgent update keeps waiting (it never cuts a task); any
+    /// other gives up for now, accepts tasks again and reports `deferred`.
     async fn wait_until_idle(&mut self, urgent: bool, correlation_id: &str, to: &str) -> bool {
-        if self.config.force_update || self.gate.running() == 0 {
-            self.gate.drain();
-            if self.config.force_update || self.gate.running() == 0 {
-                return true;
-            }
-        }
         self.gate.drain();
+        if self.gate.running() == 0 {
+            return true;
+        }
         tracing::info!(
             running = self.gate.running(),
-            "waiting for running tasks before updating"
+            "waiting for running tasks before updating; new tasks are refused meanwhile"
         );
         if self
             .gate
             .wait_idle(Duration::from_secs(self.config.max_deferral_secs))
             .await
-            || urgent
         {
+            return true;
+        }
+        if urgent || self.config.force_update {
+            tracing::warn!(
+                running = self.gate.running(),
+                urgent,
+                forced = self.config.force_update,
+                "tasks still running after the maximum deferral; this update keeps waiting for them"
+            );
+            while !self.gate.wait_idle(Duration::from_secs(3600)).await {}
             return true;
         }
         self.gate.undrain();
