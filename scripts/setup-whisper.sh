@@ -66,10 +66,13 @@ python="$venv/bin/python"
 # The check imports faster-whisper and verifies the sha256 of the packaged model.bin.
 check() { "$python" -I "$script" --check >&2; }
 
-if [ -x "$python" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ] && check; then
-  say "up to date: $venv"
-  echo "$python"
-  exit 0
+if [ -x "$python" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+  if check; then
+    say "up to date: $venv"
+    echo "$python"
+    exit 0
+  fi
+  say "the venv fails its check (above): making it anew"
 fi
 
 say "creating $venv"

@@ -92,7 +92,7 @@ def packaged_model_dir():
 
 
 def local_model_dir(name, directory):
-    """A CTranslate2 Whisper model directory from WHISPER_MODELS_DIR (the agent checked it exists)."""
+    """A CTranslate2 Whisper model directory of WHISPER_MODELS_DIR (the agent saw it exists)."""
     path = Path(directory)
     if not (path / "model.bin").is_file():
         raise Refused(f"model {name}: {path} is not a CTranslate2 model directory (no model.bin)")
@@ -182,7 +182,11 @@ def transcribe(args):
     # progress real.
     for segment in segments:
         result_segments.append(
-            {"start": round(segment.start, 3), "end": round(segment.end, 3), "text": segment.text.strip()}
+            {
+                "start": round(segment.start, 3),
+                "end": round(segment.end, 3),
+                "text": segment.text.strip(),
+            }
         )
         if total > 0:
             done = min(1.0, segment.end / total)
@@ -203,7 +207,10 @@ def transcribe(args):
         "device": args.device,
         "duration": round(total, 3),
         "duration_after_vad": round(info.duration_after_vad or 0.0, 3),
-        "engine": {"faster_whisper": faster_whisper.__version__, "ctranslate2": ctranslate2.__version__},
+        "engine": {
+            "faster_whisper": faster_whisper.__version__,
+            "ctranslate2": ctranslate2.__version__,
+        },
         "segments": result_segments,
     }
     # Written under a temporary name then renamed: the agent never reads half a file.
