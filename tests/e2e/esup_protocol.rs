@@ -54,12 +54,16 @@ impl World {
 fn grouped_instances_register_heartbeat_and_answer_the_open_routes() {
     let world = World::new();
     let base = free_port_range(3);
+    let logs = world.sandbox.join("logs");
     let agent = world.runner(
         base,
-        &[(
-            "RUNNER_TASK_TYPES",
-            "[2x(encoding,studio),1x(transcription)]",
-        )],
+        &[
+            (
+                "RUNNER_TASK_TYPES",
+                "[2x(encoding,studio),1x(transcription)]",
+            ),
+            ("LOG_DIRECTORY", &logs.to_string_lossy()),
+        ],
     );
     world
         .manager
@@ -114,6 +118,12 @@ fn grouped_instances_register_heartbeat_and_answer_the_open_routes() {
             Some(1.0)
         );
     }
+    let log_file = std::fs::read_to_string(logs.join("worker-agent.log"))
+        .expect("LOG_DIRECTORY/worker-agent.log");
+    assert!(
+        log_file.contains("registered with the Manager"),
+        "{log_file}"
+    );
     world.manager.wait_until(
         "heartbeats from every instance",
         Duration::from_secs(20),
