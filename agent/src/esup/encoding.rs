@@ -77,6 +77,11 @@ impl Bitrate {
             .then(|| Bitrate(bits.round() as u64))
     }
 
+    /// `kbps` kbit/s.
+    pub const fn from_kbps(kbps: u64) -> Bitrate {
+        Bitrate(kbps * 1000)
+    }
+
     /// Bits per second.
     pub fn bits(self) -> u64 {
         self.0
