@@ -1,7 +1,7 @@
 //! The `encoding` pipeline: probe, optional cut, optional dressing (watermark, credits), then
 //! one ffmpeg command that decodes the source once and writes every HLS/MP4 rendition, the mp3
-//! and the overview sprite, then the thumbnails, `overview.vtt`, `livestream.m3u8` and
-//! `info_video.json`.
+//! and the overview frames, then the thumbnails, the overview sprite, `overview.vtt`,
+//! `livestream.m3u8` and `info_video.json`.
 //!
 //! Output names (stem `S` = [`paths::output_stem`] of the source name):
 //! - `{H}p_S.m3u8` + `{H}p_S.ts`: single-file HLS (byte ranges), 2 s segments, VOD playlist;
@@ -858,21 +858,39 @@ pub fn overview_grid(duration: f64, video: &VideoStream) -> OverviewGrid {
 }
 
 impl OverviewGrid {
-    /// The filter chain that turns the decoded video into the sprite.
-    pub fn filter(&self) -> String {
+    /// The filter chain that picks and shrinks the overview frames from the decoded video.
+    pub fn frames_filter(&self) -> String {
         format!(
-            "fps=1000/{},scale={}:{},setsar=1,tile={}x{}",
-            self.interval_ms, self.cell_width, self.cell_height, self.columns, self.rows
+            "fps=1000/{},scale={}:{},setsar=1",
+            self.interval_ms, self.cell_width, self.cell_height
         )
     }
 
-    /// `overview.vtt`: one cue per frame, pointing at its cell of `image`.
+    /// The grid for the `count` frames actually written (the `fps` filter may stop one short
+    /// of the planned count on a video that ends early).
+    pub fn with_count(&self, count: u32) -> OverviewGrid {
+        let count = count.clamp(1, OVERVIEW_MAX_FRAMES);
+        let columns = count.min(OVERVIEW_COLUMNS);
+        OverviewGrid {
+            count,
+            columns,
+            rows: count.div_ceil(columns),
+            ..*self
+        }
+    }
+
+    /// `overview.vtt`: one cue per frame, pointing at its cell of `image`; the last cue runs to
+    /// the end of the video.
     pub fn vtt(&self, duration: f64, image: &str) -> String {
         let mut vtt = String::from("WEBVTT\n");
         let interval = self.interval_ms as f64 / 1000.0;
         for i in 0..self.count {
             let start = f64::from(i) * interval;
-            let end = (start + interval).min(duration);
+            let end = if i + 1 == self.count {
+                duration
+            } else {
+                (start + interval).min(duration)
+            };
             if end <= start {
                 break;
             }
@@ -916,8 +934,9 @@ pub struct LadderJob<'a> {
     pub rungs: &'a [Rung],
     /// Where outputs go.
     pub outputs: &'a Outputs,
-    /// The overview sprite, made from the same decode.
-    pub overview: Option<&'a OverviewGrid>,
+    /// The overview frames, taken from the same decode, and where they go (a `%03d.png`
+    /// pattern).
+    pub overview: Option<(&'a OverviewGrid, &'a Path)>,
     /// CPU or GPU.
     pub encoding: EncodingType,
 }
@@ -951,14 +970,14 @@ pub fn ladder_args(job: &LadderJob<'_>) -> Vec<String> {
         let scaler = if gpu { "scale_cuda" } else { "scale" };
         graph.push_str(&format!(";[s{i}]{scaler}=-2:{}[v{i}]", rung.height));
     }
-    if let Some(grid) = job.overview {
-        // The sprite is drawn on the CPU: GPU frames come down first (8 or 10 bit).
+    if let Some((grid, _)) = job.overview {
+        // The frames are scaled on the CPU: GPU frames come down first (8 or 10 bit).
         let download = if gpu {
             "hwdownload,format=nv12|p010le,"
         } else {
             ""
         };
-        graph.push_str(&format!(";[s_ov]{download}{}[ov]", grid.filter()));
+        graph.push_str(&format!(";[s_ov]{download}{}[ov]", grid.frames_filter()));
     }
     args.extend(["-filter_complex".to_owned(), graph]);
 
@@ -1055,11 +1074,40 @@ pub fn ladder_args(job: &LadderJob<'_>) -> Vec<String> {
             path_arg(&job.outputs.mp3()),
         ]);
     }
-    if job.overview.is_some() {
-        // The grid holds every frame; a spare frame past the end would start a second sprite.
-        args.extend(strings(&["-map", "[ov]", "-frames:v", "1", "-update", "1"]));
-        args.push(path_arg(&job.outputs.overview_image()));
+    if let Some((grid, pattern)) = job.overview {
+        // Single frames, not the tiled sprite: ffmpeg prints its first progress report only
+        // once every output has started, and a tile would start only at the very end. The
+        // frame cap drops a spare frame the fps filter may emit at the end.
+        args.extend([
+            "-map".to_owned(),
+            "[ov]".to_owned(),
+            "-frames:v".to_owned(),
+            grid.count.to_string(),
+            path_arg(pattern),
+        ]);
     }
+    args
+}
+
+/// `ffmpeg` arguments that tile the overview frames (`pattern`, numbered from 1) into the
+/// sprite.
+pub fn sprite_args(grid: &OverviewGrid, pattern: &Path, output: &Path) -> Vec<String> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-nostats"]);
+    args.extend([
+        "-framerate".to_owned(),
+        "1".to_owned(),
+        "-start_number".to_owned(),
+        "1".to_owned(),
+        "-i".to_owned(),
+        path_arg(pattern),
+        "-filter:v".to_owned(),
+        format!("tile={}x{}", grid.columns, grid.rows),
+        "-frames:v".to_owned(),
+        "1".to_owned(),
+        "-update".to_owned(),
+        "1".to_owned(),
+        path_arg(output),
+    ]);
     args
 }
 
@@ -1272,14 +1320,21 @@ pub(crate) async fn encode(
     match (&info.video, &info.audio) {
         (Some(video), audio) => {
             ladder = select_ladder(&options.ladder, video);
-            let grid = overview_grid(info.duration, video);
+            let planned = overview_grid(info.duration, video);
+            let frames_dir = ctx.workspace.join("overview_frames");
+            // A previous attempt's frames would be tiled too.
+            let _ = tokio::fs::remove_dir_all(&frames_dir).await;
+            tokio::fs::create_dir_all(&frames_dir)
+                .await
+                .map_err(|e| TaskError::io("creating", &frames_dir, &e))?;
+            let pattern = frames_dir.join("%03d.png");
             let job = LadderJob {
                 input: &current,
                 video,
                 audio: audio.as_ref(),
                 rungs: &ladder,
                 outputs: &outputs,
-                overview: Some(&grid),
+                overview: Some((&planned, &pattern)),
                 encoding,
             };
             run_ffmpeg(
@@ -1291,7 +1346,16 @@ pub(crate) async fn encode(
             )
             .await?;
             let args = thumbnail_args(&current, video, info.duration, &outputs);
-            run_ffmpeg(ctx, &log, "thumbnails", &args, Some(span(3, info.duration))).await?;
+            run_ffmpeg(ctx, &log, "thumbnails", &args, None).await?;
+            let written = count_files(&frames_dir).await?;
+            if written == 0 {
+                return Err(TaskError::Failed(
+                    "ffmpeg wrote no overview frame (see encoding.log)".to_owned(),
+                ));
+            }
+            let grid = planned.with_count(written);
+            let args = sprite_args(&grid, &pattern, &outputs.overview_image());
+            run_ffmpeg(ctx, &log, "overview", &args, Some(span(3, info.duration))).await?;
             ctx.process.check()?;
             for rung in &ladder {
                 let width = scaled_width(video.width, video.height, rung.height);
@@ -1416,6 +1480,24 @@ pub(crate) async fn encode(
         names.join(" ")
     ));
     Ok(summary)
+}
+
+/// Regular files in `dir`.
+async fn count_files(dir: &Path) -> Result<u32, TaskError> {
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|e| TaskError::io("listing", dir, &e))?;
+    let mut count = 0;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| TaskError::io("listing", dir, &e))?
+    {
+        if entry.file_type().await.is_ok_and(|t| t.is_file()) {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 async fn write(path: &Path, bytes: &[u8]) -> Result<(), TaskError> {
@@ -1769,6 +1851,7 @@ mod tests {
         let source = video(1920, 1080);
         let rungs = select_ladder(&default_ladder(), &source);
         let grid = overview_grid(60.0, &source);
+        let pattern = PathBuf::from("/w/overview_frames/%03d.png");
         let audio = audio();
         ladder_args(&LadderJob {
             input: Path::new("/w/clip.mp4"),
@@ -1776,7 +1859,7 @@ mod tests {
             audio: Some(&audio),
             rungs: &rungs,
             outputs: &outputs,
-            overview: Some(&grid),
+            overview: Some((&grid, &pattern)),
             encoding,
         })
     }
@@ -1787,7 +1870,7 @@ mod tests {
         assert_eq!(values(&args, "-i"), ["/w/clip.mp4"]);
         assert_eq!(
             values(&args, "-filter_complex"),
-            ["[0:0]split=4[s0][s1][s2][s_ov];[s0]scale=-2:360[v0];[s1]scale=-2:720[v1];[s2]scale=-2:1080[v2];[s_ov]fps=1000/1000,scale=160:90,setsar=1,tile=10x6[ov]"]
+            ["[0:0]split=4[s0][s1][s2][s_ov];[s0]scale=-2:360[v0];[s1]scale=-2:720[v1];[s2]scale=-2:1080[v2];[s_ov]fps=1000/1000,scale=160:90,setsar=1[ov]"]
         );
         assert_eq!(values(&args, "-c:v"), ["libx264"; 3]);
         assert_eq!(values(&args, "-b:v"), ["750000", "2000000", "3000000"]);
@@ -1802,8 +1885,23 @@ mod tests {
         assert!(args.contains(&"/w/output/1080p_clip.m3u8".to_owned()));
         assert_eq!(values(&args, "-hls_flags"), ["single_file"]);
         assert!(args.contains(&"/w/output/audio_192k_clip.mp3".to_owned()));
+        // 60 overview frames, as files for the sprite step.
+        assert!(args.ends_with(&[
+            "-map".to_owned(),
+            "[ov]".to_owned(),
+            "-frames:v".to_owned(),
+            "60".to_owned(),
+            "/w/overview_frames/%03d.png".to_owned()
+        ]));
+        let sprite = sprite_args(
+            &overview_grid(60.0, &video(1920, 1080)).with_count(59),
+            Path::new("/w/f/%03d.png"),
+            Path::new("/w/output/overview.png"),
+        );
+        assert_eq!(values(&sprite, "-filter:v"), ["tile=10x6"]);
+        assert_eq!(values(&sprite, "-i"), ["/w/f/%03d.png"]);
         assert_eq!(
-            args.last().map(String::as_str),
+            sprite.last().map(String::as_str),
             Some("/w/output/overview.png")
         );
         assert!(!args
@@ -1973,6 +2071,12 @@ mod tests {
             (3, 3, 1, 284)
         );
         let vtt = short.vtt(2.5, "overview.png");
+        // One frame short: the last cue runs to the end.
+        let fewer = short.with_count(2);
+        assert_eq!((fewer.columns, fewer.rows), (2, 1));
+        assert!(fewer
+            .vtt(2.5, "o.png")
+            .ends_with("00:00:01.000 --> 00:00:02.500\no.png#xywh=160,0,160,284\n"));
         assert_eq!(
             vtt,
             "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\noverview.png#xywh=0,0,160,284\n\n00:00:01.000 --> 00:00:02.000\noverview.png#xywh=160,0,160,284\n\n00:00:02.000 --> 00:00:02.500\noverview.png#xywh=320,0,160,284\n"
