@@ -16,6 +16,7 @@ pub mod config;
 pub mod encoding;
 pub mod local;
 pub mod manager;
+pub mod media;
 pub mod paths;
 pub mod pipeline;
 pub mod process;
