@@ -723,3 +723,21 @@ pub fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
+
+/// The path of a system tool the tests drive for real (e.g. `promtool`), found on `PATH`.
+/// Panics (the test fails, it is never skipped) when it is missing, naming the Debian package
+/// `scripts/test.sh` installs for it.
+#[track_caller]
+pub fn system_tool(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| {
+                m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!("{program} not found on PATH: install the Debian package {package} (scripts/test.sh does)")
+        })
+}
