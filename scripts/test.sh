@@ -17,7 +17,9 @@ command -v pkill >/dev/null || need_pkgs+=(procps)        # agent tests kill -9 
 command -v mount >/dev/null || need_pkgs+=(mount)         # read-only and full install dirs
 command -v ffmpeg >/dev/null || need_pkgs+=(ffmpeg)       # ESUP encoding/studio/transcription tasks
 command -v espeak-ng >/dev/null || need_pkgs+=(espeak-ng) # speech for the transcription tests
-command -v promtool >/dev/null || need_pkgs+=(prometheus) # real Prometheus, promtool rule tests
+# A real Prometheus and promtool (observability tests), systemd-analyze (docs: unit files).
+{ command -v prometheus && command -v promtool; } >/dev/null || need_pkgs+=(prometheus)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
