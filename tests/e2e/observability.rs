@@ -1,7 +1,9 @@
 //! Prometheus and Grafana for real: `promtool` checks and unit-tests the alert rules, and a real
 //! Prometheus (Debian package `prometheus`) on loopback scrapes a real update server and two
 //! real agents through an update cycle (a bad canary release rolled back, a release for another
-//! platform refused, a good one installed on canary then stable, canary halted). Then every
+//! platform refused, a good one installed on canary then stable, canary halted), the stable
+//! agent running its ESUP runner layer against the `FakeManager` fixture, which then dispatches
+//! it two tasks whose source is missing (they fail). Then every
 //! expression of the Grafana dashboard must return data from that Prometheus, the rules must be
 //! loaded and healthy, and the alerts the cycle provokes must be the ones Prometheus reports.
 //!
@@ -14,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::fleet::{free_port, metric, system_tool, Agent, Server, Trust, PLATFORM};
+use e2e::manager::{free_port_range, runner_api, runner_env, task_body, FakeManager, RUNNER_TOKEN};
 use e2e::{agent_at_version, workspace_root, Sandbox};
 
 const RULES: &str = "wiki/alerts/worker-updates.rules.yml";
@@ -242,6 +245,8 @@ fn dashboard_is_grafana_json_over_the_fleet_metrics() {
         "worker_update_download_bytes_total",         // download throughput
         "worker_tasks_running",                       // tasks running
         "worker_task_total",                          // tasks failed
+        "worker_task_duration_seconds",
+        "worker_runner_registered",
     ] {
         assert!(all.contains(metric), "no dashboard panel uses {metric}");
     }
@@ -469,13 +474,22 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
     let sandbox = Sandbox::new();
     let trust = Trust::new(sandbox.path());
     let server = Server::start(sandbox.path(), &trust, &[]);
-    let start_agent = |name: &str, channel: &str| {
+    std::fs::create_dir_all(sandbox.join("media")).expect("media dir");
+    let manager = FakeManager::start(RUNNER_TOKEN, &sandbox.join("media"));
+    let runner_port = free_port_range(1);
+    let runner = runner_env(&manager, runner_port, &sandbox.join("storage"));
+    let runner: Vec<(&str, &str)> = runner
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("RUNNER_TASK_TYPES", "encoding")])
+        .collect();
+    let start_agent = |name: &str, channel: &str, env: &[(&str, &str)]| {
         let dir = sandbox.join(name);
         std::fs::create_dir_all(&dir).expect("agent dir");
-        Agent::start(&dir, &server, &trust, &v1, channel, &[])
+        Agent::start_with_env(&dir, &server, &trust, &v1, channel, &[], env)
     };
-    let canary = start_agent("canary-agent", "canary");
-    let stable = start_agent("stable-agent", "stable");
+    let canary = start_agent("canary-agent", "canary", &[]);
+    let stable = start_agent("stable-agent", "stable", &runner);
     let prometheus = Prometheus::start(
         &sandbox.join("prometheus"),
         server.url.trim_start_matches("http://"),
@@ -544,6 +558,38 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
         agent.wait_until("success counted", Duration::from_secs(20), |a| {
             metric(&a.metrics(), "worker_update_success_total") == Some(1.0)
         });
+    }
+    // The Manager dispatches two encoding tasks to the (updated) stable agent, one after the
+    // other (an instance runs one at a time); their source is missing, so they fail. Two, as a
+    // fleet runs many: the first creates the worker_task_duration_seconds series, which rate()
+    // only sees move with the second, once Prometheus scraped it in between.
+    manager.wait_until("the runner registered", Duration::from_secs(30), |m| {
+        m.runners().len() == 1
+    });
+    for task_id in ["observability-task-1", "observability-task-2"] {
+        let task = runner_api(runner_port).post_json(
+            "/task/run",
+            &task_body(
+                task_id,
+                "encoding",
+                &manager.media_url("missing.mp4"),
+                serde_json::json!({}),
+                &manager.completion_url(),
+            ),
+        );
+        assert!(
+            task.status < 300,
+            "task/run: {} {}",
+            task.status,
+            task.text()
+        );
+        let completion = manager.completion_of(task_id, Duration::from_secs(30));
+        assert_eq!(completion["status"], "failed", "{completion}");
+        prometheus.wait_until(
+            "a scrape of the finished task",
+            Duration::from_secs(20),
+            |p| p.value("sum(worker_task_duration_seconds_count)").is_some(),
+        );
     }
     let halt = server.admin().post_json(
         "/api/admin/channels/canary/halt",
@@ -671,6 +717,18 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
         prometheus.value("sum(worker_update_success_total)"),
         Some(2.0)
     );
+    assert_eq!(
+        prometheus.values_by(
+            "sum by (status) (worker_task_total{task_type=\"encoding\"})",
+            "status"
+        ),
+        BTreeMap::from([
+            ("completed".to_owned(), 0.0),
+            ("failed".to_owned(), 2.0),
+            ("timeout".to_owned(), 0.0)
+        ])
+    );
+    assert_eq!(prometheus.value("sum(worker_runner_registered)"), Some(1.0));
     assert!(
         prometheus
             .value("sum(worker_update_download_bytes_total)")
