@@ -24,7 +24,7 @@ pub struct Telemetry {
     rollbacks: IntCounterVec,
     deferred: IntCounter,
     download_bytes: IntCounter,
-    /// `worker_update_duration_seconds{phase}`: check, download, verify, probation, total.
+    /// `worker_update_duration_seconds{phase}`: check, download, total (probation included).
     pub durations: HistogramVec,
     /// `worker_update_last_check_timestamp_seconds`.
     pub last_check: Gauge,
@@ -178,6 +178,8 @@ impl Telemetry {
             .with_label_values(&[running_version])
             .set(1);
         for task_type in TASK_TYPES {
+            // Created at start so that the first task shows up in rate() / increase().
+            let _ = telemetry.task_durations.with_label_values(&[task_type]);
             telemetry
                 .tasks_running
                 .with_label_values(&[task_type])

@@ -153,11 +153,19 @@ impl Supervisor {
         if let Some(pid) = child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("worker did not stop in 30 s; killing it");
+        // The worker lets running tasks finish for RUNNER_DRAIN_TIMEOUT_SECS, then stops them
+        // (up to 15 s): give it that, plus a margin, before killing it.
+        let limit = Duration::from_secs(
+            self.config
+                .runner
+                .runner_drain_timeout_secs
+                .saturating_add(30),
+        );
+        if tokio::time::timeout(limit, child.wait()).await.is_err() {
+            tracing::warn!(
+                limit_s = limit.as_secs(),
+                "worker did not stop in time; killing it"
+            );
             let _ = child.kill().await;
         }
         0
