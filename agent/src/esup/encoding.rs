@@ -2391,6 +2391,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stop_and_timeout_come_back_untouched() {
+        let task = testkit::task("long.mp4", Value::Null, false);
+        let ctx = &task.ctx;
+        testkit::clip(&ctx.source, 640, 360, 20, true);
+        let cancel = ctx.process.cancel_token().clone();
+        let progress = ctx.progress.clone();
+        let stopper = tokio::spawn(async move {
+            // Stop once the ladder encode is visibly under way.
+            while progress.get() < 5.0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            cancel.cancel();
+        });
+        let result =
+            tokio::time::timeout(std::time::Duration::from_secs(60), run(ctx, &ctx.source))
+                .await
+                .expect("the stop ends the task");
+        assert_eq!(result.expect_err("stopped"), TaskError::Cancelled);
+        stopper.await.expect("stopper");
+        assert!(ctx.process.live_groups().is_empty());
+
+        let task = testkit::task_with_timeout(
+            "long.mp4",
+            Value::Null,
+            false,
+            std::time::Duration::from_secs(1),
+        );
+        std::fs::copy(&ctx.source, &task.ctx.source).expect("copy");
+        let error = run(&task.ctx, &task.ctx.source)
+            .await
+            .expect_err("timed out");
+        assert_eq!(error, TaskError::Timeout(1));
+    }
+
+    #[tokio::test]
     async fn unusable_inputs_are_bad_input_with_the_reason() {
         let task = testkit::task("notes.mp4", Value::Null, false);
         let ctx = &task.ctx;
