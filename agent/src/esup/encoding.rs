@@ -123,13 +123,13 @@ pub struct Rung {
 }
 
 impl Rung {
-    fn new(height: u32, resolution: &str, video: &str, audio: &str, encode_mp4: bool) -> Rung {
+    fn new(height: u32, width: u32, video_kbps: u64, audio_kbps: u64, encode_mp4: bool) -> Rung {
         Rung {
             height,
-            resolution: resolution.to_owned(),
-            video_bitrate: Bitrate::parse(video).unwrap_or(Bitrate(1_000_000)),
+            resolution: format!("{width}x{height}"),
+            video_bitrate: Bitrate::from_kbps(video_kbps),
             maxrate: None,
-            audio_bitrate: Bitrate::parse(audio).unwrap_or(Bitrate(128_000)),
+            audio_bitrate: Bitrate::from_kbps(audio_kbps),
             encode_mp4,
         }
     }
@@ -144,9 +144,9 @@ impl Rung {
 /// The ladder when the task has no `rendition` parameter.
 pub fn default_ladder() -> Vec<Rung> {
     vec![
-        Rung::new(360, "640x360", "750k", "96k", true),
-        Rung::new(720, "1280x720", "2000k", "128k", true),
-        Rung::new(1080, "1920x1080", "3000k", "192k", false),
+        Rung::new(360, 640, 750, 96, true),
+        Rung::new(720, 1280, 2000, 128, true),
+        Rung::new(1080, 1920, 3000, 192, false),
     ]
 }
 
@@ -188,14 +188,17 @@ pub fn parse_rendition(value: &Value) -> Result<Vec<Rung>, String> {
                 _ => None,
             }
         };
-        let bitrate = |field: &str, required: bool| -> Result<Option<Bitrate>, String> {
-            match text(field) {
-                Some(t) => Bitrate::parse(&t).map(Some).ok_or_else(|| {
-                    format!("{key:?}: {field} {t:?} is not a bit rate like 750k or 2M")
-                }),
-                None if required => Err(format!("{key:?}: {field} is missing")),
-                None => Ok(None),
-            }
+        let bitrate = |field: &str| -> Result<Option<Bitrate>, String> {
+            text(field)
+                .map(|t| {
+                    Bitrate::parse(&t).ok_or_else(|| {
+                        format!("{key:?}: {field} {t:?} is not a bit rate like 750k or 2M")
+                    })
+                })
+                .transpose()
+        };
+        let required = |field: &str| -> Result<Bitrate, String> {
+            bitrate(field)?.ok_or_else(|| format!("{key:?}: {field} is missing"))
         };
         let resolution = match text("resolution") {
             Some(r) => {
@@ -227,9 +230,9 @@ pub fn parse_rendition(value: &Value) -> Result<Vec<Rung>, String> {
         rungs.push(Rung {
             height,
             resolution,
-            video_bitrate: bitrate("video_bitrate", true)?.unwrap_or(Bitrate(1_000_000)),
-            maxrate: bitrate("maxrate", false)?,
-            audio_bitrate: bitrate("audio_bitrate", true)?.unwrap_or(Bitrate(128_000)),
+            video_bitrate: required("video_bitrate")?,
+            maxrate: bitrate("maxrate")?,
+            audio_bitrate: required("audio_bitrate")?,
             encode_mp4,
         });
     }
@@ -683,8 +686,7 @@ pub fn dressing_args(job: &DressingJob, output: &Path, encoding: EncodingType) -
     let fps = format_rate(video.usable_frame_rate());
     args.extend(["-i".to_owned(), path_arg(&job.main)]);
     let mut next_input = 1;
-    let mut add_input = |args: &mut Vec<String>, path: &Path, options: &[&str]| {
-        args.extend(options.iter().map(|o| (*o).to_owned()));
+    let mut add_input = |args: &mut Vec<String>, path: &Path| {
         args.extend(["-i".to_owned(), path_arg(path)]);
         let index = next_input;
         next_input += 1;
@@ -693,15 +695,15 @@ pub fn dressing_args(job: &DressingJob, output: &Path, encoding: EncodingType) -
     let opening = job
         .opening
         .as_ref()
-        .map(|c| (add_input(&mut args, &c.path, &[]), c));
+        .map(|c| (add_input(&mut args, &c.path), c));
     let ending = job
         .ending
         .as_ref()
-        .map(|c| (add_input(&mut args, &c.path, &[]), c));
+        .map(|c| (add_input(&mut args, &c.path), c));
     let watermark = job
         .watermark
         .as_ref()
-        .map(|(path, position, opacity)| (add_input(&mut args, path, &[]), *position, *opacity));
+        .map(|(path, position, opacity)| (add_input(&mut args, path), *position, *opacity));
 
     let normalise = format!("fps={fps},format=yuv420p,setsar={sar_num}/{sar_den}");
     let audio_format = "aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo";
