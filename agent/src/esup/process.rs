@@ -339,7 +339,10 @@ mod tests {
             .expect("pid number");
         cancel.cancel();
         let result = task.await.expect("join");
-        assert_eq!(result.unwrap_err(), TaskError::Cancelled);
+        assert_eq!(
+            result.expect_err("the stop ends the command"),
+            TaskError::Cancelled
+        );
         // The grandchild (same group) is gone too: signal 0 fails once it is reaped or a zombie
         // of init; give init a moment to reap.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -366,7 +369,7 @@ mod tests {
         let runner =
             ProcessRunner::new(dir.path(), Duration::from_secs(1), CancellationToken::new());
         let result = runner.run("sleep", "sleep", &["30"], None).await;
-        let error = result.unwrap_err();
+        let error = result.expect_err("the command times out");
         assert_eq!(error, TaskError::Timeout(1));
         assert_eq!(error.to_string(), "Script timeout after 1 seconds");
     }
@@ -392,7 +395,7 @@ mod tests {
                 Some(&mut callback),
             )
             .await;
-        let message = result.unwrap_err().to_string();
+        let message = result.expect_err("the command fails").to_string();
         assert!(message.contains("demo failed"), "{message}");
         assert!(message.contains("bad thing"), "{message}");
         assert_eq!(seen, ["progress=1", "out"]);

@@ -253,7 +253,7 @@ mod tests {
             .is_ok());
         let error = only
             .check_url("http://evil.example/a.mp4", SourceKind::Media)
-            .unwrap_err();
+            .expect_err("a host outside the allow-list is refused");
         assert!(
             error.to_string().contains("SOURCE_ALLOWED_HOSTS"),
             "{error}"
