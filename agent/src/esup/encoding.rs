@@ -1291,12 +1291,15 @@ pub(crate) async fn encode(
     };
 
     let mut current = input.to_owned();
+    // Intermediates (near-lossless, often larger than the source) are removed on success.
+    let mut scratch: Vec<PathBuf> = Vec::new();
     let mut info = source.clone();
     if let Some(cut) = cut {
         let output = ctx.workspace.join("encoding_cut.mkv");
         let args = cut_args(&current, &info, cut, &output, encoding);
         run_ffmpeg(ctx, &log, "cut", &args, Some(span(0, cut.duration()))).await?;
         info = probe::probe(ctx, "the cut source", &output).await?;
+        scratch.push(output.clone());
         current = output;
         notes.push(format!(
             "cut {} - {}",
@@ -1311,6 +1314,7 @@ pub(crate) async fn encode(
         let args = dressing_args(&job, &output, encoding);
         run_ffmpeg(ctx, &log, "dressing", &args, Some(span(1, job.duration()))).await?;
         info = probe::probe(ctx, "the dressed source", &output).await?;
+        scratch.push(output.clone());
         current = output;
         notes.push(describe_dressing(dressing));
     }
@@ -1324,6 +1328,7 @@ pub(crate) async fn encode(
             ladder = select_ladder(&options.ladder, video);
             let planned = overview_grid(info.duration, video);
             let frames_dir = ctx.workspace.join("overview_frames");
+            scratch.push(frames_dir.clone());
             // A previous attempt's frames would be tiled too.
             let _ = tokio::fs::remove_dir_all(&frames_dir).await;
             tokio::fs::create_dir_all(&frames_dir)
@@ -1453,6 +1458,14 @@ pub(crate) async fn encode(
     let pretty = serde_json::to_vec_pretty(&info_json)
         .map_err(|e| TaskError::Failed(format!("writing info_video.json: {e}")))?;
     write(&outputs.info(), &pretty).await?;
+    for path in &scratch {
+        // Best effort: a leftover only costs disk until the task directory is cleaned up.
+        let _ = if path.is_dir() {
+            tokio::fs::remove_dir_all(path).await
+        } else {
+            tokio::fs::remove_file(path).await
+        };
+    }
     ctx.progress.set(range.1);
 
     let shape = match &info.video {
@@ -2379,6 +2392,17 @@ mod tests {
         assert!(close(mp4.duration, 3.0, 0.25), "{}", mp4.duration);
         assert!(mp4.audio.is_some());
         assert!(ctx.workspace.join("dressing_watermark.png").exists());
+        // The intermediates are gone once the encode succeeded.
+        for scratch in [
+            "encoding_cut.mkv",
+            "encoding_dressed.mkv",
+            "overview_frames",
+        ] {
+            assert!(
+                !ctx.workspace.join(scratch).exists(),
+                "{scratch} left behind"
+            );
+        }
         let info: Value = serde_json::from_slice(
             &std::fs::read(ctx.output_dir.join("info_video.json")).expect("info"),
         )
