@@ -123,13 +123,13 @@ pub struct Rung {
 }
 
 impl Rung {
-    fn new(height: u32, resolution: &str, video: &str, audio: &str, encode_mp4: bool) -> Rung {
+    fn new(height: u32, width: u32, video_kbps: u64, audio_kbps: u64, encode_mp4: bool) -> Rung {
         Rung {
             height,
-            resolution: resolution.to_owned(),
-            video_bitrate: Bitrate::parse(video).unwrap_or(Bitrate(1_000_000)),
+            resolution: format!("{width}x{height}"),
+            video_bitrate: Bitrate::from_kbps(video_kbps),
             maxrate: None,
-            audio_bitrate: Bitrate::parse(audio).unwrap_or(Bitrate(128_000)),
+            audio_bitrate: Bitrate::from_kbps(audio_kbps),
             encode_mp4,
         }
     }
@@ -144,9 +144,9 @@ impl Rung {
 /// The ladder when the task has no `rendition` parameter.
 pub fn default_ladder() -> Vec<Rung> {
     vec![
-        Rung::new(360, "640x360", "750k", "96k", true),
-        Rung::new(720, "1280x720", "2000k", "128k", true),
-        Rung::new(1080, "1920x1080", "3000k", "192k", false),
+        Rung::new(360, 640, 750, 96, true),
+        Rung::new(720, 1280, 2000, 128, true),
+        Rung::new(1080, 1920, 3000, 192, false),
     ]
 }
 
@@ -188,14 +188,17 @@ pub fn parse_rendition(value: &Value) -> Result<Vec<Rung>, String> {
                 _ => None,
             }
         };
-        let bitrate = |field: &str, required: bool| -> Result<Option<Bitrate>, String> {
-            match text(field) {
-                Some(t) => Bitrate::parse(&t).map(Some).ok_or_else(|| {
-                    format!("{key:?}: {field} {t:?} is not a bit rate like 750k or 2M")
-                }),
-                None if required => Err(format!("{key:?}: {field} is missing")),
-                None => Ok(None),
-            }
+        let bitrate = |field: &str| -> Result<Option<Bitrate>, String> {
+            text(field)
+                .map(|t| {
+                    Bitrate::parse(&t).ok_or_else(|| {
+                        format!("{key:?}: {field} {t:?} is not a bit rate like 750k or 2M")
+                    })
+                })
+                .transpose()
+        };
+        let required = |field: &str| -> Result<Bitrate, String> {
+            bitrate(field)?.ok_or_else(|| format!("{key:?}: {field} is missing"))
         };
         let resolution = match text("resolution") {
             Some(r) => {
@@ -227,9 +230,9 @@ pub fn parse_rendition(value: &Value) -> Result<Vec<Rung>, String> {
         rungs.push(Rung {
             height,
             resolution,
-            video_bitrate: bitrate("video_bitrate", true)?.unwrap_or(Bitrate(1_000_000)),
-            maxrate: bitrate("maxrate", false)?,
-            audio_bitrate: bitrate("audio_bitrate", true)?.unwrap_or(Bitrate(128_000)),
+            video_bitrate: required("video_bitrate")?,
+            maxrate: bitrate("maxrate")?,
+            audio_bitrate: required("audio_bitrate")?,
             encode_mp4,
         });
     }
@@ -683,8 +686,7 @@ pub fn dressing_args(job: &DressingJob, output: &Path, encoding: EncodingType) -
     let fps = format_rate(video.usable_frame_rate());
     args.extend(["-i".to_owned(), path_arg(&job.main)]);
     let mut next_input = 1;
-    let mut add_input = |args: &mut Vec<String>, path: &Path, options: &[&str]| {
-        args.extend(options.iter().map(|o| (*o).to_owned()));
+    let mut add_input = |args: &mut Vec<String>, path: &Path| {
         args.extend(["-i".to_owned(), path_arg(path)]);
         let index = next_input;
         next_input += 1;
@@ -693,15 +695,15 @@ pub fn dressing_args(job: &DressingJob, output: &Path, encoding: EncodingType) -
     let opening = job
         .opening
         .as_ref()
-        .map(|c| (add_input(&mut args, &c.path, &[]), c));
+        .map(|c| (add_input(&mut args, &c.path), c));
     let ending = job
         .ending
         .as_ref()
-        .map(|c| (add_input(&mut args, &c.path, &[]), c));
+        .map(|c| (add_input(&mut args, &c.path), c));
     let watermark = job
         .watermark
         .as_ref()
-        .map(|(path, position, opacity)| (add_input(&mut args, path, &[]), *position, *opacity));
+        .map(|(path, position, opacity)| (add_input(&mut args, path), *position, *opacity));
 
     let normalise = format!("fps={fps},format=yuv420p,setsar={sar_num}/{sar_den}");
     let audio_format = "aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo";
@@ -1289,12 +1291,15 @@ pub(crate) async fn encode(
     };
 
     let mut current = input.to_owned();
+    // Intermediates (near-lossless, often larger than the source) are removed on success.
+    let mut scratch: Vec<PathBuf> = Vec::new();
     let mut info = source.clone();
     if let Some(cut) = cut {
         let output = ctx.workspace.join("encoding_cut.mkv");
         let args = cut_args(&current, &info, cut, &output, encoding);
         run_ffmpeg(ctx, &log, "cut", &args, Some(span(0, cut.duration()))).await?;
         info = probe::probe(ctx, "the cut source", &output).await?;
+        scratch.push(output.clone());
         current = output;
         notes.push(format!(
             "cut {} - {}",
@@ -1309,6 +1314,7 @@ pub(crate) async fn encode(
         let args = dressing_args(&job, &output, encoding);
         run_ffmpeg(ctx, &log, "dressing", &args, Some(span(1, job.duration()))).await?;
         info = probe::probe(ctx, "the dressed source", &output).await?;
+        scratch.push(output.clone());
         current = output;
         notes.push(describe_dressing(dressing));
     }
@@ -1322,6 +1328,7 @@ pub(crate) async fn encode(
             ladder = select_ladder(&options.ladder, video);
             let planned = overview_grid(info.duration, video);
             let frames_dir = ctx.workspace.join("overview_frames");
+            scratch.push(frames_dir.clone());
             // A previous attempt's frames would be tiled too.
             let _ = tokio::fs::remove_dir_all(&frames_dir).await;
             tokio::fs::create_dir_all(&frames_dir)
@@ -1451,6 +1458,14 @@ pub(crate) async fn encode(
     let pretty = serde_json::to_vec_pretty(&info_json)
         .map_err(|e| TaskError::Failed(format!("writing info_video.json: {e}")))?;
     write(&outputs.info(), &pretty).await?;
+    for path in &scratch {
+        // Best effort: a leftover only costs disk until the task directory is cleaned up.
+        let _ = if path.is_dir() {
+            tokio::fs::remove_dir_all(path).await
+        } else {
+            tokio::fs::remove_file(path).await
+        };
+    }
     ctx.progress.set(range.1);
 
     let shape = match &info.video {
@@ -2377,6 +2392,17 @@ mod tests {
         assert!(close(mp4.duration, 3.0, 0.25), "{}", mp4.duration);
         assert!(mp4.audio.is_some());
         assert!(ctx.workspace.join("dressing_watermark.png").exists());
+        // The intermediates are gone once the encode succeeded.
+        for scratch in [
+            "encoding_cut.mkv",
+            "encoding_dressed.mkv",
+            "overview_frames",
+        ] {
+            assert!(
+                !ctx.workspace.join(scratch).exists(),
+                "{scratch} left behind"
+            );
+        }
         let info: Value = serde_json::from_slice(
             &std::fs::read(ctx.output_dir.join("info_video.json")).expect("info"),
         )
@@ -2388,6 +2414,41 @@ mod tests {
             4.0,
             0.1
         ));
+    }
+
+    #[tokio::test]
+    async fn stop_and_timeout_come_back_untouched() {
+        let task = testkit::task("long.mp4", Value::Null, false);
+        let ctx = &task.ctx;
+        testkit::clip(&ctx.source, 640, 360, 20, true);
+        let cancel = ctx.process.cancel_token().clone();
+        let progress = ctx.progress.clone();
+        let stopper = tokio::spawn(async move {
+            // Stop once the ladder encode is visibly under way.
+            while progress.get() < 5.0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            cancel.cancel();
+        });
+        let result =
+            tokio::time::timeout(std::time::Duration::from_secs(60), run(ctx, &ctx.source))
+                .await
+                .expect("the stop ends the task");
+        assert_eq!(result.expect_err("stopped"), TaskError::Cancelled);
+        stopper.await.expect("stopper");
+        assert!(ctx.process.live_groups().is_empty());
+
+        let task = testkit::task_with_timeout(
+            "long.mp4",
+            Value::Null,
+            false,
+            std::time::Duration::from_secs(1),
+        );
+        std::fs::copy(&ctx.source, &task.ctx.source).expect("copy");
+        let error = run(&task.ctx, &task.ctx.source)
+            .await
+            .expect_err("timed out");
+        assert_eq!(error, TaskError::Timeout(1));
     }
 
     #[tokio::test]

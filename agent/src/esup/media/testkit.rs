@@ -25,6 +25,16 @@ pub(crate) struct TestTask {
 /// A real context: workspace `<tmp>/task`, output `<tmp>/task/output`, real ffmpeg/ffprobe from
 /// `PATH`, a fetcher limited to 127.0.0.1, a 120 s script timeout.
 pub(crate) fn task(source_name: &str, parameters: serde_json::Value, gpu: bool) -> TestTask {
+    task_with_timeout(source_name, parameters, gpu, Duration::from_secs(120))
+}
+
+/// [`task`] with another script timeout.
+pub(crate) fn task_with_timeout(
+    source_name: &str,
+    parameters: serde_json::Value,
+    gpu: bool,
+    timeout: Duration,
+) -> TestTask {
     let dir = tempfile::tempdir().expect("tempdir");
     let workspace = dir.path().join("task");
     let output_dir = workspace.join("output");
@@ -34,11 +44,7 @@ pub(crate) fn task(source_name: &str, parameters: serde_json::Value, gpu: bool) 
         serde_json::Value::Null => Parameters::default(),
         other => panic!("test parameters must be an object, not {other}"),
     };
-    let process = ProcessRunner::new(
-        &workspace,
-        Duration::from_secs(120),
-        CancellationToken::new(),
-    );
+    let process = ProcessRunner::new(&workspace, timeout, CancellationToken::new());
     let fetcher = SourceFetcher::new(SourceLimits {
         max_bytes: 200_000_000,
         allowed_hosts: vec!["127.0.0.1".to_owned()],
