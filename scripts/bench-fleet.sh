@@ -189,7 +189,7 @@ stop_server() {
   pids=("${keep[@]}")
 }
 
-declare -A summary_file cpu_s sim_cpu_s req_total req_latest req_artifact req_register req_report req_other
+declare -A latency summary_file cpu_s sim_cpu_s req_total req_latest req_artifact req_register req_report req_other
 run_scenario() { # NAME
   local name="$1"
   local dir="$work/$name" mode promote version probation canary
@@ -265,6 +265,15 @@ EOF
   req_register[$name]="$(per '^/api/workers/register')"
   req_report[$name]="$(per '^/api/worker-updates/report')"
   req_other[$name]="$(per '^/api/worker-updates/root')"
+  # The server's mean latency per route in the window (long polls excepted: they wait).
+  local route
+  for route in /api/workers/register /api/worker-updates/report '/api/worker-updates/artifacts/{sha256}'; do
+    latency[$name|$route]="$(awk -v r="route=\"$route\"" '
+      index($0, "http_request_duration_seconds_sum{" r "}") == 1 { s[FILENAME] = $NF }
+      index($0, "http_request_duration_seconds_count{" r "}") == 1 { c[FILENAME] = $NF }
+      END { n = c[ARGV[2]] - c[ARGV[1]]; if (n > 0) printf "%.0f", (s[ARGV[2]] - s[ARGV[1]]) / n * 1000; else print "-" }' \
+      "$dir/metrics.before" "$dir/metrics.after")"
+  done
   # The server's own view of the failing release (canary scenarios).
   if [ "$version" = 3.0.0 ]; then
     jq -r '.channels[] | select(.channel == "canary") | .halt_reason' "$dir/status.json" >"$dir/halt_reason.txt"
@@ -312,6 +321,9 @@ if [ ${#conv[@]} -gt 0 ]; then
     printf '%s: stop %s, %s of %s agents on 2.0.0, check failures %s, startup (register + first poll of all agents) %s\n' "$s" \
       "$(q "$s" .stop)" "$(q "$s" '.versions["2.0.0"] // 0')" "$AGENTS" "$(q "$s" .totals.check_failures)" \
       "$(secs "$(jq -r .startup_ms <(grep '"event":"ready"' "$work/$s/simulate.jsonl"))")"
+    printf '%s: server mean latency in the window: register %s ms, report %s ms, artifact %s ms\n' "$s" \
+      "${latency[$s|/api/workers/register]}" "${latency[$s|/api/worker-updates/report]}" \
+      "${latency[$s|/api/worker-updates/artifacts/{sha256}]}"
   done
 fi
 
