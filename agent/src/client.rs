@@ -75,9 +75,12 @@ pub struct UpdateClient {
 impl UpdateClient {
     /// A client for the configured server.
     pub fn new(config: &AgentConfig) -> Result<Self, UpdateFailure> {
+        // No client-wide read timeout: reqwest's also runs while waiting for the response
+        // headers, so it would cut every long poll longer than itself (`wait=60` against the
+        // default 30 s). Each API request below carries its own total timeout (a long poll's
+        // includes its wait), and downloads time every read themselves (`download.rs`).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .read_timeout(Duration::from_secs(config.read_timeout_secs))
             .user_agent(concat!("worker-agent/", env!("BUILD_VERSION")))
             .build()
             .map_err(|e| UpdateFailure::fatal("io", format!("HTTP client: {e}")))?;

@@ -34,6 +34,32 @@ pub enum LoopEnd {
     Staged,
 }
 
+/// Watches an update loop: what it polled, accepted and attempted. The agent runs without one;
+/// the fleet simulator (`worker-agent simulate`) counts its agents' progress with it. Every
+/// method defaults to doing nothing, and none can change what the loop does.
+pub trait UpdateObserver: Send + Sync + std::fmt::Debug {
+    /// A poll of `/latest` answered (`changed`: a 200 rather than a 304).
+    fn polled(&self, changed: bool) {
+        let _ = changed;
+    }
+    /// A poll or its decision failed (the loop pauses, then polls again).
+    fn check_failed(&self, failure: &UpdateFailure) {
+        let _ = failure;
+    }
+    /// A genuine channel statement was accepted (whether it leads to an install or not).
+    fn statement_accepted(&self, statement: &manifests::ChannelStatement) {
+        let _ = statement;
+    }
+    /// An update attempt (download, verify, stage) of `version` started.
+    fn attempt_started(&self, version: &Version) {
+        let _ = version;
+    }
+    /// That attempt ended without staging the update (`reason`: the failure label, or `busy`).
+    fn attempt_failed(&self, version: &Version, reason: &str) {
+        let _ = (version, reason);
+    }
+}
+
 /// The child's updater.
 #[derive(Debug)]
 pub struct Updater {
@@ -63,6 +89,7 @@ pub struct Updater {
     /// Artifacts (by sha256) that failed with a verdict on their bytes (hash, size, disk):
     /// never downloaded again by this process; a new release brings a new artifact.
     condemned: BTreeSet<String>,
+    observer: Option<Arc<dyn UpdateObserver>>,
 }
 
 /// Sends queued outcomes (decided by the supervisor) to the server, counts them, and applies
@@ -172,7 +199,21 @@ impl Updater {
             poll_interval,
             reported: BTreeSet::new(),
             condemned: BTreeSet::new(),
+            observer: None,
         })
+    }
+
+    /// The same updater, reporting what it does to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn UpdateObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, event: impl FnOnce(&dyn UpdateObserver)) {
+        if let Some(observer) = &self.observer {
+            event(observer.as_ref());
+        }
     }
 
     /// One line describing the last decision's inputs, for `update check`.
@@ -237,6 +278,7 @@ impl Updater {
                 Ok(false) => {}
                 Err(failure) => {
                     tracing::warn!(reason = %failure.reason, error = %failure.message, "update check failed");
+                    self.observe(|o| o.check_failed(&failure));
                     let pause = Duration::from_secs(5).min(self.poll_interval);
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
@@ -267,6 +309,7 @@ impl Updater {
                 wait,
             )
             .await?;
+        self.observe(|o| o.polled(matches!(poll, Poll::Changed { .. })));
         #[allow(clippy::cast_precision_loss)]
         self.telemetry
             .last_check
@@ -321,12 +364,14 @@ impl Updater {
             }
             Decision::NothingToDo { why, statement } => {
                 self.accept(&statement, &release.signed.version);
+                self.observe(|o| o.statement_accepted(&channel.signed));
                 tracing::debug!(?why, "nothing to do");
                 return Ok(false);
             }
             Decision::Install { plan, statement } => (plan, statement),
         };
         self.accept(&statement, &release.signed.version);
+        self.observe(|o| o.statement_accepted(&channel.signed));
         if !self.config.auto_update() {
             tracing::info!(version = %plan.version, "update available; automatic updates are off");
             return Ok(false);
@@ -472,6 +517,7 @@ impl Updater {
         )
         .unwrap_or(0);
         self.telemetry.attempt();
+        self.observe(|o| o.attempt_started(&plan.version));
         tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
         let to = plan.version.to_string();
         match self.download_and_stage(&plan).await {
@@ -495,6 +541,7 @@ impl Updater {
                 };
                 if !self.wait_until_idle(urgent, &correlation_id, &to).await {
                     let _ = std::fs::remove_file(&pending.staged_path);
+                    self.observe(|o| o.attempt_failed(&plan.version, "busy"));
                     return Ok(false);
                 }
                 self.state
@@ -510,6 +557,7 @@ impl Updater {
             }
             Err(failure) => {
                 tracing::warn!(reason = %failure.reason, error = %failure.message, retryable = failure.retryable, "update attempt failed; the running binary is untouched");
+                self.observe(|o| o.attempt_failed(&plan.version, &failure.reason));
                 if !failure.retryable {
                     self.condemned.insert(plan.artifact.sha256.clone());
                 }

@@ -1,1 +1,281 @@
-//! (in progress)
+//! `worker-agent simulate`: a small fleet of simulated agents (the real update code path in one
+//! process) against a real `update-server`, driven by the real `worker-release` CLI. Asserts on
+//! the simulator's JSON summary and on the server's own view (status API, reports).
+
+use std::process::Command;
+
+use e2e::fleet::{Server, Trust, PLATFORM};
+use e2e::{bin, Sandbox};
+
+const AGENTS: usize = 20;
+
+struct World {
+    sandbox: Sandbox,
+    server: Server,
+}
+
+impl World {
+    /// A server with releases 1.0.0, 2.0.0 and 3.0.0 published, 1.0.0 on stable and canary.
+    fn new(server_args: &[&str]) -> Self {
+        let sandbox = Sandbox::new();
+        let trust = Trust::new(sandbox.path());
+        let server = Server::start(sandbox.path(), &trust, server_args);
+        for version in ["1.0.0", "2.0.0", "3.0.0"] {
+            // Never executed by the simulator: any bytes, signed for this platform.
+            let artifact = sandbox.write(
+                &format!("artifacts/{version}.bin"),
+                format!("simulated worker-agent {version}\n").repeat(1000),
+            );
+            let (release, _) = trust.sign_release(version, "0.0.0", &[(PLATFORM, &artifact)]);
+            server.publish(&release, &[&artifact]);
+        }
+        server.promote("stable", "1.0.0", 100);
+        server.promote("canary", "1.0.0", 100);
+        sandbox.write("worker.token", &server.worker_token);
+        World { sandbox, server }
+    }
+
+    /// Runs `worker-agent simulate` with `args`; `--on-ready` commands get the admin token and
+    /// the server's URL for `worker-release`. Returns the JSON lines it printed.
+    fn simulate(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let root = self.sandbox.join("root.json");
+        let base = self.sandbox.join("agents");
+        // `worker-release` in the stimulus commands is the one under test.
+        let tools = bin("worker-release")
+            .parent()
+            .expect("binary directory")
+            .to_owned();
+        let path = std::env::join_paths(std::iter::once(tools).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .expect("PATH");
+        let mut command = Command::new(bin("worker-agent"));
+        command
+            .arg("simulate")
+            .args(["--update-server", &self.server.url])
+            .args([
+                "--token-file",
+                &self.sandbox.join("worker.token").to_string_lossy(),
+            ])
+            .args(["--root", &root.to_string_lossy()])
+            .args(["--base-dir", &base.to_string_lossy()])
+            .args(["--agents", &AGENTS.to_string(), "--version", "1.0.0"])
+            .args(["--timeout-secs", "50", "--progress-ms", "500"])
+            .args(args)
+            .env("UPDATE_SERVER_URL", &self.server.url)
+            .env("WORKER_RELEASE_TOKEN", &self.server.admin_token)
+            .env("LOG_LEVEL", "warn")
+            .env("PATH", path)
+            .current_dir(self.sandbox.path());
+        let output = command.output().expect("run worker-agent simulate");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "simulate failed ({}):\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\nstdout: {stdout}"))
+            })
+            .collect()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let reply = self.server.admin().get("/api/admin/status");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    }
+}
+
+fn event<'a>(lines: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} line in {lines:#?}"))
+}
+
+fn workers_on(status: &serde_json::Value, channel: &str, version: &str) -> u64 {
+    status["fleet"]
+        .as_array()
+        .expect("fleet")
+        .iter()
+        .filter(|f| f["channel"] == channel && f["version"] == version)
+        .map(|f| f["workers"].as_u64().expect("workers"))
+        .sum()
+}
+
+#[test]
+fn simulated_fleet_converges_on_a_full_promote_over_long_polls() {
+    // Long polls of 3 s (the suggested poll interval) against a 2 s read timeout: the agents'
+    // long polls must outlive the read timeout (they used to be cut by it).
+    let w = World::new(&["--poll-interval", "3s"]);
+    let lines = w.simulate(&[
+        "--seed",
+        "converge",
+        "--read-timeout-secs",
+        "2",
+        "--probation-ms",
+        "300",
+        "--until-version",
+        "2.0.0",
+        // Idle long enough for every agent's long poll to expire once, then promote.
+        "--on-ready",
+        "sleep 4 && worker-release promote --channel stable --version 2.0.0 --override --reason simulator-test",
+    ]);
+    assert_eq!(event(&lines, "ready")["ready"], AGENTS);
+    let summary = event(&lines, "summary");
+    assert_eq!(summary["stop"], "converged", "{summary:#}");
+    assert_eq!(summary["stimulus"]["exit_code"], 0, "{summary:#}");
+    assert_eq!(summary["versions"], serde_json::json!({"2.0.0": AGENTS}));
+    let committed = &summary["committed"];
+    assert_eq!(committed["agents"], AGENTS, "{summary:#}");
+    for share in ["p50_ms", "p90_ms", "p99_ms", "p100_ms"] {
+        // After the 4 s pause, never before the promote.
+        assert!(
+            committed[share].as_i64().expect(share) >= 4000,
+            "{summary:#}"
+        );
+    }
+    assert!(committed["p50_ms"].as_i64() <= committed["p100_ms"].as_i64());
+    let totals = &summary["totals"];
+    assert_eq!(totals["check_failures"], 0, "no failed poll: {summary:#}");
+    let (polls, changed) = (
+        totals["polls"].as_u64().expect("polls"),
+        totals["polls_changed"].as_u64().expect("changed"),
+    );
+    assert!(
+        polls - changed >= AGENTS as u64,
+        "every agent's long poll expired at least once (304): {summary:#}"
+    );
+    let counters = &summary["counters"];
+    assert_eq!(counters["attempts"], AGENTS, "{summary:#}");
+    assert_eq!(counters["successes"], AGENTS, "{summary:#}");
+    assert_eq!(counters["failures"], serde_json::json!({}), "{summary:#}");
+    let artifact_size = "simulated worker-agent 2.0.0\n".len() * 1000;
+    assert_eq!(
+        counters["download_bytes"],
+        AGENTS * artifact_size,
+        "{summary:#}"
+    );
+    // Each agent's swap is its own install file, holding the verified 2.0.0 bytes.
+    let installed = w.sandbox.join("agents/agent-00007/install/worker-agent");
+    assert_eq!(
+        std::fs::read(&installed).expect("installed file"),
+        std::fs::read(w.sandbox.join("artifacts/2.0.0.bin")).expect("artifact")
+    );
+
+    // The server saw 20 distinct workers move to 2.0.0, and 20 success reports.
+    let status = w.status();
+    assert_eq!(status["workers_total"], AGENTS, "{status:#}");
+    assert_eq!(
+        workers_on(&status, "stable", "2.0.0"),
+        AGENTS as u64,
+        "{status:#}"
+    );
+    let reports = w.server.reports();
+    assert_eq!(
+        reports
+            .lines()
+            .filter(|r| r.starts_with("success ") && r.contains("1.0.0->2.0.0"))
+            .count(),
+        AGENTS,
+        "{reports}"
+    );
+}
+
+#[test]
+fn failing_canary_release_auto_halts_and_no_stable_agent_receives_it() {
+    const CANARIES: usize = 8;
+    let w = World::new(&[]);
+    let lines = w.simulate(&[
+        "--seed",
+        "canary",
+        "--canary",
+        &CANARIES.to_string(),
+        "--fail-version",
+        "3.0.0",
+        "--probation-ms",
+        "1500",
+        "--until-halted",
+        "canary",
+        "--on-ready",
+        "worker-release promote --channel canary --version 3.0.0",
+    ]);
+    let summary = event(&lines, "summary");
+    assert_eq!(summary["stop"], "halted", "{summary:#}");
+    let canary = &summary["by_channel"]["canary"];
+    let stable = &summary["by_channel"]["stable"];
+    assert_eq!(canary["agents"], CANARIES);
+    assert_eq!(stable["agents"], AGENTS - CANARIES);
+    // Long polls: every canary got 3.0.0 before the halt (its probation takes up to 1.5 s);
+    // each failed and rolled back to 1.0.0; none started it after the halt.
+    let tried = canary["attempted"]["3.0.0"].as_u64().unwrap_or(0);
+    assert!(
+        tried >= 3,
+        "the server halts after 3 failed workers: {summary:#}"
+    );
+    assert_eq!(canary["rolled_back"]["3.0.0"], tried, "{summary:#}");
+    assert_eq!(canary["versions"], serde_json::json!({"1.0.0": CANARIES}));
+    assert_eq!(
+        canary["counters"]["rollbacks"]["died_in_probation"], tried,
+        "{summary:#}"
+    );
+    let halt = &summary["halt"];
+    assert_eq!(halt["attempts_started_after_halt"], 0, "{summary:#}");
+    assert!(halt["first_seen_ms"].as_i64().expect("halt seen") > 0);
+    assert!(
+        halt["rolled_back_before_halt"].as_u64().expect("before") >= 3,
+        "{summary:#}"
+    );
+    assert_eq!(canary["saw_halted"], CANARIES, "{summary:#}");
+    // No stable agent received it.
+    assert_eq!(stable["attempted"], serde_json::json!({}), "{summary:#}");
+    assert_eq!(stable["counters"]["attempts"], 0, "{summary:#}");
+    assert_eq!(
+        stable["versions"],
+        serde_json::json!({"1.0.0": AGENTS - CANARIES})
+    );
+
+    // The server's view: canary auto-halted, no worker on 3.0.0, stable untouched.
+    let status = w.status();
+    let channels = status["channels"].as_array().expect("channels");
+    let canary_channel = channels
+        .iter()
+        .find(|c| c["channel"] == "canary")
+        .expect("canary");
+    assert_eq!(canary_channel["halted"], true, "{status:#}");
+    assert!(
+        canary_channel["halt_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("auto-halt: ")),
+        "{status:#}"
+    );
+    let stable_channel = channels
+        .iter()
+        .find(|c| c["channel"] == "stable")
+        .expect("stable");
+    assert_eq!(stable_channel["version"], "1.0.0");
+    assert_eq!(stable_channel["halted"], false);
+    assert_eq!(workers_on(&status, "canary", "3.0.0"), 0, "{status:#}");
+    assert_eq!(workers_on(&status, "stable", "3.0.0"), 0, "{status:#}");
+    assert_eq!(
+        workers_on(&status, "stable", "1.0.0"),
+        (AGENTS - CANARIES) as u64
+    );
+    assert_eq!(workers_on(&status, "canary", "1.0.0"), CANARIES as u64);
+    let failures = status["failures_last_hour"].as_array().expect("failures");
+    assert!(
+        failures.iter().all(|f| f["channel"] == "canary"),
+        "{status:#}"
+    );
+    let rolled_back: u64 = failures
+        .iter()
+        .filter(|f| f["outcome"] == "rolled_back" && f["reason"] == "died_in_probation")
+        .map(|f| f["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(rolled_back, tried, "{status:#}");
+}
