@@ -9,7 +9,7 @@
 //! ([`flush_outbox`]). All agents share one HTTP client (one connection pool) and one tokio
 //! runtime.
 //!
-//! Only the supervisor's part is simulated, in [`Agent::update`], after the updater staged an
+//! Only the supervisor's part is simulated (`Agent::update` below), after the updater staged an
 //! update: the staged file is verified again exactly as the supervisor does (release signature
 //! against the trusted root, then SHA-256 and size), the "new version" is started as another
 //! worker task (it registers with the new version, like the new process), held in probation for
