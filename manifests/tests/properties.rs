@@ -481,6 +481,15 @@ fn flip_byte(text: &str, index: usize, mask: u8) -> String {
     let mut bytes = text.as_bytes().to_vec();
     let index = index % bytes.len();
     bytes[index] ^= mask;
+    let flipped = String::from_utf8_lossy(&bytes).into_owned();
+    if flipped != text {
+        return flipped;
+    }
+    // The flip made invalid UTF-8 that decodes back to the same text (the input held a U+FFFD,
+    // whose bytes, flipped, are still an invalid sequence): put an ASCII byte there instead, which
+    // always changes the text.
+    let mut bytes = text.as_bytes().to_vec();
+    bytes[index] = if bytes[index] == b'x' { b'y' } else { b'x' };
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
