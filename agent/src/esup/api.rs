@@ -231,9 +231,6 @@ async fn stop(State(instance): State<Shared>, Path(id): Path<String>) -> Respons
             "current_status": current.as_str(),
         }))
         .into_response(),
-        StopOutcome::NothingToKill => {
-            detail(StatusCode::CONFLICT, "Task has no process to stop yet")
-        }
         StopOutcome::Unknown => detail(StatusCode::NOT_FOUND, "Task not found"),
     }
 }

@@ -155,7 +155,8 @@ pub enum StartError {
     Invalid(String),
 }
 
-/// Why `/task/stop` did nothing.
+/// What `/task/stop` did. (The Python runner answers 409 while a task has no process yet; here
+/// a stop during the download cancels the download, so there is always something to stop.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopOutcome {
     /// 202: signalled.
@@ -165,8 +166,6 @@ pub enum StopOutcome {
     },
     /// 200: already finished.
     AlreadyTerminal(TaskStatus),
-    /// 409: accepted but nothing started yet.
-    NothingToKill,
     /// 404.
     Unknown,
 }
