@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser};
-use manifests::{RoleName, Timestamp, Version};
+use manifests::Version;
 use rand::Rng;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -41,7 +41,7 @@ use crate::client::UpdateClient;
 use crate::config::AgentConfig;
 use crate::error::UpdateFailure;
 use crate::metrics::Telemetry;
-use crate::state::{Counters, Outcome, Pending, StateDir, StateError};
+use crate::state::{Counters, Pending, StateDir, StateError};
 use crate::tasks::TaskGate;
 use crate::updater::{flush_outbox, LoopEnd, UpdateObserver, Updater};
 
@@ -564,27 +564,10 @@ impl Agent {
         }
     }
 
-    /// As the supervisor: the release signature against the trusted root, the version, then the
-    /// staged file's SHA-256 and size.
+    /// Exactly the supervisor's check: the release signature against the trusted root, the
+    /// version, then the staged file's SHA-256 and size.
     fn verify_staged(&self, pending: &Pending) -> Result<(), String> {
-        let trust = self
-            .state
-            .load_trust(&self.config.root, &self.config.channel)
-            .map_err(|e| format!("trust_state: {e}"))?;
-        trust
-            .root
-            .signed
-            .verify_signed(RoleName::Release, &pending.release)
-            .map_err(|e| e.reason().as_str().to_owned())?;
-        let release = &pending.release.signed;
-        if release.version != pending.to_version {
-            return Err("manifest_mismatch".to_owned());
-        }
-        let artifact = release
-            .artifact_for(&pending.platform)
-            .ok_or_else(|| "wrong_platform".to_owned())?;
-        manifests::verify_file(&pending.staged_path, artifact)
-            .map_err(|e| e.reason().as_str().to_owned())
+        crate::supervisor::verify_staged(&self.state, &self.config, pending)
     }
 
     /// The swap, simulated: the staged file is renamed over this agent's install file.
@@ -595,47 +578,8 @@ impl Agent {
 
     /// As the supervisor: clean up, quarantine a rolled-back version, queue the outcome.
     fn finish(&self, pending: &Pending, outcome: &str, reason: &str) {
-        if outcome != "success" {
-            let _ = std::fs::remove_file(&pending.staged_path);
-        }
-        if outcome == "rolled_back" {
-            match self
-                .state
-                .load_trust(&self.config.root, &self.config.channel)
-            {
-                Ok(mut trust) => {
-                    trust.quarantined.insert(pending.to_version.clone());
-                    if let Err(error) = self.state.save_trust(&trust) {
-                        tracing::error!(%error, "could not record the quarantine");
-                    }
-                }
-                Err(error) => tracing::error!(%error, "could not record the quarantine"),
-            }
-        }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        let duration_ms = u64::try_from(
-            now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)),
-        )
-        .unwrap_or(u64::MAX);
-        let record = Outcome {
-            correlation_id: pending.correlation_id.clone(),
-            channel: pending.channel.clone(),
-            from_version: pending.from_version.to_string(),
-            to_version: pending.to_version.to_string(),
-            outcome: outcome.to_owned(),
-            reason: reason.to_owned(),
-            duration_ms,
-            at: Timestamp::now().to_string(),
-        };
-        if let Err(error) = self.state.push_outcome(&record, false) {
-            tracing::error!(%error, "could not queue the outcome");
-        }
-        if let Err(error) = self.state.clear_pending() {
-            tracing::error!(%error, "could not clear the pending update");
-        }
+        let duration_ms =
+            crate::supervisor::finish_update(&self.state, &self.config, pending, outcome, reason);
         tracing::info!(%outcome, %reason, to_version = %pending.to_version, duration_ms, "simulated update finished");
         let mut slot = self.slot().record();
         slot.verdicts.push((

@@ -254,25 +254,8 @@ impl Supervisor {
         }
     }
 
-    /// Re-checks the staged file against the release's signature chain and signed hash: the
-    /// supervisor never executes what it did not verify itself.
     fn verify_staged(&self, pending: &Pending) -> Result<(), String> {
-        let trust = self
-            .state
-            .load_trust(&self.config.root, &self.config.channel)
-            .map_err(|e| format!("trust_state: {e}"))?;
-        let root = &trust.root.signed;
-        root.verify_signed(RoleName::Release, &pending.release)
-            .map_err(|e| e.reason().as_str().to_owned())?;
-        let release = &pending.release.signed;
-        if release.version != pending.to_version {
-            return Err("manifest_mismatch".to_owned());
-        }
-        let artifact = release
-            .artifact_for(&pending.platform)
-            .ok_or_else(|| "wrong_platform".to_owned())?;
-        manifests::verify_file(&pending.staged_path, artifact)
-            .map_err(|e| e.reason().as_str().to_owned())
+        verify_staged(&self.state, &self.config, pending)
     }
 
     async fn probation(&self, pending: &Pending) -> Probation {
@@ -360,51 +343,85 @@ impl Supervisor {
 
     /// Records the outcome for the child to count and report, and cleans up.
     fn finish(&self, pending: &Pending, outcome: &str, reason: &str, detail: Option<&str>) {
-        if outcome != "success" {
-            let _ = std::fs::remove_file(&pending.staged_path);
-        }
-        if outcome == "rolled_back" {
-            // Quarantine before any worker starts again (none runs now): the restarted old
-            // version must never pick the same release up.
-            match self
-                .state
-                .load_trust(&self.config.root, &self.config.channel)
-            {
-                Ok(mut trust) => {
-                    trust.quarantined.insert(pending.to_version.clone());
-                    if let Err(error) = self.state.save_trust(&trust) {
-                        tracing::error!(%error, "could not record the quarantine");
-                    }
-                }
-                Err(error) => tracing::error!(%error, "could not record the quarantine"),
-            }
-        }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        let duration_ms = u64::try_from(
-            now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)),
-        )
-        .unwrap_or(u64::MAX);
-        let record = Outcome {
-            correlation_id: pending.correlation_id.clone(),
-            channel: pending.channel.clone(),
-            from_version: pending.from_version.to_string(),
-            to_version: pending.to_version.to_string(),
-            outcome: outcome.to_owned(),
-            reason: reason.to_owned(),
-            duration_ms,
-            at: Timestamp::now().to_string(),
-        };
-        if let Err(error) = self.state.push_outcome(&record, false) {
-            tracing::error!(%error, "could not queue the outcome");
-        }
-        if let Err(error) = self.state.clear_pending() {
-            tracing::error!(%error, "could not clear the pending update");
-        }
+        let duration_ms = finish_update(&self.state, &self.config, pending, outcome, reason);
         tracing::info!(%outcome, %reason, detail = ?detail, duration_ms, "update finished");
     }
+}
+
+/// Re-checks a staged file against the release's signature chain (its root from the state
+/// directory) and the signed hash and size: nothing is executed that was not verified here.
+/// Errors are the failure's reason label. (The fleet simulator calls this too.)
+pub fn verify_staged(
+    state: &StateDir,
+    config: &AgentConfig,
+    pending: &Pending,
+) -> Result<(), String> {
+    let trust = state
+        .load_trust(&config.root, &config.channel)
+        .map_err(|e| format!("trust_state: {e}"))?;
+    let root = &trust.root.signed;
+    root.verify_signed(RoleName::Release, &pending.release)
+        .map_err(|e| e.reason().as_str().to_owned())?;
+    let release = &pending.release.signed;
+    if release.version != pending.to_version {
+        return Err("manifest_mismatch".to_owned());
+    }
+    let artifact = release
+        .artifact_for(&pending.platform)
+        .ok_or_else(|| "wrong_platform".to_owned())?;
+    manifests::verify_file(&pending.staged_path, artifact)
+        .map_err(|e| e.reason().as_str().to_owned())
+}
+
+/// Ends a pending update: removes a staged file that was not installed, quarantines a
+/// rolled-back version (before any worker starts again, so the restarted old version never
+/// picks the same release up), queues the outcome for the worker to count and report, and
+/// clears `pending.json`. Returns the attempt's duration in milliseconds.
+pub fn finish_update(
+    state: &StateDir,
+    config: &AgentConfig,
+    pending: &Pending,
+    outcome: &str,
+    reason: &str,
+) -> u64 {
+    if outcome != "success" {
+        let _ = std::fs::remove_file(&pending.staged_path);
+    }
+    if outcome == "rolled_back" {
+        match state.load_trust(&config.root, &config.channel) {
+            Ok(mut trust) => {
+                trust.quarantined.insert(pending.to_version.clone());
+                if let Err(error) = state.save_trust(&trust) {
+                    tracing::error!(%error, "could not record the quarantine");
+                }
+            }
+            Err(error) => tracing::error!(%error, "could not record the quarantine"),
+        }
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let duration_ms =
+        u64::try_from(now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)))
+            .unwrap_or(u64::MAX);
+    let record = Outcome {
+        correlation_id: pending.correlation_id.clone(),
+        channel: pending.channel.clone(),
+        from_version: pending.from_version.to_string(),
+        to_version: pending.to_version.to_string(),
+        outcome: outcome.to_owned(),
+        reason: reason.to_owned(),
+        duration_ms,
+        at: Timestamp::now().to_string(),
+    };
+    if let Err(error) = state.push_outcome(&record, false) {
+        tracing::error!(%error, "could not queue the outcome");
+    }
+    if let Err(error) = state.clear_pending() {
+        tracing::error!(%error, "could not clear the pending update");
+    }
+    duration_ms
 }
 
 /// True when this process is the child (the worker), not the supervisor.
