@@ -1622,13 +1622,7 @@ mod tests {
         rungs.iter().map(|r| r.height).collect()
     }
 
-    /// The value after `flag` in `args`, for every occurrence.
-    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].as_str())
-            .collect()
-    }
+    use crate::esup::media::testkit::flag_values as values;
 
     #[test]
     fn ladder_never_upscales() {

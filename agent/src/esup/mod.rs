@@ -63,7 +63,8 @@ impl TaskType {
     }
 
     /// Parameter keys a task of this type accepts; any other key is refused with 422.
-    pub fn allowed_parameters(self) -> &'static [&'static str] {
+    /// Studio takes its own keys plus every encoding key (it ends with an encoding).
+    pub fn allowed_parameters(self) -> Vec<&'static str> {
         const ENCODING: &[&str] = &[
             "rendition",
             "cut",
@@ -72,18 +73,12 @@ impl TaskType {
             "video_slug",
             "video_title",
         ];
-        const STUDIO: &[&str] = &[
+        const STUDIO_OWN: &[&str] = &[
             "presenter",
             "force_cpu",
             "studio_crf",
             "studio_preset",
             "studio_audio_bitrate",
-            "rendition",
-            "cut",
-            "dressing",
-            "video_id",
-            "video_slug",
-            "video_title",
         ];
         const TRANSCRIPTION: &[&str] = &[
             "language",
@@ -98,9 +93,9 @@ impl TaskType {
             "video_title",
         ];
         match self {
-            TaskType::Encoding => ENCODING,
-            TaskType::Studio => STUDIO,
-            TaskType::Transcription => TRANSCRIPTION,
+            TaskType::Encoding => ENCODING.to_vec(),
+            TaskType::Studio => [STUDIO_OWN, ENCODING].concat(),
+            TaskType::Transcription => TRANSCRIPTION.to_vec(),
         }
     }
 }

@@ -883,12 +883,7 @@ mod tests {
         })
     }
 
-    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].as_str())
-            .collect()
-    }
+    use crate::esup::media::testkit::flag_values as values;
 
     #[test]
     fn composite_layouts() {

@@ -201,3 +201,11 @@ pub(crate) async fn serve_dir(dir: PathBuf) -> String {
     });
     format!("http://{address}")
 }
+
+/// The value after `flag` in an argument vector, for every occurrence.
+pub fn flag_values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+        .collect()
+}
