@@ -408,7 +408,7 @@ fn script_timeout_gives_timeout_and_a_failed_callback_is_retried() {
     make_clip(&world.media.join("long.mp4"), 1280, 720, 60, true);
     make_clip(&world.media.join("short.mp4"), 320, 180, 2, true);
     let port = free_port_range(1);
-    let _agent = runner(&world, port, &[("EXTERNAL_SCRIPT_TIMEOUT_SECONDS", "3")]);
+    let agent = runner(&world, port, &[("EXTERNAL_SCRIPT_TIMEOUT_SECONDS", "3")]);
     run(&world, port, "slow", "encoding", "long.mp4", json!({}));
     let completion = completed(&world, "slow", "timeout", Duration::from_secs(60));
     assert_eq!(
@@ -430,11 +430,14 @@ fn script_timeout_gives_timeout_and_a_failed_callback_is_retried() {
         3,
         "two failures, then delivered"
     );
-    assert!(!world
-        .storage
-        .join("quick")
-        .join(".completion-pending.json")
-        .exists());
+    // The runner removes its pending record once the Manager has answered the delivery, a
+    // moment after the Manager recorded it: wait for that instead of racing it.
+    let pending = world.storage.join("quick").join(".completion-pending.json");
+    agent.wait_until(
+        "the delivered completion's pending record is removed",
+        Duration::from_secs(10),
+        |_| !pending.exists(),
+    );
 }
 
 #[test]
