@@ -474,19 +474,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Installs `binary` as `dir/install/worker-agent` and runs it against `server`.
-    pub fn start(
-        dir: &Path,
-        server: &Server,
-        trust: &Trust,
-        binary: &Path,
-        channel: &str,
-        extra: &[&str],
-    ) -> Self {
-        Self::start_with_env(dir, server, trust, binary, channel, extra, &[])
-    }
-
-    /// [`Agent::start`] with extra environment variables.
+    /// Installs `binary` as `dir/install/worker-agent` and runs it against `server` with extra
+    /// environment variables.
     pub fn start_with_env(
         dir: &Path,
         server: &Server,
@@ -508,7 +497,7 @@ impl Agent {
         )
     }
 
-    /// [`Agent::start`] against any update-server URL (e.g. a proxy in front of the server).
+    /// [`Agent::start_with_env`] against any update-server URL (e.g. a proxy in front of the server).
     #[allow(clippy::too_many_arguments)]
     pub fn start_at(
         dir: &Path,

@@ -198,3 +198,4 @@ impl Run {
 pub mod fleet;
 pub mod manager;
 pub mod mirror;
+pub mod world;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
+use e2e::fleet::{metric, Agent};
 use e2e::mirror::{Behaviour, HostileMirror};
+use e2e::world::World;
 use e2e::{agent_at_version, Sandbox};
 
 const V1: &str = "1.0.0";
@@ -19,75 +20,46 @@ const V2: &str = "2.0.0";
 /// after a random pause of up to a day (full jitter), and no long poll wakes it earlier.
 const ONE_CHECK: [&str; 4] = ["--long-poll", "false", "--poll-interval-secs", "86400"];
 
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
+/// A v1 agent in the world's sandbox with `flags`.
+fn v1_agent(w: &World, flags: &[&str]) -> Agent {
+    w.agent(V1).flags(flags).start()
 }
 
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, &[]);
-        World {
-            sandbox,
-            trust,
-            server,
-        }
-    }
+/// Publishes and promotes (100 %, stable) the real v2 agent, served by the server.
+fn roll_out_v2(w: &World) {
+    w.roll_out(V2, &agent_at_version(V2), 100);
+}
 
-    fn agent(&self, extra: &[&str]) -> Agent {
-        Agent::start(
-            self.sandbox.path(),
-            &self.server,
-            &self.trust,
-            &agent_at_version(V1),
-            "stable",
-            extra,
-        )
-    }
-
-    /// Signs, publishes and promotes (100 %, stable) the real v2 agent, served by the server.
-    fn roll_out_v2(&self) {
-        let file = agent_at_version(V2);
-        let (release, _) = self.trust.sign_release(V2, "0.0.0", &[(PLATFORM, &file)]);
-        self.server.publish(&release, &[&file]);
-        self.server.promote("stable", V2, 100);
-    }
-
-    /// Waits for the `failure <reason> 1.0.0->2.0.0` report and its count on `/metrics`, then
-    /// checks that nothing changed: v1 serves, the install path holds v1, nothing is staged.
-    #[track_caller]
-    fn assert_failed_safely(&self, agent: &Agent, reason: &str) {
-        let needle = format!("failure {reason} {V1}->{V2} in ");
-        agent.wait_until(
-            &format!("a report containing {needle:?}"),
-            Duration::from_secs(180),
-            |_| self.server.reports().contains(&needle),
-        );
-        let reports = self.server.reports();
-        assert!(
-            !reports.contains("success"),
-            "no update may succeed: {reports}"
-        );
-        let counter = format!("worker_update_failure_total{{reason=\"{reason}\"}}");
-        agent.wait_until(
-            &format!("{counter} counted"),
-            Duration::from_secs(30),
-            |a| metric(&a.metrics(), &counter).is_some_and(|n| n >= 1.0),
-        );
-        agent.wait_until("v1 still serving", Duration::from_secs(30), |a| {
-            a.serves_version(V1)
-        });
-        let installed = agent.installed_version();
-        assert!(
-            installed.starts_with(&format!("worker-agent {V1} ")),
-            "install path untouched: {installed}"
-        );
-        let staged = leftovers(agent, ".staged");
-        assert!(staged.is_empty(), "staged files left: {staged:?}");
-    }
+/// Waits for the `failure <reason> 1.0.0->2.0.0` report and its count on `/metrics`, then
+/// checks that nothing changed: v1 serves, the install path holds v1, nothing is staged.
+#[track_caller]
+fn assert_failed_safely(w: &World, agent: &Agent, reason: &str) {
+    w.wait_for_report(
+        agent,
+        &format!("failure {reason} {V1}->{V2} in "),
+        Duration::from_secs(180),
+    );
+    let reports = w.server.reports();
+    assert!(
+        !reports.contains("success"),
+        "no update may succeed: {reports}"
+    );
+    let counter = format!("worker_update_failure_total{{reason=\"{reason}\"}}");
+    agent.wait_until(
+        &format!("{counter} counted"),
+        Duration::from_secs(30),
+        |a| metric(&a.metrics(), &counter).is_some_and(|n| n >= 1.0),
+    );
+    agent.wait_until("v1 still serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    let installed = agent.installed_version();
+    assert!(
+        installed.starts_with(&format!("worker-agent {V1} ")),
+        "install path untouched: {installed}"
+    );
+    let staged = leftovers(agent, ".staged");
+    assert!(staged.is_empty(), "staged files left: {staged:?}");
 }
 
 /// Names of the files in the install directory ending with `suffix`.
@@ -114,14 +86,12 @@ fn mirror_fails(
     let w = World::new();
     let file = agent_at_version(V2);
     let mirror = HostileMirror::start(behaviour, &file);
-    let release = w.trust.sign_release_at(V2, &file, mirror.url());
-    w.server.publish(&release, &[&file]);
-    w.server.promote("stable", V2, 100);
+    w.roll_out_from(V2, &file, mirror.url());
     let mut flags = ONE_CHECK.to_vec();
     flags.extend_from_slice(extra);
-    let agent = w.agent(&flags);
+    let agent = v1_agent(&w, &flags);
 
-    w.assert_failed_safely(&agent, reason);
+    assert_failed_safely(&w, &agent, reason);
     assert!(
         mirror.requests() >= requests,
         "{behaviour:?}: {} requests, expected {requests}",
@@ -245,7 +215,7 @@ impl Drop for MountGuard {
 #[test]
 fn a_read_only_install_directory_is_reported_as_read_only() {
     let w = World::new();
-    let agent = w.agent(&[]);
+    let agent = v1_agent(&w, &[]);
     agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
@@ -259,8 +229,8 @@ fn a_read_only_install_directory_is_reported_as_read_only() {
         std::fs::write(install_dir.join("probe"), b"x").is_err(),
         "the install directory is read-only"
     );
-    w.roll_out_v2();
-    w.assert_failed_safely(&agent, "read_only");
+    roll_out_v2(&w);
+    assert_failed_safely(&w, &agent, "read_only");
     assert!(leftovers(&agent, ".part").is_empty());
 }
 
@@ -276,11 +246,11 @@ fn a_full_install_directory_is_reported_as_no_space() {
     std::fs::create_dir_all(&install_dir).expect("install dir");
     let options = format!("size={size_kib}k");
     let _tmpfs = MountGuard::mount(&install_dir, &[&["-t", "tmpfs", "-o", &options, "tmpfs"]]);
-    w.roll_out_v2();
+    roll_out_v2(&w);
     let mut flags = ONE_CHECK.to_vec();
     flags.extend_from_slice(&["--download-attempts", "1"]);
-    let agent = w.agent(&flags);
-    w.assert_failed_safely(&agent, "no_space");
+    let agent = v1_agent(&w, &flags);
+    assert_failed_safely(&w, &agent, "no_space");
     // A full disk is a verdict, not network trouble: the partial file is deleted.
     assert!(leftovers(&agent, ".part").is_empty());
 }
@@ -389,11 +359,9 @@ fn an_artifact_that_failed_verification_is_not_downloaded_again_at_every_poll() 
     let w = World::new();
     let file = agent_at_version(V2);
     let mirror = HostileMirror::start(Behaviour::Tampered, &file);
-    let release = w.trust.sign_release_at(V2, &file, mirror.url());
-    w.server.publish(&release, &[&file]);
-    w.server.promote("stable", V2, 100);
-    let agent = w.agent(&["--long-poll", "false", "--poll-interval-secs", "1"]);
-    w.assert_failed_safely(&agent, "hash_mismatch");
+    w.roll_out_from(V2, &file, mirror.url());
+    let agent = v1_agent(&w, &["--long-poll", "false", "--poll-interval-secs", "1"]);
+    assert_failed_safely(&w, &agent, "hash_mismatch");
     // Many polls later: still one download and one report.
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(

@@ -11,52 +11,45 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
+use e2e::agent_at_version;
+use e2e::fleet::{metric, Agent, PLATFORM};
 use e2e::mirror::ForgingProxy;
-use e2e::{agent_at_version, Sandbox};
+use e2e::world::World;
 use manifests::{ChannelStatement, Release, Signed, Timestamp};
 
 const V1: &str = "1.0.0";
 const V2: &str = "2.0.0";
 
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
-    /// The compromised server agents talk to, once a forgery is served.
-    proxy: Option<ForgingProxy>,
+/// What these tests do with the [`World`]: read and forge the server's documents, and watch a
+/// real agent refuse them.
+trait Forgeries {
+    /// Publishes the real v2 agent for this platform and promotes it on stable at `percent`.
+    fn roll_out_v2(&self, percent: u8) -> Signed<Release>;
+    /// A connection to the running server's database.
+    fn db(&self) -> rusqlite::Connection;
+    /// The statement the server stores as stable's current one.
+    fn stored_statement(&self) -> Signed<ChannelStatement>;
+    /// The statement of `serial` from the server's history.
+    fn historic_statement(&self, serial: i64) -> Vec<u8>;
+    /// Makes agents talk to a compromised server: a [`ForgingProxy`] that serves the real
+    /// server's `/latest` with `statement` (and `release`) substituted and passes everything
+    /// else through. (The real server verifies what it stores, so it cannot be made to serve
+    /// these; see `a_forgery_written_into_the_server_database_is_neither_served_nor_re_signed`.)
+    fn serve_forged(&self, statement: &[u8], release: Option<&Signed<Release>>) -> ForgingProxy;
+    /// A v1 agent in `dir`, talking to `proxy` when given, else to the server.
+    fn v1_agent_in(&self, dir: &Path, proxy: Option<&ForgingProxy>) -> Agent;
+    /// Checks the agent refused with exactly `reason` (metric and report) and still runs
+    /// `from`, installed and serving.
+    fn assert_refused(&self, agent: &Agent, binary: &Path, reason: &str, from: &str, to: &str);
+    /// Starts a v1 agent (after the forgery is served) and checks it refuses with `reason`.
+    fn v1_refuses(&self, proxy: Option<&ForgingProxy>, reason: &str);
 }
 
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, &[]);
-        World {
-            sandbox,
-            trust,
-            server,
-            proxy: None,
-        }
-    }
-
-    /// Signs (normally, with the real release key) and publishes `version` with `artifacts`.
-    fn publish(&self, version: &str, artifacts: &[(&str, &Path)]) -> Signed<Release> {
-        let (release, _) = self.trust.sign_release(version, "0.0.0", artifacts);
-        let files: Vec<&Path> = artifacts.iter().map(|(_, file)| *file).collect();
-        self.server.publish(&release, &files);
-        release
-    }
-
-    /// Publishes the real v2 agent for this platform and promotes it on stable at `percent`.
+impl Forgeries for World {
     fn roll_out_v2(&self, percent: u8) -> Signed<Release> {
-        let v2 = agent_at_version(V2);
-        let release = self.publish(V2, &[(PLATFORM, &v2)]);
-        self.server.promote("stable", V2, percent);
-        release
+        self.roll_out(V2, &agent_at_version(V2), percent)
     }
 
-    /// A connection to the running server's database.
     fn db(&self) -> rusqlite::Connection {
         let db = rusqlite::Connection::open(self.server.data_dir.join("update-server.sqlite3"))
             .expect("open the server's database");
@@ -65,7 +58,6 @@ impl World {
         db
     }
 
-    /// The statement the server stores as stable's current one.
     fn stored_statement(&self) -> Signed<ChannelStatement> {
         let body: Vec<u8> = self
             .db()
@@ -78,7 +70,6 @@ impl World {
         Signed::from_slice(&body).expect("stored statement parses")
     }
 
-    /// The statement of `serial` from the server's history.
     fn historic_statement(&self, serial: i64) -> Vec<u8> {
         self.db()
             .query_row(
@@ -89,11 +80,7 @@ impl World {
             .expect("historic statement")
     }
 
-    /// Makes agents talk to a compromised server: a [`ForgingProxy`] that serves the real
-    /// server's `/latest` with `statement` (and `release`) substituted and passes everything
-    /// else through. (The real server verifies what it stores, so it cannot be made to serve
-    /// these; see `a_forgery_written_into_the_server_database_is_neither_served_nor_re_signed`.)
-    fn serve_forged(&mut self, statement: &[u8], release: Option<&Signed<Release>>) {
+    fn serve_forged(&self, statement: &[u8], release: Option<&Signed<Release>>) -> ForgingProxy {
         let mut latest = self
             .server
             .worker()
@@ -104,35 +91,24 @@ impl World {
             latest["release"] = serde_json::to_value(release).expect("release JSON");
         }
         let body = serde_json::to_vec(&latest).expect("JSON");
-        self.proxy = Some(ForgingProxy::start(&self.server.url, body));
+        ForgingProxy::start(&self.server.url, body)
     }
 
-    fn agent_in(&self, dir: &Path, binary: &Path) -> Agent {
-        let url = self
-            .proxy
-            .as_ref()
-            .map_or(self.server.url.as_str(), ForgingProxy::url);
-        Agent::start_at(
-            dir,
-            url,
-            &self.server.worker_token,
-            &self.trust,
-            binary,
-            "stable",
-            &[],
-            &[],
-        )
+    fn v1_agent_in(&self, dir: &Path, proxy: Option<&ForgingProxy>) -> Agent {
+        let agent = self.agent(V1).dir(dir);
+        match proxy {
+            Some(proxy) => agent.via(proxy.url()),
+            None => agent,
+        }
+        .start()
     }
 
-    /// Checks the agent refused with exactly `reason` (metric and report) and still runs
-    /// `from`, installed and serving.
     #[track_caller]
     fn assert_refused(&self, agent: &Agent, binary: &Path, reason: &str, from: &str, to: &str) {
-        let needle = format!("failure {reason} {from}->{to} ");
-        agent.wait_until(
-            &format!("a report containing {needle:?}"),
+        self.wait_for_report(
+            agent,
+            &format!("failure {reason} {from}->{to} "),
             Duration::from_secs(90),
-            |_| self.server.reports().contains(&needle),
         );
         let counter = format!("worker_update_failure_total{{reason=\"{reason}\"}}");
         agent.wait_until(&format!("{counter} == 1"), Duration::from_secs(30), |a| {
@@ -186,65 +162,63 @@ impl World {
         );
     }
 
-    /// Starts a v1 agent (after the forgery is served) and checks it refuses with `reason`.
-    fn v1_refuses(&self, reason: &str) {
-        let v1 = agent_at_version(V1);
-        let agent = self.agent_in(self.sandbox.path(), &v1);
-        self.assert_refused(&agent, &v1, reason, V1, V2);
+    fn v1_refuses(&self, proxy: Option<&ForgingProxy>, reason: &str) {
+        let agent = self.v1_agent_in(self.sandbox.path(), proxy);
+        self.assert_refused(&agent, &agent_at_version(V1), reason, V1, V2);
     }
 }
 
 #[test]
 fn a_statement_altered_after_signing_is_refused_as_bad_signature() {
-    let mut w = World::new();
+    let w = World::new();
     w.roll_out_v2(100);
     let mut statement = w.stored_statement();
     statement.signed.rollout.salt.push_str("-forged");
-    w.serve_forged(&statement.to_json_pretty().expect("json"), None);
-    w.v1_refuses("bad_signature");
+    let proxy = w.serve_forged(&statement.to_json_pretty().expect("json"), None);
+    w.v1_refuses(Some(&proxy), "bad_signature");
 }
 
 #[test]
 fn a_statement_without_signatures_is_refused_as_unsigned() {
-    let mut w = World::new();
+    let w = World::new();
     w.roll_out_v2(100);
     let mut statement = w.stored_statement();
     statement.signatures.clear();
-    w.serve_forged(&statement.to_json_pretty().expect("json"), None);
-    w.v1_refuses("unsigned");
+    let proxy = w.serve_forged(&statement.to_json_pretty().expect("json"), None);
+    w.v1_refuses(Some(&proxy), "unsigned");
 }
 
 #[test]
 fn a_statement_signed_by_the_release_key_is_refused_as_threshold() {
-    let mut w = World::new();
+    let w = World::new();
     w.roll_out_v2(100);
     let statement = w.stored_statement();
     let forged = Signed::sign(statement.signed, &[&w.trust.release_key]).expect("sign");
-    w.serve_forged(&forged.to_json_pretty().expect("json"), None);
-    w.v1_refuses("threshold");
+    let proxy = w.serve_forged(&forged.to_json_pretty().expect("json"), None);
+    w.v1_refuses(Some(&proxy), "threshold");
 }
 
 #[test]
 fn an_expired_statement_signed_by_the_channel_key_is_refused_as_expired() {
-    let mut w = World::new();
+    let w = World::new();
     w.roll_out_v2(100);
     let mut statement = w.stored_statement().signed;
     statement.issued_at = Timestamp::now().plus_secs(-7200);
     statement.expires = Timestamp::now().plus_secs(-3600);
     let forged = Signed::sign(statement, &[&w.trust.channel_key]).expect("sign");
-    w.serve_forged(&forged.to_json_pretty().expect("json"), None);
-    w.v1_refuses("expired");
+    let proxy = w.serve_forged(&forged.to_json_pretty().expect("json"), None);
+    w.v1_refuses(Some(&proxy), "expired");
 }
 
 #[test]
 fn an_older_serial_served_again_is_refused_as_replayed() {
-    let mut w = World::new();
+    let w = World::new();
     // Serial 1 offers v2 to everyone; serial 2 takes it back to 0 %.
     w.roll_out_v2(100);
     w.server.promote("stable", V2, 0);
     let v1 = agent_at_version(V1);
     let agent_dir = w.sandbox.path().join("agent");
-    let agent = w.agent_in(&agent_dir, &v1);
+    let agent = w.v1_agent_in(&agent_dir, None);
     agent.wait_until("serial 2 accepted", Duration::from_secs(60), |a| {
         let status = std::process::Command::new(&a.install_path)
             .args(["update", "status", "--update-server", &w.server.url])
@@ -266,8 +240,8 @@ fn an_older_serial_served_again_is_refused_as_replayed() {
     drop(agent);
 
     let serial_1 = w.historic_statement(1);
-    w.serve_forged(&serial_1, None);
-    let agent = w.agent_in(&agent_dir, &v1);
+    let proxy = w.serve_forged(&serial_1, None);
+    let agent = w.v1_agent_in(&agent_dir, Some(&proxy));
     w.assert_refused(&agent, &v1, "replayed_serial", V1, V2);
 }
 
@@ -278,7 +252,7 @@ fn a_downgrade_without_a_rollback_directive_is_refused() {
     w.publish(V1, &[(PLATFORM, &v1)]);
     w.server.promote("stable", V1, 100);
     let v2 = agent_at_version(V2);
-    let agent = w.agent_in(w.sandbox.path(), &v2);
+    let agent = w.agent(V2).start();
     w.assert_refused(&agent, &v2, "downgrade", V2, V1);
 }
 
@@ -293,12 +267,12 @@ fn a_release_only_for_another_platform_is_refused_as_wrong_platform() {
     let v2 = agent_at_version(V2);
     w.publish(V2, &[(other, &v2)]);
     w.server.promote("stable", V2, 100);
-    w.v1_refuses("wrong_platform");
+    w.v1_refuses(None, "wrong_platform");
 }
 
 #[test]
 fn a_release_altered_after_signing_is_refused_as_bad_signature() {
-    let mut w = World::new();
+    let w = World::new();
     let release = w.roll_out_v2(100);
     // The release now points at another binary (v1's bytes) under the release key's old
     // signature; the statement is re-signed with the real channel key so that it binds the
@@ -313,8 +287,8 @@ fn a_release_altered_after_signing_is_refused_as_bad_signature() {
     let mut statement = w.stored_statement().signed;
     statement.release.manifest_sha256 = forged.signed_sha256().expect("sha");
     let statement = Signed::sign(statement, &[&w.trust.channel_key]).expect("sign");
-    w.serve_forged(&statement.to_json_pretty().expect("json"), Some(&forged));
-    w.v1_refuses("bad_signature");
+    let proxy = w.serve_forged(&statement.to_json_pretty().expect("json"), Some(&forged));
+    w.v1_refuses(Some(&proxy), "bad_signature");
 }
 
 #[test]
@@ -372,5 +346,4 @@ fn a_forgery_written_into_the_server_database_is_neither_served_nor_re_signed() 
     w.server.crash_and_restart();
     let releases = w.server.admin().get("/api/admin/releases").json();
     assert_eq!(releases["releases"], serde_json::json!([]), "{releases}");
-    w.proxy = None;
 }

@@ -3,74 +3,35 @@
 
 use std::time::Duration;
 
-use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
+use e2e::fleet::{metric, Agent, PLATFORM};
+use e2e::world::World;
 use e2e::{agent_at_version, Sandbox};
 
 const V1: &str = "1.0.0";
 const V2: &str = "2.0.0";
 
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
-}
+/// How long a test waits for an agent's report.
+const REPORT_WAIT: Duration = Duration::from_secs(60);
 
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, &[]);
-        World {
-            sandbox,
-            trust,
-            server,
-        }
-    }
-
-    /// Signs, publishes and promotes (100 %, stable) `artifact` as `version`.
-    fn roll_out(&self, version: &str, artifact: &std::path::Path) {
-        let (release, _) = self
-            .trust
-            .sign_release(version, "0.0.0", &[(PLATFORM, artifact)]);
-        self.server.publish(&release, &[artifact]);
-        self.server.promote("stable", version, 100);
-    }
-
-    fn agent(&self, extra: &[&str]) -> Agent {
-        Agent::start(
-            self.sandbox.path(),
-            &self.server,
-            &self.trust,
-            &agent_at_version(V1),
-            "stable",
-            extra,
-        )
-    }
-
-    #[track_caller]
-    fn wait_for_report(&self, agent: &Agent, needle: &str) {
-        agent.wait_until(
-            &format!("a report containing {needle:?}"),
-            Duration::from_secs(60),
-            |_| self.server.reports().contains(needle),
-        );
-    }
+/// A v1 agent in the world's sandbox with `flags`.
+fn v1_agent(w: &World, flags: &[&str]) -> Agent {
+    w.agent(V1).flags(flags).start()
 }
 
 #[test]
 fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
     let w = World::new();
-    let agent = w.agent(&[]);
+    let agent = v1_agent(&w, &[]);
     agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
     let v1_pid = agent.ready().expect("ready")["pid"].as_u64();
 
-    w.roll_out(V2, &agent_at_version(V2));
+    w.roll_out(V2, &agent_at_version(V2), 100);
     agent.wait_until("v2 serving", Duration::from_secs(90), |a| {
         a.serves_version(V2)
     });
-    w.wait_for_report(&agent, &format!("success {V1}->{V2}"));
+    w.wait_for_report(&agent, &format!("success {V1}->{V2}"), REPORT_WAIT);
 
     assert!(
         agent
@@ -139,7 +100,7 @@ fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
 /// rollback metric, install path untouched.
 fn rolled_back(bad: &[u8], expected_reason: &str, extra: &[&str]) {
     let w = World::new();
-    let agent = w.agent(extra);
+    let agent = v1_agent(&w, extra);
     agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
@@ -149,8 +110,12 @@ fn rolled_back(bad: &[u8], expected_reason: &str, extra: &[&str]) {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    w.roll_out(V2, &artifact);
-    w.wait_for_report(&agent, &format!("rolled_back {expected_reason} {V1}->{V2}"));
+    w.roll_out(V2, &artifact, 100);
+    w.wait_for_report(
+        &agent,
+        &format!("rolled_back {expected_reason} {V1}->{V2}"),
+        REPORT_WAIT,
+    );
     agent.wait_until("v1 serving again", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
@@ -234,19 +199,11 @@ fn no_auto_update_reports_its_version_but_never_updates() {
         (vec![], vec![("AUTO_UPDATE", "0")]),
     ] {
         let w = World::new();
-        let agent = Agent::start_with_env(
-            w.sandbox.path(),
-            &w.server,
-            &w.trust,
-            &agent_at_version(V1),
-            "stable",
-            &flags,
-            &env,
-        );
+        let agent = w.agent(V1).flags(&flags).env(&env).start();
         agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
             a.serves_version(V1)
         });
-        w.roll_out(V2, &agent_at_version(V2));
+        w.roll_out(V2, &agent_at_version(V2), 100);
         // It sees the offer (the check happens, the statement is accepted) but does nothing.
         agent.wait_until("the offer checked", Duration::from_secs(30), |a| {
             metric(
@@ -277,19 +234,8 @@ fn no_auto_update_reports_its_version_but_never_updates() {
 #[test]
 fn force_update_installs_outside_the_rollout_cohort() {
     let w = World::new();
-    let (release, _) = w
-        .trust
-        .sign_release(V2, "0.0.0", &[(PLATFORM, &agent_at_version(V2))]);
-    w.server.publish(&release, &[&agent_at_version(V2)]);
-    w.server.promote("stable", V2, 0);
-    let plain = Agent::start(
-        w.sandbox.path(),
-        &w.server,
-        &w.trust,
-        &agent_at_version(V1),
-        "stable",
-        &[],
-    );
+    w.roll_out(V2, &agent_at_version(V2), 0);
+    let plain = v1_agent(&w, &[]);
     plain.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
@@ -301,14 +247,11 @@ fn force_update_installs_outside_the_rollout_cohort() {
     drop(plain);
 
     let forced_dir = Sandbox::new();
-    let forced = Agent::start(
-        forced_dir.path(),
-        &w.server,
-        &w.trust,
-        &agent_at_version(V1),
-        "stable",
-        &["--force-update"],
-    );
+    let forced = w
+        .agent(V1)
+        .dir(forced_dir.path())
+        .flags(&["--force-update"])
+        .start();
     forced.wait_until("v2 committed", Duration::from_secs(90), |a| {
         a.serves_version(V2) && a.installed_version().starts_with("worker-agent 2.0.0 ")
     });
@@ -317,16 +260,13 @@ fn force_update_installs_outside_the_rollout_cohort() {
 #[test]
 fn below_the_minimum_version_it_refuses_to_start_unless_forced() {
     let w = World::new();
-    let (release, _) = w
-        .trust
-        .sign_release(V2, "0.0.0", &[(PLATFORM, &agent_at_version(V2))]);
-    w.server.publish(&release, &[&agent_at_version(V2)]);
+    w.publish(V2, &[(PLATFORM, &agent_at_version(V2))]);
     let reply = w.server.admin().post_json(
         "/api/admin/channels/stable/promote",
         &serde_json::json!({"version": V2, "percent": 0, "minimum_version": "1.5.0", "override": true, "reason": "test"}),
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let mut refused = w.agent(&[]);
+    let mut refused = v1_agent(&w, &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = refused.exited() {
@@ -352,14 +292,11 @@ fn below_the_minimum_version_it_refuses_to_start_unless_forced() {
     drop(refused);
 
     let forced_dir = Sandbox::new();
-    let forced = Agent::start(
-        forced_dir.path(),
-        &w.server,
-        &w.trust,
-        &agent_at_version(V1),
-        "stable",
-        &["--force-start"],
-    );
+    let forced = w
+        .agent(V1)
+        .dir(forced_dir.path())
+        .flags(&["--force-start"])
+        .start();
     forced.wait_until(
         "v1 serving despite the minimum",
         Duration::from_secs(30),
@@ -371,7 +308,7 @@ fn below_the_minimum_version_it_refuses_to_start_unless_forced() {
 #[test]
 fn one_updater_per_install_a_second_instance_says_so() {
     let w = World::new();
-    let first = w.agent(&[]);
+    let first = v1_agent(&w, &[]);
     first.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
@@ -427,7 +364,7 @@ fn one_updater_per_install_a_second_instance_says_so() {
 #[test]
 fn the_agent_follows_a_root_rotation_to_trust_a_new_release_key() {
     let w = World::new();
-    let agent = w.agent(&[]);
+    let agent = v1_agent(&w, &[]);
     agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });

@@ -5,103 +5,62 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::fleet::{metric, Agent, Server, Trust, PLATFORM};
+use e2e::agent_at_version;
+use e2e::fleet::{metric, Agent, PLATFORM};
 use e2e::manager::{
-    free_port_range, make_clip, probe, probed_duration, probed_size, runner_api, runner_env,
-    task_body, FakeManager, RUNNER_TOKEN,
+    free_port_range, make_clip, probe, probed_duration, probed_size, runner_api, task_body,
 };
-use e2e::{agent_at_version, Sandbox};
+use e2e::world::World;
 use serde_json::{json, Value};
 
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
-    manager: FakeManager,
-    media: PathBuf,
-    storage: PathBuf,
+/// An agent at `version` with one runner instance on `port`, registered with the Manager.
+fn runner_at(world: &World, version: &str, port: u16, env: &[(&str, &str)]) -> Agent {
+    let agent = world.runner(version, port).env(env).start();
+    let id = format!("e2e-127.0.0.1-{port}");
+    world
+        .manager()
+        .wait_until("the runner registered", Duration::from_secs(60), |m| {
+            m.runners().contains_key(&id)
+        });
+    agent
 }
 
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, &[]);
-        let media = sandbox.join("media");
-        std::fs::create_dir_all(&media).expect("media dir");
-        let manager = FakeManager::start(RUNNER_TOKEN, &media);
-        let storage = sandbox.join("storage");
-        World {
-            sandbox,
-            trust,
-            server,
-            manager,
-            media,
-            storage,
-        }
-    }
+fn runner(world: &World, port: u16, env: &[(&str, &str)]) -> Agent {
+    runner_at(world, "1.0.0", port, env)
+}
 
-    /// An agent at `version` with one runner instance on `port`.
-    fn runner_at(&self, version: &str, port: u16, env: &[(&str, &str)]) -> Agent {
-        let mut all = runner_env(&self.manager, port, &self.storage);
-        for (key, value) in env {
-            all.retain(|(k, _)| k != key);
-            all.push(((*key).to_owned(), (*value).to_owned()));
-        }
-        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let agent = Agent::start_with_env(
-            self.sandbox.path(),
-            &self.server,
-            &self.trust,
-            &agent_at_version(version),
-            "stable",
-            &[],
-            &all,
-        );
-        let id = format!("e2e-127.0.0.1-{port}");
-        self.manager
-            .wait_until("the runner registered", Duration::from_secs(60), |m| {
-                m.runners().contains_key(&id)
-            });
-        agent
-    }
+fn run(world: &World, port: u16, id: &str, task_type: &str, source: &str, parameters: Value) {
+    let manager = world.manager();
+    let reply = runner_api(port).post_json(
+        "/task/run",
+        &task_body(
+            id,
+            task_type,
+            &manager.media_url(source),
+            parameters,
+            &manager.completion_url(),
+        ),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"status": "started", "task_id": id}));
+}
 
-    fn runner(&self, port: u16, env: &[(&str, &str)]) -> Agent {
-        self.runner_at("1.0.0", port, env)
-    }
+/// Waits for the completion of `id` and checks it has `status`.
+#[track_caller]
+fn completed(world: &World, id: &str, status: &str, limit: Duration) -> Value {
+    let completion = world.manager().completion_of(id, limit);
+    assert_eq!(
+        completion["status"],
+        status,
+        "{id}: {completion}\n--- error_script.log ---\n{}",
+        std::fs::read_to_string(world.storage.join(id).join("error_script.log"))
+            .unwrap_or_default()
+    );
+    completion
+}
 
-    fn run(&self, port: u16, id: &str, task_type: &str, source: &str, parameters: Value) {
-        let reply = runner_api(port).post_json(
-            "/task/run",
-            &task_body(
-                id,
-                task_type,
-                &self.manager.media_url(source),
-                parameters,
-                &self.manager.completion_url(),
-            ),
-        );
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        assert_eq!(reply.json(), json!({"status": "started", "task_id": id}));
-    }
-
-    /// Waits for the completion of `id` and checks it has `status`.
-    #[track_caller]
-    fn completed(&self, id: &str, status: &str, limit: Duration) -> Value {
-        let completion = self.manager.completion_of(id, limit);
-        assert_eq!(
-            completion["status"],
-            status,
-            "{id}: {completion}\n--- error_script.log ---\n{}",
-            std::fs::read_to_string(self.storage.join(id).join("error_script.log"))
-                .unwrap_or_default()
-        );
-        completion
-    }
-
-    fn output(&self, id: &str) -> PathBuf {
-        self.storage.join(id).join("output")
-    }
+fn output(world: &World, id: &str) -> PathBuf {
+    world.storage.join(id).join("output")
 }
 
 fn manifest_files(world: &World, id: &str) -> Vec<String> {
@@ -133,22 +92,23 @@ fn assert_hls(path: &Path) {
 
 #[test]
 fn encoding_a_720p_clip_gives_the_ladder_without_upscaling() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     make_clip(&world.media.join("Leçon d'été.mp4"), 1280, 720, 10, true);
     let port = free_port_range(1);
-    let agent = world.runner(port, &[]);
-    world.run(
+    let agent = runner(&world, port, &[]);
+    run(
+        &world,
         port,
         "enc-720",
         "encoding",
         "Le%C3%A7on%20d%27%C3%A9t%C3%A9.mp4",
         json!({"video_id": "42", "video_slug": "lecon", "video_title": "Leçon d'été"}),
     );
-    let completion = world.completed("enc-720", "completed", Duration::from_secs(240));
+    let completion = completed(&world, "enc-720", "completed", Duration::from_secs(240));
     assert_eq!(completion["error_message"], Value::Null);
 
     let stem = "Lecon_dete";
-    let out = world.output("enc-720");
+    let out = output(&world, "enc-720");
     let files = manifest_files(&world, "enc-720");
     for expected in [
         format!("360p_{stem}.m3u8"),
@@ -232,7 +192,7 @@ fn mediapackage(world: &World, name: &str, layout: &str, cut: Option<(&str, &str
         std::fs::write(world.media.join(format!("{name}.smil")), smil).expect("smil");
         format!(
             r#"<catalog type="smil/cutting"><mimetype>application/smil</mimetype><url>{}</url></catalog>"#,
-            world.manager.media_url(&format!("{name}.smil"))
+            world.manager().media_url(&format!("{name}.smil"))
         )
     });
     let xml = format!(
@@ -244,8 +204,8 @@ fn mediapackage(world: &World, name: &str, layout: &str, cut: Option<(&str, &str
   </media>
   <metadata>{catalog}</metadata>
 </mediapackage>"#,
-        presenter = world.manager.media_url("presenter.mp4"),
-        presentation = world.manager.media_url("presentation.mp4"),
+        presenter = world.manager().media_url("presenter.mp4"),
+        presentation = world.manager().media_url("presentation.mp4"),
     );
     let file = format!("{name}.xml");
     std::fs::write(world.media.join(&file), xml).expect("mediapackage");
@@ -254,11 +214,11 @@ fn mediapackage(world: &World, name: &str, layout: &str, cut: Option<(&str, &str
 
 #[test]
 fn studio_composites_each_layout_with_and_without_a_smil_cut() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     make_clip(&world.media.join("presenter.mp4"), 320, 240, 4, true);
     make_clip(&world.media.join("presentation.mp4"), 640, 360, 4, false);
     let port = free_port_range(1);
-    let _agent = world.runner(port, &[]);
+    let _agent = runner(&world, port, &[]);
     for layout in ["mid", "piph", "pipb"] {
         for cut in [None, Some(("1s", "3s"))] {
             let id = format!(
@@ -266,9 +226,9 @@ fn studio_composites_each_layout_with_and_without_a_smil_cut() {
                 if cut.is_some() { "cut" } else { "full" }
             );
             let source = mediapackage(&world, &id, layout, cut);
-            world.run(port, &id, "studio", &source, json!({}));
-            world.completed(&id, "completed", Duration::from_secs(240));
-            let base = probe(&world.output(&id).join("studio_base.mp4"));
+            run(&world, port, &id, "studio", &source, json!({}));
+            completed(&world, &id, "completed", Duration::from_secs(240));
+            let base = probe(&output(&world, &id).join("studio_base.mp4"));
             let (width, height) = probed_size(&base).expect("studio_base has video");
             match layout {
                 "mid" => assert!(
@@ -306,7 +266,7 @@ fn transcription_of_espeak_speech_contains_the_key_phrases() {
         Path::new(&python).exists(),
         "WHISPER_PYTHON={python} does not exist"
     );
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     let wav = world.sandbox.join("speech.wav");
     let status = std::process::Command::new("espeak-ng")
         .arg("-w")
@@ -323,15 +283,16 @@ fn transcription_of_espeak_speech_contains_the_key_phrases() {
         .expect("ffmpeg");
     assert!(status.success());
     let port = free_port_range(1);
-    let _agent = world.runner(port, &[("WHISPER_PYTHON", &python)]);
-    world.run(
+    let _agent = runner(&world, port, &[("WHISPER_PYTHON", &python)]);
+    run(
+        &world,
         port,
         "speech",
         "transcription",
         "speech.mp3",
         json!({"language": "en", "format": "vtt,srt", "normalize": "true"}),
     );
-    world.completed("speech", "completed", Duration::from_secs(180));
+    completed(&world, "speech", "completed", Duration::from_secs(180));
     let normalized = |text: &str| {
         text.to_lowercase()
             .chars()
@@ -348,7 +309,7 @@ fn transcription_of_espeak_speech_contains_the_key_phrases() {
             .join(" ")
     };
     let vtt =
-        std::fs::read_to_string(world.output("speech").join("speech.vtt")).expect("speech.vtt");
+        std::fs::read_to_string(output(&world, "speech").join("speech.vtt")).expect("speech.vtt");
     assert!(vtt.starts_with("WEBVTT"), "{vtt}");
     assert!(vtt.contains(" --> "), "{vtt}");
     let words = normalized(&vtt);
@@ -358,7 +319,7 @@ fn transcription_of_espeak_speech_contains_the_key_phrases() {
         assert!(words.contains(phrase), "{phrase:?} not heard in: {vtt}");
     }
     let srt =
-        std::fs::read_to_string(world.output("speech").join("speech.srt")).expect("speech.srt");
+        std::fs::read_to_string(output(&world, "speech").join("speech.srt")).expect("speech.srt");
     assert!(srt.starts_with('1') && srt.contains(" --> "), "{srt}");
     assert!(manifest_files(&world, "speech").contains(&"speech.vtt".to_owned()));
 }
@@ -378,12 +339,12 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn stop_mid_encode_kills_ffmpeg_and_busy_instances_refuse_tasks() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     make_clip(&world.media.join("long.mp4"), 1280, 720, 60, true);
     let port = free_port_range(1);
-    let agent = world.runner(port, &[]);
+    let agent = runner(&world, port, &[]);
     let api = runner_api(port);
-    world.run(port, "long", "encoding", "long.mp4", json!({}));
+    run(&world, port, "long", "encoding", "long.mp4", json!({}));
     let workspace = world.storage.join("long");
     agent.wait_until("ffmpeg encodes", Duration::from_secs(60), |_| {
         !processes_mentioning(&workspace.to_string_lossy()).is_empty()
@@ -393,7 +354,7 @@ fn stop_mid_encode_kills_ffmpeg_and_busy_instances_refuse_tasks() {
         &task_body(
             "other",
             "encoding",
-            &world.manager.media_url("long.mp4"),
+            &world.manager().media_url("long.mp4"),
             json!({}),
             "",
         ),
@@ -404,7 +365,7 @@ fn stop_mid_encode_kills_ffmpeg_and_busy_instances_refuse_tasks() {
     );
     assert_eq!(api.get("/runner/ping").json()["available"], false);
     world
-        .manager
+        .manager()
         .wait_until("a busy heartbeat", Duration::from_secs(10), |m| {
             m.runners().values().any(|r| r.availability == "busy")
         });
@@ -422,7 +383,7 @@ fn stop_mid_encode_kills_ffmpeg_and_busy_instances_refuse_tasks() {
     assert_eq!(stop.json()["status"], "stop_requested");
     assert_eq!(stop.json()["termination_attempted"], true);
     assert_eq!(stop.json()["terminated_any_process"], true);
-    let completion = world.completed("long", "failed", Duration::from_secs(30));
+    let completion = completed(&world, "long", "failed", Duration::from_secs(30));
     assert_eq!(completion["error_message"], "Cancelled by user.");
     agent.wait_until(
         "no ffmpeg of the task left",
@@ -443,13 +404,13 @@ fn stop_mid_encode_kills_ffmpeg_and_busy_instances_refuse_tasks() {
 
 #[test]
 fn script_timeout_gives_timeout_and_a_failed_callback_is_retried() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     make_clip(&world.media.join("long.mp4"), 1280, 720, 60, true);
     make_clip(&world.media.join("short.mp4"), 320, 180, 2, true);
     let port = free_port_range(1);
-    let _agent = world.runner(port, &[("EXTERNAL_SCRIPT_TIMEOUT_SECONDS", "3")]);
-    world.run(port, "slow", "encoding", "long.mp4", json!({}));
-    let completion = world.completed("slow", "timeout", Duration::from_secs(60));
+    let agent = runner(&world, port, &[("EXTERNAL_SCRIPT_TIMEOUT_SECONDS", "3")]);
+    run(&world, port, "slow", "encoding", "long.mp4", json!({}));
+    let completion = completed(&world, "slow", "timeout", Duration::from_secs(60));
     assert_eq!(
         completion["error_message"],
         "Script timeout after 3 seconds"
@@ -460,35 +421,42 @@ fn script_timeout_gives_timeout_and_a_failed_callback_is_retried() {
     );
 
     // The Manager's callback fails twice: the runner retries until it is delivered.
-    world.manager.fail_next_completions(2);
-    let calls = world.manager.completion_calls();
-    world.run(port, "quick", "encoding", "short.mp4", json!({}));
-    world.completed("quick", "completed", Duration::from_secs(60));
+    world.manager().fail_next_completions(2);
+    let calls = world.manager().completion_calls();
+    run(&world, port, "quick", "encoding", "short.mp4", json!({}));
+    completed(&world, "quick", "completed", Duration::from_secs(60));
     assert_eq!(
-        world.manager.completion_calls() - calls,
+        world.manager().completion_calls() - calls,
         3,
         "two failures, then delivered"
     );
-    assert!(!world
-        .storage
-        .join("quick")
-        .join(".completion-pending.json")
-        .exists());
+    // The runner removes its pending record once the Manager has answered the delivery, a
+    // moment after the Manager recorded it: wait for that instead of racing it.
+    let pending = world.storage.join("quick").join(".completion-pending.json");
+    agent.wait_until(
+        "the delivered completion's pending record is removed",
+        Duration::from_secs(10),
+        |_| !pending.exists(),
+    );
 }
 
 #[test]
 fn a_self_update_waits_for_the_running_task() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     make_clip(&world.media.join("long.mp4"), 1280, 720, 30, true);
     let port = free_port_range(1);
     // Build and publish 2.0.0 first (slow under load), so the promote lands while the task runs.
     let v2 = agent_at_version("2.0.0");
-    let (release, _) = world
-        .trust
-        .sign_release("2.0.0", "0.0.0", &[(PLATFORM, v2.as_path())]);
-    world.server.publish(&release, &[v2.as_path()]);
-    let agent = world.runner_at("1.0.0", port, &[]);
-    world.run(port, "during-update", "encoding", "long.mp4", json!({}));
+    world.publish("2.0.0", &[(PLATFORM, v2.as_path())]);
+    let agent = runner_at(&world, "1.0.0", port, &[]);
+    run(
+        &world,
+        port,
+        "during-update",
+        "encoding",
+        "long.mp4",
+        json!({}),
+    );
     let workspace = world.storage.join("during-update");
     agent.wait_until("ffmpeg encodes", Duration::from_secs(60), |_| {
         !processes_mentioning(&workspace.to_string_lossy()).is_empty()
@@ -508,14 +476,19 @@ fn a_self_update_waits_for_the_running_task() {
         false
     );
     assert!(agent.serves_version("1.0.0"));
-    let completion = world.completed("during-update", "completed", Duration::from_secs(240));
+    let completion = completed(
+        &world,
+        "during-update",
+        "completed",
+        Duration::from_secs(240),
+    );
     assert_eq!(completion["error_message"], Value::Null);
     agent.wait_until("v2 serves after the task", Duration::from_secs(120), |a| {
         a.serves_version("2.0.0")
     });
     // v2 registers again and still answers for the task v1 ran.
     world
-        .manager
+        .manager()
         .wait_until("v2 registered", Duration::from_secs(30), |m| {
             m.registrations() >= 2
         });

@@ -4,58 +4,23 @@
 
 use std::time::Duration;
 
-use e2e::fleet::{metric, Agent, Server, Trust};
-use e2e::manager::{free_port_range, runner_api, runner_env, task_body, FakeManager, RUNNER_TOKEN};
-use e2e::{agent_at_version, Sandbox};
+use e2e::fleet::{metric, Agent};
+use e2e::manager::{free_port_range, runner_api, task_body, RUNNER_TOKEN};
+use e2e::world::World;
 use serde_json::json;
 
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
-    manager: FakeManager,
-}
-
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, &[]);
-        std::fs::create_dir_all(sandbox.join("media")).expect("media dir");
-        let manager = FakeManager::start(RUNNER_TOKEN, &sandbox.join("media"));
-        World {
-            sandbox,
-            trust,
-            server,
-            manager,
-        }
-    }
-
-    fn runner(&self, base_port: u16, env: &[(&str, &str)]) -> Agent {
-        let mut all = runner_env(&self.manager, base_port, &self.sandbox.join("storage"));
-        for (key, value) in env {
-            all.retain(|(k, _)| k != key);
-            all.push(((*key).to_owned(), (*value).to_owned()));
-        }
-        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Agent::start_with_env(
-            self.sandbox.path(),
-            &self.server,
-            &self.trust,
-            &agent_at_version("1.0.0"),
-            "stable",
-            &[],
-            &all,
-        )
-    }
+/// A 1.0.0 agent whose runners start at `base_port`, with `env` over the runner environment.
+fn runner(world: &World, base_port: u16, env: &[(&str, &str)]) -> Agent {
+    world.runner("1.0.0", base_port).env(env).start()
 }
 
 #[test]
 fn grouped_instances_register_heartbeat_and_answer_the_open_routes() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     let base = free_port_range(3);
     let logs = world.sandbox.join("logs");
-    let agent = world.runner(
+    let agent = runner(
+        &world,
         base,
         &[
             (
@@ -66,11 +31,11 @@ fn grouped_instances_register_heartbeat_and_answer_the_open_routes() {
         ],
     );
     world
-        .manager
+        .manager()
         .wait_until("three runners registered", Duration::from_secs(60), |m| {
             m.runners().len() == 3
         });
-    let runners = world.manager.runners();
+    let runners = world.manager().runners();
     for (index, types) in [
         (0, json!(["encoding", "studio"])),
         (1, json!(["encoding", "studio"])),
@@ -124,7 +89,7 @@ fn grouped_instances_register_heartbeat_and_answer_the_open_routes() {
         log_file.contains("registered with the Manager"),
         "{log_file}"
     );
-    world.manager.wait_until(
+    world.manager().wait_until(
         "heartbeats from every instance",
         Duration::from_secs(20),
         |m| {
@@ -137,14 +102,15 @@ fn grouped_instances_register_heartbeat_and_answer_the_open_routes() {
 
 #[test]
 fn task_routes_check_the_token_the_body_and_every_path() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     let base = free_port_range(2);
-    let _agent = world.runner(
+    let _agent = runner(
+        &world,
         base,
         &[("RUNNER_TASK_TYPES", "[1x(encoding),1x(transcription)]")],
     );
     world
-        .manager
+        .manager()
         .wait_until("registered", Duration::from_secs(60), |m| {
             m.runners().len() == 2
         });
@@ -178,7 +144,7 @@ fn task_routes_check_the_token_the_body_and_every_path() {
         json!({"task_id": "abc", "status": "not_found"})
     );
 
-    let media = world.manager.media_url("clip.mp4");
+    let media = world.manager().media_url("clip.mp4");
     let unknown = api.post_json(
         "/task/run",
         &task_body(
@@ -280,15 +246,15 @@ fn task_routes_check_the_token_the_body_and_every_path() {
 
 #[test]
 fn unregistered_runner_refuses_tasks_then_reconnects_when_the_manager_returns() {
-    let world = World::new();
-    world.manager.set_down(true);
+    let world = World::builder().with_manager().start();
+    world.manager().set_down(true);
     let base = free_port_range(1);
-    let agent = world.runner(base, &[]);
+    let agent = runner(&world, base, &[]);
     let api = runner_api(base);
     agent.wait_until("the runner port answers", Duration::from_secs(60), |_| {
         reqwest::blocking::get(format!("http://127.0.0.1:{base}/runner/ping")).is_ok()
     });
-    let media = world.manager.media_url("clip.mp4");
+    let media = world.manager().media_url("clip.mp4");
     let refused = api.post_json(
         "/task/run",
         &task_body("t1", "encoding", &media, json!({}), ""),
@@ -296,8 +262,8 @@ fn unregistered_runner_refuses_tasks_then_reconnects_when_the_manager_returns() 
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(api.get("/runner/ping").json()["registered"], false);
 
-    world.manager.set_down(false);
-    world.manager.wait_until(
+    world.manager().set_down(false);
+    world.manager().wait_until(
         "registered once the Manager is back",
         Duration::from_secs(30),
         |m| m.runners().len() == 1,
@@ -307,9 +273,9 @@ fn unregistered_runner_refuses_tasks_then_reconnects_when_the_manager_returns() 
     });
 
     // A Manager restart forgets runners: the next heartbeat gets 404 and the runner registers again.
-    let before = world.manager.registrations();
-    world.manager.forget_runners();
-    world.manager.wait_until(
+    let before = world.manager().registrations();
+    world.manager().forget_runners();
+    world.manager().wait_until(
         "re-registered after a Manager restart",
         Duration::from_secs(30),
         |m| m.registrations() > before && m.runners().len() == 1,
@@ -322,13 +288,13 @@ fn unregistered_runner_refuses_tasks_then_reconnects_when_the_manager_returns() 
 
 #[test]
 fn a_protocol_version_the_manager_refuses_leaves_the_runner_unregistered() {
-    let world = World::new();
+    let world = World::builder().with_manager().start();
     let base = free_port_range(1);
-    let agent = world.runner(base, &[("RUNNER_PROTOCOL_VERSION", "2.0.0")]);
+    let agent = runner(&world, base, &[("RUNNER_PROTOCOL_VERSION", "2.0.0")]);
     agent.wait_until("the refusal is logged", Duration::from_secs(60), |a| {
         a.log().contains("Version mismatch")
     });
-    assert!(world.manager.runners().is_empty());
+    assert!(world.manager().runners().is_empty());
     assert_eq!(
         runner_api(base).get("/runner/ping").json()["registered"],
         false
@@ -338,14 +304,14 @@ fn a_protocol_version_the_manager_refuses_leaves_the_runner_unregistered() {
 #[test]
 fn placeholder_tokens_are_refused_at_start() {
     for token in ["default-runner-token", "please-CHANGE_ME-now-0123456789"] {
-        let world = World::new();
+        let world = World::builder().with_manager().start();
         let base = free_port_range(1);
-        let agent = world.runner(base, &[("RUNNER_TOKEN", token)]);
+        let agent = runner(&world, base, &[("RUNNER_TOKEN", token)]);
         agent.wait_until("the refusal is logged", Duration::from_secs(60), |a| {
             a.log().contains("is a placeholder")
         });
         assert!(
-            world.manager.runners().is_empty(),
+            world.manager().runners().is_empty(),
             "{token}: never registered"
         );
         assert!(

@@ -4,30 +4,37 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use e2e::fleet::{Server, Trust, PLATFORM};
+use e2e::fleet::PLATFORM;
+use e2e::world::World;
 use e2e::{Run, Sandbox};
 
-/// A sandbox with a trust set, a running server and the admin token in `admin.token`.
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
+/// A world whose admin token is in `admin.token` for the CLI.
+fn world() -> World {
+    let world = World::new();
+    world
+        .sandbox
+        .write("admin.token", format!("{}\n", world.server.admin_token));
+    world
 }
 
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, &[]);
-        sandbox.write("admin.token", format!("{}\n", server.admin_token));
-        World {
-            sandbox,
-            trust,
-            server,
-        }
-    }
-
+/// The `worker-release` commands these tests run in the [`World`].
+trait ReleaseCli {
     /// `worker-release COMMAND --server URL --token-file TOKEN_FILE ARGS...`
+    fn cli_with_token(&self, command: &str, token_file: &str, args: &[&str]) -> Run;
+    /// A server command with the admin token.
+    fn cli(&self, command: &str, args: &[&str]) -> Run;
+    /// The release key file, as a CLI argument.
+    fn release_key(&self) -> String;
+    /// Writes a distinct artifact for `version` and signs `release-VERSION.json` for it with the
+    /// CLI and the trust's release key. Returns (release file, artifact file), sandbox-relative.
+    fn sign_release(&self, version: &str) -> (String, String);
+    /// Signs (with the CLI) and publishes (through the fixture's API client) `version`.
+    fn published(&self, version: &str);
+    /// `worker-release status`, which must write nothing to stderr.
+    fn status(&self) -> String;
+}
+
+impl ReleaseCli for World {
     fn cli_with_token(&self, command: &str, token_file: &str, args: &[&str]) -> Run {
         let mut all = vec![
             command,
@@ -40,7 +47,6 @@ impl World {
         self.sandbox.release_cli(&all)
     }
 
-    /// A server command with the admin token.
     fn cli(&self, command: &str, args: &[&str]) -> Run {
         self.cli_with_token(command, "admin.token", args)
     }
@@ -49,8 +55,6 @@ impl World {
         path_arg(&self.trust.release_key_path)
     }
 
-    /// Writes a distinct artifact for `version` and signs `release-VERSION.json` for it with the
-    /// CLI and the trust's release key. Returns (release file, artifact file), sandbox-relative.
     fn sign_release(&self, version: &str) -> (String, String) {
         let artifact = format!("artifacts/worker-agent-{version}");
         self.sandbox.write(
@@ -82,7 +86,6 @@ impl World {
         (release, artifact)
     }
 
-    /// Signs (with the CLI) and publishes (through the fixture's API client) `version`.
     fn published(&self, version: &str) {
         let (release, artifact) = self.sign_release(version);
         let doc = manifests::Signed::<manifests::Release>::load(&self.sandbox.join(&release))
@@ -177,7 +180,7 @@ fn error_line(run: &Run) -> String {
 
 #[test]
 fn release_engineer_signs_publishes_promotes_overrides_and_reads_status_and_audit() {
-    let w = World::new();
+    let w = world();
     let (release, artifact) = w.sign_release("1.1.0");
     let size = std::fs::metadata(w.sandbox.join(&artifact))
         .expect("artifact")
@@ -369,7 +372,7 @@ fn release_engineer_signs_publishes_promotes_overrides_and_reads_status_and_audi
 
 #[test]
 fn halt_shows_the_reason_in_status_and_resume_clears_it() {
-    let w = World::new();
+    let w = world();
     w.published("1.4.0");
     w.server.promote("canary", "1.4.0", 50);
 
@@ -430,7 +433,7 @@ fn halt_shows_the_reason_in_status_and_resume_clears_it() {
 
 #[test]
 fn rollback_with_a_directive_signed_by_the_cli_moves_the_channel_down() {
-    let w = World::new();
+    let w = world();
     w.published("1.0.0");
     w.published("1.1.0");
     w.server.promote("stable", "1.1.0", 25);
@@ -519,7 +522,7 @@ fn rollback_with_a_directive_signed_by_the_cli_moves_the_channel_down() {
 
 #[test]
 fn refusals_name_the_reason_label_and_the_status_code() {
-    let w = World::new();
+    let w = world();
     let (release, artifact) = w.sign_release("2.0.0");
 
     // Tampered after signing: the server refuses it, and nothing was uploaded.

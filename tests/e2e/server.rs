@@ -3,43 +3,20 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::fleet::{Api, Server, Trust, PLATFORM};
+use e2e::fleet::{Api, Trust, PLATFORM};
+use e2e::world::World;
 use e2e::Sandbox;
 use manifests::{
     ChannelStatement, Decision, Idle, LocalState, Release, Rollback, Signed, Timestamp, UpdateCheck,
 };
 
-/// A sandbox with a trust set, two artifacts and a running server.
-struct World {
-    sandbox: Sandbox,
-    trust: Trust,
-    server: Server,
-}
-
-impl World {
-    fn new(extra: &[&str]) -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, extra);
-        World {
-            sandbox,
-            trust,
-            server,
-        }
-    }
-
-    /// Signs and publishes release `version` with a distinct artifact.
-    fn release(&self, version: &str) -> Signed<Release> {
-        let artifact = self.sandbox.write(
-            &format!("artifacts/worker-agent-{version}"),
-            format!("#!/bin/sh\necho {version}\n").repeat(5000),
-        );
-        let (doc, _) = self
-            .trust
-            .sign_release(version, "0.0.0", &[(PLATFORM, &artifact)]);
-        self.server.publish(&doc, &[&artifact]);
-        doc
-    }
+/// Signs and publishes release `version` with a distinct artifact.
+fn release(w: &World, version: &str) -> Signed<Release> {
+    w.publish_written(
+        version,
+        &format!("artifacts/worker-agent-{version}"),
+        format!("#!/bin/sh\necho {version}\n").repeat(5000),
+    )
 }
 
 struct Offer {
@@ -86,8 +63,8 @@ fn decide(trust: &Trust, offer: &Offer, local: &LocalState) -> Decision {
 
 #[test]
 fn staged_rollout_reaches_exactly_the_cohort_then_everyone() {
-    let w = World::new(&[]);
-    w.release("1.1.0");
+    let w = World::new();
+    release(&w, "1.1.0");
     w.server.promote("canary", "1.1.0", 10);
     let worker = w.server.worker();
     let ids: Vec<String> = (0..200).map(|i| format!("worker-{i:03}")).collect();
@@ -139,7 +116,7 @@ fn staged_rollout_reaches_exactly_the_cohort_then_everyone() {
 
 #[test]
 fn bad_releases_and_artifacts_are_refused_with_their_reason() {
-    let w = World::new(&[]);
+    let w = World::new();
     let admin = w.server.admin();
     let artifact = w
         .sandbox
@@ -274,7 +251,7 @@ fn bad_releases_and_artifacts_are_refused_with_their_reason() {
 
 #[test]
 fn tokens_are_required_and_of_the_right_kind() {
-    let w = World::new(&[]);
+    let w = World::new();
     let anonymous = Api::new(&w.server.url, None);
     let wrong = Api::new(&w.server.url, Some("0123456789abcdef0123456789abcdef"));
     for api in [&anonymous, &wrong] {
@@ -289,8 +266,10 @@ fn tokens_are_required_and_of_the_right_kind() {
 
 #[test]
 fn etag_long_poll_and_range_resume() {
-    let w = World::new(&["--long-poll-max", "20s"]);
-    let release = w.release("1.2.0");
+    let w = World::builder()
+        .server_args(&["--long-poll-max", "20s"])
+        .start();
+    let release = release(&w, "1.2.0");
     let worker = w.server.worker();
     let first = worker.latest("stable", "1.0.0", "poller");
     assert_eq!(first.status, 200);
@@ -364,8 +343,8 @@ fn etag_long_poll_and_range_resume() {
 
 #[test]
 fn everything_survives_kill_9_and_restart() {
-    let mut w = World::new(&[]);
-    let release = w.release("1.3.0");
+    let mut w = World::new();
+    let release = release(&w, "1.3.0");
     w.server.promote("canary", "1.3.0", 50);
     let worker = w.server.worker();
     let register = worker.post_json(
@@ -417,8 +396,8 @@ fn everything_survives_kill_9_and_restart() {
 
 #[test]
 fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release() {
-    let w = World::new(&[]);
-    w.release("1.4.0");
+    let w = World::new();
+    release(&w, "1.4.0");
     w.server.promote("canary", "1.4.0", 100);
     let worker = w.server.worker();
     let fail = |id: &str, outcome: &str, reason: &str| {
@@ -483,8 +462,10 @@ fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release() {
 
 #[test]
 fn statements_are_re_signed_before_they_expire() {
-    let w = World::new(&["--statement-ttl", "6s", "--resign-before", "4s"]);
-    w.release("1.5.0");
+    let w = World::builder()
+        .server_args(&["--statement-ttl", "6s", "--resign-before", "4s"])
+        .start();
+    release(&w, "1.5.0");
     let first = w.server.promote("stable", "1.5.0", 100);
     let worker = w.server.worker();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -513,9 +494,9 @@ fn statements_are_re_signed_before_they_expire() {
 
 #[test]
 fn rollback_directive_is_served_to_the_versions_it_covers() {
-    let w = World::new(&[]);
-    w.release("1.0.0");
-    w.release("1.1.0");
+    let w = World::new();
+    release(&w, "1.0.0");
+    release(&w, "1.1.0");
     w.server.promote("stable", "1.1.0", 100);
     let directive = w.trust.sign_rollback(&["1.1.0"], "1.0.0");
     let admin = w.server.admin();
@@ -555,8 +536,8 @@ fn rollback_directive_is_served_to_the_versions_it_covers() {
 
 #[test]
 fn handshake_tells_workers_below_the_minimum_and_metrics_show_the_fleet() {
-    let w = World::new(&[]);
-    w.release("2.0.0");
+    let w = World::new();
+    release(&w, "2.0.0");
     let reply = w.server.admin().post_json(
         "/api/admin/channels/canary/promote",
         &serde_json::json!({"version": "2.0.0", "minimum_version": "1.5.0"}),
@@ -605,7 +586,7 @@ fn handshake_tells_workers_below_the_minimum_and_metrics_show_the_fleet() {
 
 #[test]
 fn root_rotation_is_published_and_served_as_a_chain() {
-    let w = World::new(&[]);
+    let w = World::new();
     let mut next = w.trust.root.signed.clone();
     next.version = 2;
     let rotated = Signed::sign(next.clone(), &[&w.trust.root_key]).expect("sign");
@@ -712,7 +693,7 @@ fn configuration_errors_stop_start_up_with_one_clear_line() {
 
 #[test]
 fn every_documented_route_is_served_and_errors_are_json() {
-    let w = World::new(&[]);
+    let w = World::new();
     let anonymous = Api::new(&w.server.url, None);
     let document = anonymous.get("/openapi.json").json();
     let paths = document["paths"].as_object().expect("paths");

@@ -4,39 +4,41 @@
 
 use std::process::Command;
 
-use e2e::fleet::{Server, Trust, PLATFORM};
-use e2e::{bin, Sandbox};
+use e2e::bin;
+use e2e::world::World;
 
 const AGENTS: usize = 20;
 
-struct World {
-    sandbox: Sandbox,
-    server: Server,
+/// A world with releases 1.0.0, 2.0.0 and 3.0.0 published, 1.0.0 on stable and canary, and the
+/// worker token in `worker.token`.
+fn fleet_world(server_args: &[&str]) -> World {
+    let world = World::builder().server_args(server_args).start();
+    for version in ["1.0.0", "2.0.0", "3.0.0"] {
+        // Never executed by the simulator: any bytes, signed for this platform.
+        world.publish_written(
+            version,
+            &format!("artifacts/{version}.bin"),
+            format!("simulated worker-agent {version}\n").repeat(1000),
+        );
+    }
+    world.server.promote("stable", "1.0.0", 100);
+    world.server.promote("canary", "1.0.0", 100);
+    world
+        .sandbox
+        .write("worker.token", &world.server.worker_token);
+    world
 }
 
-impl World {
-    /// A server with releases 1.0.0, 2.0.0 and 3.0.0 published, 1.0.0 on stable and canary.
-    fn new(server_args: &[&str]) -> Self {
-        let sandbox = Sandbox::new();
-        let trust = Trust::new(sandbox.path());
-        let server = Server::start(sandbox.path(), &trust, server_args);
-        for version in ["1.0.0", "2.0.0", "3.0.0"] {
-            // Never executed by the simulator: any bytes, signed for this platform.
-            let artifact = sandbox.write(
-                &format!("artifacts/{version}.bin"),
-                format!("simulated worker-agent {version}\n").repeat(1000),
-            );
-            let (release, _) = trust.sign_release(version, "0.0.0", &[(PLATFORM, &artifact)]);
-            server.publish(&release, &[&artifact]);
-        }
-        server.promote("stable", "1.0.0", 100);
-        server.promote("canary", "1.0.0", 100);
-        sandbox.write("worker.token", &server.worker_token);
-        World { sandbox, server }
-    }
-
+/// What these tests do with the [`World`]: run the simulator, read the server's status.
+trait Simulation {
     /// Runs `worker-agent simulate` with `args`; `--on-ready` commands get the admin token and
     /// the server's URL for `worker-release`. Returns the JSON lines it printed.
+    fn simulate(&self, args: &[&str]) -> Vec<serde_json::Value>;
+    /// `GET /api/admin/status`.
+    fn status(&self) -> serde_json::Value;
+}
+
+impl Simulation for World {
     fn simulate(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let root = self.sandbox.join("root.json");
         let base = self.sandbox.join("agents");
@@ -112,7 +114,7 @@ fn workers_on(status: &serde_json::Value, channel: &str, version: &str) -> u64 {
 fn simulated_fleet_converges_on_a_full_promote_over_long_polls() {
     // Long polls of 3 s (the suggested poll interval) against a 2 s read timeout: the agents'
     // long polls must outlive the read timeout (they used to be cut by it).
-    let w = World::new(&["--poll-interval", "3s"]);
+    let w = fleet_world(&["--poll-interval", "3s"]);
     let lines = w.simulate(&[
         "--seed",
         "converge",
@@ -190,7 +192,7 @@ fn simulated_fleet_converges_on_a_full_promote_over_long_polls() {
 #[test]
 fn failing_canary_release_auto_halts_and_no_stable_agent_receives_it() {
     const CANARIES: usize = 8;
-    let w = World::new(&[]);
+    let w = fleet_world(&[]);
     let lines = w.simulate(&[
         "--seed",
         "canary",
