@@ -12,6 +12,9 @@ mod fleet;
 mod releases;
 mod trust;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
