@@ -612,7 +612,103 @@ async fn audit(
 
 #[cfg(test)]
 mod tests {
-    use super::ROUTES;
+    use axum::http::StatusCode;
+    use manifests::Version;
+
+    use super::{ApiError, ROUTES};
+    use crate::error::Error;
+
+    /// Domain errors keep the statuses and reasons clients and the CLI key on.
+    #[test]
+    fn domain_errors_map_to_their_statuses_and_reasons() {
+        let version = Version::new(1, 2, 3);
+        let cases = [
+            (
+                Error::MissingField { field: "worker_id" },
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Error::NothingToChange {
+                    channel: "canary".to_owned(),
+                    action: "halt",
+                },
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                Error::NeverOnCanary {
+                    version: version.clone(),
+                },
+                StatusCode::CONFLICT,
+                "soak",
+            ),
+            (
+                Error::CanaryFailureRate {
+                    version: version.clone(),
+                    failed: 1,
+                    tried: 2,
+                    rate: 0.5,
+                    max_rate: 0.05,
+                },
+                StatusCode::CONFLICT,
+                "failure_rate",
+            ),
+            (
+                Error::IncompleteRelease {
+                    version: version.clone(),
+                    missing: vec!["ab".to_owned()],
+                },
+                StatusCode::CONFLICT,
+                "incomplete_release",
+            ),
+            (
+                Error::ReleaseConflict {
+                    version: version.to_string(),
+                },
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                Error::RootWithoutChannelKey {
+                    version: 2,
+                    keyid: "k".to_owned(),
+                },
+                StatusCode::CONFLICT,
+                "channel_key",
+            ),
+            (
+                Error::ReleaseWithoutArtifacts { version },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "malformed",
+            ),
+            (
+                Error::from(manifests::Error::WrongProduct {
+                    expected: "a".to_owned(),
+                    offered: "b".to_owned(),
+                }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_product",
+            ),
+            (
+                Error::ChannelVanished {
+                    channel: "canary".to_owned(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+            ),
+        ];
+        for (error, status, reason) in cases {
+            let message = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!(
+                (api.status, api.reason.as_str()),
+                (status, reason),
+                "{message}"
+            );
+            assert_eq!(api.message, message);
+        }
+    }
 
     /// The OpenAPI document lists exactly the routes served.
     #[test]

@@ -105,6 +105,31 @@ impl Server {
         }
     }
 
+    /// A server with defaults whose canary channel offers release `version` to every worker.
+    async fn offering_on_canary(version: &str) -> Self {
+        let server = Server::start(|_| {});
+        server.publish(version).await;
+        server
+            .promote("canary", version, 100)
+            .await
+            .expect("promote");
+        server
+    }
+
+    /// Asserts the canary channel was halted by auto-halt, with a reason starting `auto-halt: {counts}`.
+    async fn assert_auto_halted(&self, counts: &str) -> ChannelSummary {
+        let channel = self.channel("canary").await;
+        assert!(channel.halted, "auto-halt at {counts}");
+        assert!(
+            channel
+                .halt_reason
+                .starts_with(&format!("auto-halt: {counts}")),
+            "{}",
+            channel.halt_reason
+        );
+        channel
+    }
+
     /// Signs release `version` (one artifact), publishes it and uploads its artifact.
     async fn publish(&self, version: &str) {
         let binary = format!("worker-agent {version}").into_bytes();
@@ -221,27 +246,12 @@ async fn the_serial_only_grows_across_promotes_halts_and_resumes() {
     let server = Server::start(|_| {});
     server.publish("1.0.0").await;
     server.publish("1.1.0").await;
-    let mut served = vec![
-        server
-            .promote("canary", "1.0.0", 10)
-            .await
-            .expect("promote")
-            .serial,
-    ];
-    served.push(
-        server
-            .promote("canary", "1.0.0", 50)
-            .await
-            .expect("widen")
-            .serial,
-    );
-    served.push(
-        server
-            .promote("canary", "1.1.0", 10)
-            .await
-            .expect("next")
-            .serial,
-    );
+    let mut served = Vec::new();
+    // Promote, widen, promote the next release.
+    for (version, percent) in [("1.0.0", 10), ("1.0.0", 50), ("1.1.0", 10)] {
+        let summary = server.promote("canary", version, percent).await;
+        served.push(summary.expect("promote").serial);
+    }
     served.push(
         server
             .app
@@ -375,12 +385,7 @@ async fn promotion_refuses_what_cannot_be_offered() {
 
 #[tokio::test]
 async fn three_distinct_failing_workers_halt_the_channel() {
-    let server = Server::start(|_| {});
-    server.publish("1.0.0").await;
-    server
-        .promote("canary", "1.0.0", 100)
-        .await
-        .expect("promote");
+    let server = Server::offering_on_canary("1.0.0").await;
     server
         .report("canary", "w1", "1.0.0", "failure", "health_check")
         .await;
@@ -397,15 +402,9 @@ async fn three_distinct_failing_workers_halt_the_channel() {
     server
         .report("canary", "w3", "1.0.0", "failure", "hash_mismatch")
         .await;
-    let channel = server.channel("canary").await;
-    assert!(channel.halted);
-    assert!(
-        channel
-            .halt_reason
-            .starts_with("auto-halt: 3 of 3 workers that tried 1.0.0 on canary failed"),
-        "{}",
-        channel.halt_reason
-    );
+    let channel = server
+        .assert_auto_halted("3 of 3 workers that tried 1.0.0 on canary failed")
+        .await;
     assert_eq!(channel.serial, 2, "one statement for the halt");
     assert_eq!(
         server.latest("canary", "0.9.0")["channel"]["signed"]["halted"],
@@ -415,12 +414,7 @@ async fn three_distinct_failing_workers_halt_the_channel() {
 
 #[tokio::test]
 async fn a_fifth_of_the_workers_that_tried_halts_once_five_tried() {
-    let server = Server::start(|_| {});
-    server.publish("1.0.0").await;
-    server
-        .promote("canary", "1.0.0", 100)
-        .await
-        .expect("promote");
+    let server = Server::offering_on_canary("1.0.0").await;
     for worker in ["w1", "w2", "w3"] {
         server
             .report("canary", worker, "1.0.0", "success", "")
@@ -437,23 +431,12 @@ async fn a_fifth_of_the_workers_that_tried_halts_once_five_tried() {
     server
         .report("canary", "w6", "1.0.0", "failure", "health_check")
         .await;
-    let channel = server.channel("canary").await;
-    assert!(channel.halted, "2 of 6 is above 20%");
-    assert!(
-        channel.halt_reason.starts_with("auto-halt: 2 of 6"),
-        "{}",
-        channel.halt_reason
-    );
+    server.assert_auto_halted("2 of 6").await;
 }
 
 #[tokio::test]
 async fn one_failure_of_five_tried_is_a_fifth() {
-    let server = Server::start(|_| {});
-    server.publish("1.0.0").await;
-    server
-        .promote("canary", "1.0.0", 100)
-        .await
-        .expect("promote");
+    let server = Server::offering_on_canary("1.0.0").await;
     for worker in ["w1", "w2", "w3", "w4"] {
         server
             .report("canary", worker, "1.0.0", "success", "")
@@ -462,23 +445,12 @@ async fn one_failure_of_five_tried_is_a_fifth() {
     server
         .report("canary", "w5", "1.0.0", "rolled_back", "crashed")
         .await;
-    let channel = server.channel("canary").await;
-    assert!(channel.halted, "1 of 5 is 20%");
-    assert!(
-        channel.halt_reason.starts_with("auto-halt: 1 of 5"),
-        "{}",
-        channel.halt_reason
-    );
+    server.assert_auto_halted("1 of 5").await;
 }
 
 #[tokio::test]
 async fn refusals_that_are_not_the_release_s_fault_do_not_halt() {
-    let server = Server::start(|_| {});
-    server.publish("1.0.0").await;
-    server
-        .promote("canary", "1.0.0", 100)
-        .await
-        .expect("promote");
+    let server = Server::offering_on_canary("1.0.0").await;
     for (worker, reason) in [
         ("w1", "downgrade"),
         ("w2", "needs_hop"),
