@@ -1,6 +1,6 @@
-//! The server's state and operations, a module per concern: [`trust`] (the root chain),
-//! [`releases`] (releases and artifacts), [`channels`] (channel statements, promote / halt /
-//! resume / rollback, re-signing, the soak gate and auto-halt) and [`fleet`] (inventory and
+//! The server's state and operations, a module per concern: `trust` (the root chain),
+//! `releases` (releases and artifacts), `channels` (channel statements, promote / halt /
+//! resume / rollback, re-signing, the soak gate and auto-halt) and `fleet` (inventory and
 //! reports). This module holds [`App`], its construction and the helpers they share.
 //!
 //! Reads are served from memory (the `/latest` body of each channel is built once per change,
