@@ -1,115 +1,301 @@
-//! Errors of the HTTP API: a status, a stable reason label and one readable sentence, returned as
-//! `{"error": ..., "reason": ...}`.
+//! Errors of the server's operations ([`crate::state`]): each variant carries the channel,
+//! version, worker or artifact that failed, a stable reason label ([`Error::reason`]) and a
+//! kind ([`ErrorKind`]). Only [`crate::http`] turns them into HTTP statuses and the
+//! `{"error": ..., "reason": ...}` body; clients and dashboards key on the reason labels, so they
+//! never change.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use manifests::Version;
 
 use crate::store::StoreError;
 
-/// An API error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable label (`bad_signature`, `soak`, `not_found`, ...).
-    pub reason: String,
-    /// One readable sentence.
-    pub message: String,
+/// The outcomes a report may carry.
+pub const REPORT_OUTCOMES: [&str; 4] = ["success", "failure", "rolled_back", "deferred"];
+
+/// What kind of failure an [`Error`] is, independent of the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is invalid (a missing field, a bad version, a bad name).
+    Invalid,
+    /// What the request names does not exist.
+    NotFound,
+    /// The request is valid but the current state refuses it (soak gate, conflicting release).
+    Refused,
+    /// A signed document was rejected (bad signature, expired, malformed).
+    Rejected,
+    /// The server failed (storage, a task, a stored document that no longer verifies).
+    Internal,
 }
 
-impl ApiError {
-    /// An error with `status`, `reason` and `message`.
-    pub fn new(status: StatusCode, reason: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// 400 `bad_request`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    /// 404 `not_found`.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    /// 409 with `reason`.
-    pub fn conflict(reason: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, reason, message)
-    }
-
-    /// 500 `internal`.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    }
+/// A failed operation of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A version field is not a semantic version.
+    #[error("{field} {text:?} is not a semantic version: {source}")]
+    InvalidVersion {
+        /// The field (`version`, `current_version`, ...).
+        field: &'static str,
+        /// What was sent.
+        text: String,
+        /// The parser's complaint.
+        source: semver::Error,
+    },
+    /// A required field is empty.
+    #[error("{field} is required")]
+    MissingField {
+        /// The field.
+        field: &'static str,
+    },
+    /// A channel name outside `[a-z0-9_-]{1,64}`.
+    #[error("channel name {channel:?}: use 1-64 of a-z, 0-9, '-', '_'")]
+    InvalidChannelName {
+        /// The name sent.
+        channel: String,
+    },
+    /// A report's outcome is none of [`REPORT_OUTCOMES`].
+    #[error("outcome {outcome:?} is not one of {}", REPORT_OUTCOMES.join(", "))]
+    UnknownOutcome {
+        /// The reporting worker.
+        worker_id: String,
+        /// The outcome sent.
+        outcome: String,
+    },
+    /// A report's `at` is not an RFC 3339 time.
+    #[error("at: {source}")]
+    InvalidReportTime {
+        /// The reporting worker.
+        worker_id: String,
+        /// The parser's complaint.
+        source: Box<manifests::Error>,
+    },
+    /// A report names no channel and its worker never registered.
+    #[error("worker {worker_id} never registered and the report names no channel")]
+    UnknownWorkerChannel {
+        /// The reporting worker.
+        worker_id: String,
+    },
+    /// A promotion above 100 %.
+    #[error("percent {percent} is above 100")]
+    PercentAbove100 {
+        /// The channel.
+        channel: String,
+        /// The percentage sent.
+        percent: u8,
+    },
+    /// The soak gate overridden without a reason for the audit trail.
+    #[error("--override needs a --reason, written to the audit trail")]
+    OverrideWithoutReason {
+        /// The channel.
+        channel: String,
+        /// The version being promoted.
+        version: String,
+    },
+    /// A halt without a reason.
+    #[error("halting needs a reason")]
+    HaltWithoutReason {
+        /// The channel.
+        channel: String,
+    },
+    /// A rollback directive that is not a JSON document.
+    #[error("{source}")]
+    InvalidDirective {
+        /// The channel.
+        channel: String,
+        /// The serialiser's complaint.
+        source: serde_json::Error,
+    },
+    /// Halt or resume of a channel nothing was promoted on.
+    #[error("channel {channel:?} has nothing to {action}")]
+    NothingToChange {
+        /// The channel.
+        channel: String,
+        /// `halt` or `resume`.
+        action: &'static str,
+    },
+    /// A statement change on a channel without a release.
+    #[error("channel {channel:?} has no release yet")]
+    NoRelease {
+        /// The channel.
+        channel: String,
+    },
+    /// A release that is not published (or no longer verifies).
+    #[error("release {version} is not published")]
+    ReleaseNotPublished {
+        /// The version asked for.
+        version: Version,
+    },
+    /// A version published again with another manifest.
+    #[error("release {version} is already published with another manifest; publish a new version")]
+    ReleaseConflict {
+        /// The version.
+        version: String,
+    },
+    /// A release whose artifacts are not all uploaded.
+    #[error("release {version} is missing artifact(s) {}: upload them first", missing.join(", "))]
+    IncompleteRelease {
+        /// The version.
+        version: Version,
+        /// SHA-256 of each missing artifact.
+        missing: Vec<String>,
+    },
+    /// Promotion to stable of a version never promoted on canary.
+    #[error("{version} has never been on canary; promote it there first (or --override --reason)")]
+    NeverOnCanary {
+        /// The version.
+        version: Version,
+    },
+    /// Promotion to stable before the soak time passed.
+    #[error("{version} has been on canary for {soaked} s, the soak time is {soak} s ({} s to go; or --override --reason)", soak - soaked)]
+    SoakTooShort {
+        /// The version.
+        version: Version,
+        /// Seconds on canary so far.
+        soaked: u64,
+        /// The soak time in seconds.
+        soak: u64,
+    },
+    /// Promotion to stable before any canary worker installed the version.
+    #[error("no canary worker has installed {version} successfully yet (or --override --reason)")]
+    NoCanarySuccess {
+        /// The version.
+        version: Version,
+    },
+    /// Promotion to stable with too many canary failures.
+    #[error("{failed} of {tried} canary workers failed or rolled back {version} ({:.0}% > {:.0}%; or --override --reason)", rate * 100.0, max_rate * 100.0)]
+    CanaryFailureRate {
+        /// The version.
+        version: Version,
+        /// Canary workers that failed or rolled back.
+        failed: u64,
+        /// Canary workers that tried.
+        tried: u64,
+        /// `failed / tried`.
+        rate: f64,
+        /// `--promote-max-failure-rate`.
+        max_rate: f64,
+    },
+    /// A root rotation that drops this server's channel key.
+    #[error("root version {version} does not authorise this server's channel key {keyid}: restart the server with --root (the new root) and --channel-key (a key of its channel role) instead")]
+    RootWithoutChannelKey {
+        /// The offered root version.
+        version: u64,
+        /// This server's channel key id.
+        keyid: String,
+    },
+    /// A release manifest without artifacts.
+    #[error("the release lists no artifact")]
+    ReleaseWithoutArtifacts {
+        /// The version.
+        version: Version,
+    },
+    /// A signed document was rejected (or could not be signed). Boxed: it is large, and every
+    /// operation's result carries this enum.
+    #[error(transparent)]
+    Manifest(Box<manifests::Error>),
+    /// A stored statement points at a release that is not stored (or does not verify).
+    #[error("release {version} of the statement is not stored (or does not verify)")]
+    StatementReleaseMissing {
+        /// The channel.
+        channel: String,
+        /// The release version the statement names.
+        version: Version,
+    },
+    /// A stored statement does not pin its stored release.
+    #[error("the stored statement of channel {channel} does not pin its stored release")]
+    StatementMismatch {
+        /// The channel.
+        channel: String,
+    },
+    /// A channel written a moment ago is not served.
+    #[error("channel vanished")]
+    ChannelVanished {
+        /// The channel.
+        channel: String,
+    },
+    /// The store failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    /// A blocking task (storage, file system) panicked or was cancelled.
+    #[error("{context}: {source}")]
+    Task {
+        /// What the task did.
+        context: &'static str,
+        /// Why it did not finish.
+        source: tokio::task::JoinError,
+    },
+    /// Moving an uploaded artifact into place failed.
+    #[error("storing artifact {sha256}: {source}")]
+    ArtifactIo {
+        /// The artifact.
+        sha256: String,
+        /// The file system's error.
+        source: std::io::Error,
+    },
 }
 
-impl From<manifests::Error> for ApiError {
+impl From<manifests::Error> for Error {
     fn from(error: manifests::Error) -> Self {
-        let status = match error.reason() {
-            manifests::Reason::Io => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        ApiError::new(status, error.reason().as_str(), error.to_string())
+        Error::Manifest(Box::new(error))
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        tracing::error!(%error, "store failure");
-        ApiError::internal(format!("storage failure: {error}"))
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.reason, self.message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(status = %self.status, reason = %self.reason, detail = %self.message, "request failed");
-        } else {
-            tracing::info!(status = %self.status, reason = %self.reason, detail = %self.message, "request refused");
-        }
-        (
-            self.status,
-            Json(serde_json::json!({"error": self.message, "reason": self.reason})),
-        )
-            .into_response()
-    }
-}
-
-/// `Json<T>` whose rejections (bad JSON, wrong content type, unknown fields) are [`ApiError`]s,
-/// so every error body has the same `{"error", "reason"}` shape.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
-where
-    Json<T>: axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(
-        request: axum::extract::Request,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(ApiError::new(
-                rejection.status(),
-                "bad_request",
-                rejection.body_text(),
-            )),
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidVersion { .. }
+            | Error::MissingField { .. }
+            | Error::InvalidChannelName { .. }
+            | Error::UnknownOutcome { .. }
+            | Error::InvalidReportTime { .. }
+            | Error::UnknownWorkerChannel { .. }
+            | Error::PercentAbove100 { .. }
+            | Error::OverrideWithoutReason { .. }
+            | Error::HaltWithoutReason { .. }
+            | Error::InvalidDirective { .. } => ErrorKind::Invalid,
+            Error::NothingToChange { .. }
+            | Error::NoRelease { .. }
+            | Error::ReleaseNotPublished { .. } => ErrorKind::NotFound,
+            Error::ReleaseConflict { .. }
+            | Error::IncompleteRelease { .. }
+            | Error::NeverOnCanary { .. }
+            | Error::SoakTooShort { .. }
+            | Error::NoCanarySuccess { .. }
+            | Error::CanaryFailureRate { .. }
+            | Error::RootWithoutChannelKey { .. } => ErrorKind::Refused,
+            Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
+            Error::Manifest(error) => match error.reason() {
+                manifests::Reason::Io => ErrorKind::Internal,
+                _ => ErrorKind::Rejected,
+            },
+            Error::StatementReleaseMissing { .. }
+            | Error::StatementMismatch { .. }
+            | Error::ChannelVanished { .. }
+            | Error::Store(_)
+            | Error::Task { .. }
+            | Error::ArtifactIo { .. } => ErrorKind::Internal,
         }
     }
+
+    /// The stable reason label clients see.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::ReleaseConflict { .. } => "conflict",
+            Error::IncompleteRelease { .. } => "incomplete_release",
+            Error::NeverOnCanary { .. }
+            | Error::SoakTooShort { .. }
+            | Error::NoCanarySuccess { .. } => "soak",
+            Error::CanaryFailureRate { .. } => "failure_rate",
+            Error::RootWithoutChannelKey { .. } => "channel_key",
+            Error::ReleaseWithoutArtifacts { .. } => "malformed",
+            Error::Manifest(error) => error.reason().as_str(),
+            _ => match self.kind() {
+                ErrorKind::Invalid => "bad_request",
+                ErrorKind::NotFound => "not_found",
+                ErrorKind::Refused | ErrorKind::Rejected | ErrorKind::Internal => "internal",
+            },
+        }
+    }
 }
+
+/// Result of the server's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,4 +1,7 @@
 //! Routes of the worker and admin APIs, with authentication, request ids, JSON logs and metrics.
+//!
+//! This is the one place that turns the domain's [`Error`]s into HTTP statuses and the
+//! `{"error": ..., "reason": ...}` body.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +26,112 @@ use tower_http::request_id::{
 use tower_http::services::ServeFile;
 use tower_http::trace::TraceLayer;
 
-use crate::error::{ApiError, ApiJson};
-use crate::state::{App, PromoteRequest, RegisterRequest, ReportRequest};
+use crate::api::{PromoteRequest, RegisterRequest, ReportRequest};
+use crate::error::{Error, ErrorKind};
+use crate::state::App;
 use crate::tokens::Caller;
+
+/// An error as the API returns it: a status, a stable reason label and one readable sentence,
+/// sent as `{"error": ..., "reason": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable label (`bad_signature`, `soak`, `not_found`, ...).
+    pub reason: String,
+    /// One readable sentence.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`, `reason` and `message`.
+    pub fn new(status: StatusCode, reason: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500 `internal`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        let status = match error.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Refused => StatusCode::CONFLICT,
+            ErrorKind::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.reason(), error.to_string())
+    }
+}
+
+impl From<manifests::Error> for ApiError {
+    fn from(error: manifests::Error) -> Self {
+        Error::from(error).into()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.reason, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, reason = %self.reason, detail = %self.message, "request failed");
+        } else {
+            tracing::info!(status = %self.status, reason = %self.reason, detail = %self.message, "request refused");
+        }
+        (
+            self.status,
+            Json(serde_json::json!({"error": self.message, "reason": self.reason})),
+        )
+            .into_response()
+    }
+}
+
+/// `Json<T>` whose rejections (bad JSON, wrong content type, unknown fields) are [`ApiError`]s,
+/// so every error body has the same `{"error", "reason"}` shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "bad_request",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -345,8 +451,13 @@ async fn publish_release(
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (status, value) = ctx.app.publish_release(body, &actor).await?;
-    Ok((status, Json(value)).into_response())
+    let published = ctx.app.publish_release(body, &actor).await?;
+    let status = if published.newly_stored {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(published.body)).into_response())
 }
 
 async fn list_releases(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
@@ -501,7 +612,103 @@ async fn audit(
 
 #[cfg(test)]
 mod tests {
-    use super::ROUTES;
+    use axum::http::StatusCode;
+    use manifests::Version;
+
+    use super::{ApiError, ROUTES};
+    use crate::error::Error;
+
+    /// Domain errors keep the statuses and reasons clients and the CLI key on.
+    #[test]
+    fn domain_errors_map_to_their_statuses_and_reasons() {
+        let version = Version::new(1, 2, 3);
+        let cases = [
+            (
+                Error::MissingField { field: "worker_id" },
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Error::NothingToChange {
+                    channel: "canary".to_owned(),
+                    action: "halt",
+                },
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                Error::NeverOnCanary {
+                    version: version.clone(),
+                },
+                StatusCode::CONFLICT,
+                "soak",
+            ),
+            (
+                Error::CanaryFailureRate {
+                    version: version.clone(),
+                    failed: 1,
+                    tried: 2,
+                    rate: 0.5,
+                    max_rate: 0.05,
+                },
+                StatusCode::CONFLICT,
+                "failure_rate",
+            ),
+            (
+                Error::IncompleteRelease {
+                    version: version.clone(),
+                    missing: vec!["ab".to_owned()],
+                },
+                StatusCode::CONFLICT,
+                "incomplete_release",
+            ),
+            (
+                Error::ReleaseConflict {
+                    version: version.to_string(),
+                },
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                Error::RootWithoutChannelKey {
+                    version: 2,
+                    keyid: "k".to_owned(),
+                },
+                StatusCode::CONFLICT,
+                "channel_key",
+            ),
+            (
+                Error::ReleaseWithoutArtifacts { version },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "malformed",
+            ),
+            (
+                Error::from(manifests::Error::WrongProduct {
+                    expected: "a".to_owned(),
+                    offered: "b".to_owned(),
+                }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_product",
+            ),
+            (
+                Error::ChannelVanished {
+                    channel: "canary".to_owned(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+            ),
+        ];
+        for (error, status, reason) in cases {
+            let message = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!(
+                (api.status, api.reason.as_str()),
+                (status, reason),
+                "{message}"
+            );
+            assert_eq!(api.message, message);
+        }
+    }
 
     /// The OpenAPI document lists exactly the routes served.
     #[test]

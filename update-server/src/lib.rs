@@ -8,6 +8,7 @@
 //! [`open`] checks the configuration and loads the state; [`run`] serves until the shutdown
 //! token is cancelled, then drains in-flight requests.
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod http;

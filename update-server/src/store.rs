@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+#[cfg(test)]
+pub mod memory;
+
 /// Failures of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

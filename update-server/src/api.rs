@@ -1,0 +1,114 @@
+//! Request and response bodies of the API, shared by the handlers ([`crate::http`]) and the
+//! domain code ([`crate::state`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Channel summary, as returned by the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelSummary {
+    /// Channel name.
+    pub channel: String,
+    /// Version offered.
+    pub version: String,
+    /// Rollout percentage.
+    pub percent: u8,
+    /// Halted?
+    pub halted: bool,
+    /// Why.
+    pub halt_reason: String,
+    /// Statement serial.
+    pub serial: u64,
+    /// Statement issue time.
+    pub issued_at: String,
+    /// Statement expiry.
+    pub expires: String,
+    /// Channel minimum version.
+    pub minimum_version: String,
+    /// Channel recommended version.
+    pub recommended_version: String,
+    /// Urgent flag.
+    pub urgent: bool,
+    /// The rollback directive's target, when one is attached.
+    pub rollback_to: Option<String>,
+}
+
+/// Body of `POST /api/admin/channels/<channel>/promote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// Version to offer.
+    pub version: String,
+    /// Rollout percentage (default 100).
+    #[serde(default = "hundred")]
+    pub percent: u8,
+    /// Why (audit).
+    #[serde(default)]
+    pub reason: String,
+    /// Skip the stable soak gate (requires a reason).
+    #[serde(default, rename = "override")]
+    pub override_gate: bool,
+    /// New channel minimum version (default: keep).
+    #[serde(default)]
+    pub minimum_version: Option<String>,
+    /// Mark the update urgent.
+    #[serde(default)]
+    pub urgent: bool,
+}
+
+fn hundred() -> u8 {
+    100
+}
+
+/// Body of `POST /api/workers/register`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegisterRequest {
+    /// Stable worker id.
+    pub worker_id: String,
+    /// Running version.
+    pub current_version: String,
+    /// Target triple.
+    pub platform: String,
+    /// Channel followed.
+    pub channel: String,
+    /// Host name.
+    #[serde(default)]
+    pub hostname: String,
+    /// Task types served.
+    #[serde(default)]
+    pub task_types: Vec<String>,
+}
+
+/// Body of `POST /api/worker-updates/report`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportRequest {
+    /// Reporting worker.
+    pub worker_id: String,
+    /// Correlation id of the attempt.
+    pub correlation_id: String,
+    /// Version before.
+    pub from_version: String,
+    /// Version attempted.
+    pub to_version: String,
+    /// `success`, `failure`, `rolled_back`, `deferred`.
+    pub outcome: String,
+    /// Reason label.
+    #[serde(default)]
+    pub reason: String,
+    /// Duration of the attempt.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// When (RFC 3339 UTC seconds).
+    pub at: String,
+    /// Channel (default: the worker's registered channel).
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// Answer to publishing a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedRelease {
+    /// Stored now (false when the identical document was already stored).
+    pub newly_stored: bool,
+    /// `{"version", "manifest_sha256", "missing_artifacts"}`.
+    pub body: serde_json::Value,
+}

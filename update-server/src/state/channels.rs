@@ -1,0 +1,659 @@
+//! Channels: their served views and `/latest` bodies, the signed statement changes (promote,
+//! halt, resume, rollback, re-sign), the stable soak gate and auto-halt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use manifests::{
+    ChannelStatement, DocType, Release, ReleasePointer, RoleName, Rollback, Rollout, Signed,
+    Version,
+};
+use sha2::{Digest, Sha256};
+
+use super::{
+    now, parse_version, read_lock, validate_channel_name, write_lock, App, NOT_RELEASE_DEFECTS,
+};
+use crate::api::{ChannelSummary, PromoteRequest};
+use crate::error::{Error, Result};
+use crate::store::{AuditRecord, ChannelRecord};
+
+/// A `/latest` response, serialised once.
+#[derive(Debug, Clone)]
+pub struct CachedBody {
+    /// The JSON.
+    pub body: Bytes,
+    /// Its quoted ETag.
+    pub etag: String,
+}
+
+impl CachedBody {
+    /// `value` serialised, with its ETag.
+    pub(super) fn new(value: &serde_json::Value) -> Self {
+        let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        let digest = Sha256::digest(&body);
+        CachedBody {
+            etag: format!("\"{}\"", hex::encode(&digest[..16])),
+            body,
+        }
+    }
+}
+
+/// A channel as served.
+#[derive(Debug)]
+pub struct ChannelView {
+    /// The current statement.
+    pub statement: Signed<ChannelStatement>,
+    /// The release it points to.
+    pub release: Signed<Release>,
+    /// The rollback directive attached, if any.
+    pub rollback: Option<Signed<Rollback>>,
+    /// Why it is halted.
+    pub halt_reason: String,
+    /// The `/latest` body without the rollback directive.
+    plain: CachedBody,
+    /// The `/latest` body with it, for agents on one of its `from` versions.
+    with_rollback: Option<CachedBody>,
+}
+
+impl App {
+    /// The `/latest` body for a worker on `channel` running `current_version`.
+    pub fn latest_body(&self, channel: &str, current_version: &Version) -> CachedBody {
+        if let Some(view) = read_lock(&self.views).get(channel) {
+            if let (Some(with_rollback), Some(rollback)) = (&view.with_rollback, &view.rollback) {
+                if rollback.signed.from.contains(current_version) {
+                    return with_rollback.clone();
+                }
+            }
+            return view.plain.clone();
+        }
+        read_lock(&self.trust).empty.clone()
+    }
+
+    /// Halts `channel` when the release it offers, `version`, failed on too many workers:
+    /// `--auto-halt-failures` distinct workers, or `--auto-halt-ratio` of those that tried once
+    /// `--auto-halt-min-tried` tried (failures that are not the release's fault do not count).
+    pub(super) async fn consider_auto_halt(&self, channel: &str, version: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let offering = read_lock(&self.views)
+            .get(channel)
+            .filter(|view| {
+                !view.statement.signed.halted && view.release.signed.version.to_string() == version
+            })
+            .is_some();
+        if !offering {
+            return Ok(());
+        }
+        let (channel_owned, version_owned) = (channel.to_owned(), version.to_owned());
+        let counts = self
+            .db(move |store| {
+                store.release_outcomes(&channel_owned, &version_owned, NOT_RELEASE_DEFECTS)
+            })
+            .await?;
+        let ratio = if counts.tried == 0 {
+            0.0
+        } else {
+            counts.failed as f64 / counts.tried as f64
+        };
+        let by_count = counts.failed >= self.config.auto_halt_failures;
+        let by_ratio =
+            counts.tried >= self.config.auto_halt_min_tried && ratio >= self.config.auto_halt_ratio;
+        if !(by_count || by_ratio) {
+            return Ok(());
+        }
+        let reason = format!(
+            "auto-halt: {} of {} workers that tried {version} on {channel} failed or rolled back (thresholds: {} workers, or {:.0}% once {} tried)",
+            counts.failed,
+            counts.tried,
+            self.config.auto_halt_failures,
+            self.config.auto_halt_ratio * 100.0,
+            self.config.auto_halt_min_tried
+        );
+        tracing::warn!(%channel, %version, failed = counts.failed, tried = counts.tried, "{reason}");
+        // The admin lock is already held (the check and the halt are one step).
+        self.change_channel_locked(
+            channel,
+            "auto_halt",
+            "auto-halt",
+            &reason,
+            None,
+            |current| {
+                Ok(ChannelChange {
+                    halted: Some(true),
+                    halt_reason: Some(reason.clone()),
+                    ..ChannelChange::from(current)
+                })
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Offers `request.version` on `channel`.
+    pub async fn promote(
+        &self,
+        channel: &str,
+        request: PromoteRequest,
+        actor: &str,
+    ) -> Result<ChannelSummary> {
+        validate_channel_name(channel)?;
+        if request.percent > 100 {
+            return Err(Error::PercentAbove100 {
+                channel: channel.to_owned(),
+                percent: request.percent,
+            });
+        }
+        if request.override_gate && request.reason.trim().is_empty() {
+            return Err(Error::OverrideWithoutReason {
+                channel: channel.to_owned(),
+                version: request.version,
+            });
+        }
+        let version = parse_version("version", &request.version)?;
+        let release = self.verified_release(&version)?;
+        let _admin = self.admin.lock().await;
+        if channel == "stable" {
+            if request.override_gate {
+                tracing::warn!(%channel, %version, %actor, reason = %request.reason, "promotion gate overridden");
+            } else {
+                self.check_stable_gate(&version).await?;
+            }
+        }
+        let minimum = match &request.minimum_version {
+            Some(text) => Some(parse_version("minimum_version", text)?),
+            None => None,
+        };
+        let detail = format!(
+            "{version} at {}%{}{}",
+            request.percent,
+            if request.override_gate {
+                " (gate overridden)"
+            } else {
+                ""
+            },
+            if request.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", request.reason)
+            }
+        );
+        let percent = request.percent;
+        let urgent = request.urgent;
+        let summary = self
+            .change_channel_locked(
+                channel,
+                "promote",
+                actor,
+                &detail,
+                Some(percent),
+                |current| {
+                    let same_release = current.is_some_and(|c| c.release.signed.version == version);
+                    let base = ChannelChange::from(current);
+                    Ok(ChannelChange {
+                        release: Some(release.clone()),
+                        percent,
+                        salt: if same_release {
+                            base.salt.clone()
+                        } else {
+                            format!("{channel}-{version}")
+                        },
+                        minimum_version: minimum.clone().unwrap_or(base.minimum_version.clone()),
+                        halted: Some(false),
+                        halt_reason: Some(String::new()),
+                        urgent,
+                        rollback: None,
+                        ..base
+                    })
+                },
+            )
+            .await?;
+        Ok(summary)
+    }
+
+    async fn check_stable_gate(&self, version: &Version) -> Result<()> {
+        let version_text = version.to_string();
+        let (v1, v2) = (version_text.clone(), version_text.clone());
+        let first = self
+            .db(move |store| store.first_promotion("canary", &v1))
+            .await?;
+        let Some(first) = first else {
+            return Err(Error::NeverOnCanary {
+                version: version.clone(),
+            });
+        };
+        let soaked = u64::try_from(now().unix() - first).unwrap_or(0);
+        let soak = self.config.soak.as_secs();
+        if soaked < soak {
+            return Err(Error::SoakTooShort {
+                version: version.clone(),
+                soaked,
+                soak,
+            });
+        }
+        let counts = self
+            .db(move |store| store.release_outcomes("canary", &v2, NOT_RELEASE_DEFECTS))
+            .await?;
+        if counts.succeeded == 0 {
+            return Err(Error::NoCanarySuccess {
+                version: version.clone(),
+            });
+        }
+        let rate = counts.failed as f64 / counts.tried.max(1) as f64;
+        if rate > self.config.promote_max_failure_rate {
+            return Err(Error::CanaryFailureRate {
+                version: version.clone(),
+                failed: counts.failed,
+                tried: counts.tried,
+                rate,
+                max_rate: self.config.promote_max_failure_rate,
+            });
+        }
+        Ok(())
+    }
+
+    /// Halts a channel: no worker is offered an update until it is resumed.
+    pub async fn halt(&self, channel: &str, reason: &str, actor: &str) -> Result<ChannelSummary> {
+        if reason.trim().is_empty() {
+            return Err(Error::HaltWithoutReason {
+                channel: channel.to_owned(),
+            });
+        }
+        let reason = reason.to_owned();
+        self.change_channel(channel, "halt", actor, &reason.clone(), move |current| {
+            current.ok_or_else(|| Error::NothingToChange {
+                channel: channel.to_owned(),
+                action: "halt",
+            })?;
+            Ok(ChannelChange {
+                halted: Some(true),
+                halt_reason: Some(reason.clone()),
+                ..ChannelChange::from(current)
+            })
+        })
+        .await
+    }
+
+    /// Resumes a halted channel.
+    pub async fn resume(&self, channel: &str, reason: &str, actor: &str) -> Result<ChannelSummary> {
+        self.change_channel(channel, "resume", actor, reason, |current| {
+            current.ok_or_else(|| Error::NothingToChange {
+                channel: channel.to_owned(),
+                action: "resume",
+            })?;
+            Ok(ChannelChange {
+                halted: Some(false),
+                halt_reason: Some(String::new()),
+                ..ChannelChange::from(current)
+            })
+        })
+        .await
+    }
+
+    /// Points a channel at a lower release, with the signed directive that lets agents go down.
+    pub async fn rollback(
+        &self,
+        channel: &str,
+        directive: serde_json::Value,
+        reason: &str,
+        actor: &str,
+    ) -> Result<ChannelSummary> {
+        let bytes = serde_json::to_vec(&directive).map_err(|source| Error::InvalidDirective {
+            channel: channel.to_owned(),
+            source,
+        })?;
+        let doc = Signed::<Rollback>::from_slice(&bytes)?;
+        {
+            let trust = read_lock(&self.trust);
+            trust.current.verify_signed(RoleName::Release, &doc)?;
+        }
+        let now_ts = now();
+        if doc.signed.expires <= now_ts {
+            return Err(manifests::Error::Expired {
+                doc: "rollback",
+                expires: doc.signed.expires,
+                now: now_ts,
+            }
+            .into());
+        }
+        if doc.signed.product != manifests::PRODUCT {
+            return Err(manifests::Error::WrongProduct {
+                expected: manifests::PRODUCT.to_owned(),
+                offered: doc.signed.product.clone(),
+            }
+            .into());
+        }
+        let release = self.verified_release(&doc.signed.to)?;
+        let detail = format!(
+            "to {} for agents on {}{}",
+            doc.signed.to,
+            doc.signed
+                .from
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            if reason.is_empty() {
+                format!(": {}", doc.signed.reason)
+            } else {
+                format!(": {reason}")
+            }
+        );
+        let _admin = self.admin.lock().await;
+        self.change_channel_locked(channel, "rollback", actor, &detail, Some(100), |current| {
+            let base = ChannelChange::from(current);
+            Ok(ChannelChange {
+                release: Some(release.clone()),
+                percent: 100,
+                salt: format!("{channel}-rollback-{}", doc.signed.to),
+                halted: Some(false),
+                halt_reason: Some(String::new()),
+                urgent: true,
+                rollback: Some(doc.clone()),
+                ..base
+            })
+        })
+        .await
+    }
+
+    /// Re-signs every statement that expires within the configured margin.
+    pub async fn resign_due(&self) {
+        let margin = i64::try_from(self.config.resign_margin().as_secs()).unwrap_or(i64::MAX);
+        let due: Vec<String> = read_lock(&self.views)
+            .iter()
+            .filter(|(_, v)| v.statement.signed.expires.unix() - now().unix() <= margin)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for channel in due {
+            let result = self
+                .change_channel(
+                    &channel,
+                    "resign",
+                    "server",
+                    "statement refreshed before expiry",
+                    |current| Ok(ChannelChange::from(current)),
+                )
+                .await;
+            match result {
+                Ok(summary) => {
+                    tracing::info!(%channel, serial = summary.serial, expires = %summary.expires, "statement re-signed")
+                }
+                Err(error) => tracing::error!(%channel, %error, "re-signing failed"),
+            }
+        }
+    }
+
+    /// Takes the admin lock, then [`App::change_channel_locked`] without a promotion.
+    async fn change_channel(
+        &self,
+        channel: &str,
+        kind: &str,
+        actor: &str,
+        detail: &str,
+        change: impl FnOnce(Option<&ChannelView>) -> Result<ChannelChange>,
+    ) -> Result<ChannelSummary> {
+        let _admin = self.admin.lock().await;
+        self.change_channel_locked(channel, kind, actor, detail, None, change)
+            .await
+    }
+
+    /// Signs the channel's next statement and makes it durable, then visible. The caller holds
+    /// the admin lock.
+    async fn change_channel_locked(
+        &self,
+        channel: &str,
+        kind: &str,
+        actor: &str,
+        detail: &str,
+        promotion_percent: Option<u8>,
+        change: impl FnOnce(Option<&ChannelView>) -> Result<ChannelChange>,
+    ) -> Result<ChannelSummary> {
+        let current = read_lock(&self.views).get(channel).cloned();
+        let next = change(current.as_deref())?;
+        let release = next.release.clone().ok_or_else(|| Error::NoRelease {
+            channel: channel.to_owned(),
+        })?;
+        let issued = now();
+        let ttl = i64::try_from(self.config.statement_ttl.as_secs()).unwrap_or(86_400);
+        let statement = ChannelStatement {
+            doc_type: DocType::Channel,
+            channel: channel.to_owned(),
+            serial: next.serial + 1,
+            issued_at: issued,
+            expires: issued.plus_secs(ttl),
+            release: ReleasePointer {
+                version: release.signed.version.clone(),
+                manifest_sha256: release.signed_sha256()?,
+                extra: BTreeMap::new(),
+            },
+            rollout: Rollout {
+                percent: next.percent,
+                salt: next.salt.clone(),
+                extra: BTreeMap::new(),
+            },
+            minimum_version: next.minimum_version.clone(),
+            recommended_version: release.signed.version.clone(),
+            halted: next.halted.unwrap_or(false),
+            urgent: next.urgent,
+            extra: BTreeMap::new(),
+        };
+        let signed = Signed::sign(statement, &[&self.channel_key])?;
+        let record = ChannelRecord {
+            channel: channel.to_owned(),
+            statement: signed.to_json_pretty()?,
+            rollback: match &next.rollback {
+                Some(doc) => Some(doc.to_json_pretty()?),
+                None => None,
+            },
+            halt_reason: next.halt_reason.clone().unwrap_or_default(),
+        };
+        let audit = AuditRecord {
+            at: issued.unix(),
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            channel: channel.to_owned(),
+            version: release.signed.version.to_string(),
+            detail: format!("serial {}: {detail}", signed.signed.serial),
+        };
+        let serial = signed.signed.serial;
+        let version_text = release.signed.version.to_string();
+        let stored = record.clone();
+        self.db(move |store| {
+            store.save_channel(
+                &stored,
+                serial,
+                &audit,
+                promotion_percent.map(|p| (version_text.as_str(), p)),
+            )
+        })
+        .await?;
+        self.install_view(record)?;
+        self.notify();
+        let view = read_lock(&self.views)
+            .get(channel)
+            .cloned()
+            .ok_or_else(|| Error::ChannelVanished {
+                channel: channel.to_owned(),
+            })?;
+        tracing::info!(%channel, %kind, %actor, serial, version = %view.release.signed.version, percent = view.statement.signed.rollout.percent, halted = view.statement.signed.halted, "channel statement signed");
+        Ok(summary(channel, &view))
+    }
+
+    /// Parses and verifies a stored channel record, then serves it.
+    pub(super) fn install_view(&self, record: ChannelRecord) -> Result<()> {
+        let statement = Signed::<ChannelStatement>::from_slice(&record.statement)?;
+        let release = read_lock(&self.releases)
+            .get(&statement.signed.release.version.to_string())
+            .map(|r| r.doc.clone())
+            .ok_or_else(|| Error::StatementReleaseMissing {
+                channel: record.channel.clone(),
+                version: statement.signed.release.version.clone(),
+            })?;
+        // Verified again, as if signed now: whoever can write the database must not get a
+        // statement served, or re-signed with our key.
+        read_lock(&self.trust)
+            .current
+            .verify_signed(RoleName::Channel, &statement)?;
+        if statement.signed.channel != record.channel
+            || release.signed_sha256()? != statement.signed.release.manifest_sha256
+        {
+            return Err(Error::StatementMismatch {
+                channel: record.channel,
+            });
+        }
+        let rollback = match &record.rollback {
+            Some(bytes) => {
+                let doc = Signed::<Rollback>::from_slice(bytes)?;
+                read_lock(&self.trust)
+                    .current
+                    .verify_signed(RoleName::Release, &doc)?;
+                Some(doc)
+            }
+            None => None,
+        };
+        let view = self.build_view(statement, release, rollback, record.halt_reason);
+        self.update_channel_metrics(&record.channel, &view);
+        write_lock(&self.views).insert(record.channel, Arc::new(view));
+        Ok(())
+    }
+
+    fn build_view(
+        &self,
+        statement: Signed<ChannelStatement>,
+        release: Signed<Release>,
+        rollback: Option<Signed<Rollback>>,
+        halt_reason: String,
+    ) -> ChannelView {
+        let root_version = self.root_version();
+        let poll = self.config.poll_interval.as_secs();
+        let body = |with_rollback: bool| {
+            CachedBody::new(&serde_json::json!({
+                "root_version": root_version,
+                "channel": statement,
+                "release": release,
+                "rollback": if with_rollback { serde_json::to_value(&rollback).unwrap_or_default() } else { serde_json::Value::Null },
+                "poll_interval_s": poll,
+            }))
+        };
+        ChannelView {
+            plain: body(false),
+            with_rollback: rollback.is_some().then(|| body(true)),
+            statement,
+            release,
+            rollback,
+            halt_reason,
+        }
+    }
+
+    /// Rebuilds every `/latest` body (after a root rotation: they carry the root version).
+    pub(super) fn rebuild_views(&self) {
+        let current: Vec<(String, Arc<ChannelView>)> = read_lock(&self.views)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, view) in current {
+            let rebuilt = self.build_view(
+                view.statement.clone(),
+                view.release.clone(),
+                view.rollback.clone(),
+                view.halt_reason.clone(),
+            );
+            write_lock(&self.views).insert(name, Arc::new(rebuilt));
+        }
+    }
+
+    fn update_channel_metrics(&self, channel: &str, view: &ChannelView) {
+        let stmt = &view.statement.signed;
+        let m = &self.metrics;
+        m.channel_serial
+            .with_label_values(&[channel])
+            .set(i64::try_from(stmt.serial).unwrap_or(i64::MAX));
+        m.channel_rollout_percent
+            .with_label_values(&[channel])
+            .set(i64::from(stmt.rollout.percent));
+        m.channel_halted
+            .with_label_values(&[channel])
+            .set(i64::from(stmt.halted));
+        #[allow(clippy::cast_precision_loss)]
+        m.channel_statement_expiry
+            .with_label_values(&[channel])
+            .set(stmt.expires.unix() as f64);
+        if let Some(previous) = read_lock(&self.views).get(channel) {
+            let old = previous.release.signed.version.to_string();
+            let _ = m.channel_release.remove_label_values(&[channel, &old]);
+        }
+        m.channel_release
+            .with_label_values(&[channel, &stmt.release.version.to_string()])
+            .set(1);
+    }
+}
+
+/// What a channel change sets; `From<Option<&ChannelView>>` starts from the current state.
+#[derive(Debug, Clone)]
+struct ChannelChange {
+    /// The current serial (the next statement gets one more).
+    serial: u64,
+    /// The release offered (`None`: nothing was ever promoted).
+    release: Option<Signed<Release>>,
+    /// Rollout percentage.
+    percent: u8,
+    /// Rollout salt (kept while the release stays, so the same workers stay in).
+    salt: String,
+    /// Channel minimum version.
+    minimum_version: Version,
+    /// Halted (`None`: never set).
+    halted: Option<bool>,
+    /// Why it is halted.
+    halt_reason: Option<String>,
+    /// Urgent flag.
+    urgent: bool,
+    /// Rollback directive attached.
+    rollback: Option<Signed<Rollback>>,
+}
+
+impl From<Option<&ChannelView>> for ChannelChange {
+    fn from(current: Option<&ChannelView>) -> Self {
+        match current {
+            Some(view) => ChannelChange {
+                serial: view.statement.signed.serial,
+                release: Some(view.release.clone()),
+                percent: view.statement.signed.rollout.percent,
+                salt: view.statement.signed.rollout.salt.clone(),
+                minimum_version: view.statement.signed.minimum_version.clone(),
+                halted: Some(view.statement.signed.halted),
+                halt_reason: Some(view.halt_reason.clone()),
+                urgent: view.statement.signed.urgent,
+                rollback: view.rollback.clone(),
+            },
+            None => ChannelChange {
+                serial: 0,
+                release: None,
+                percent: 0,
+                salt: String::new(),
+                minimum_version: Version::new(0, 0, 0),
+                halted: None,
+                halt_reason: None,
+                urgent: false,
+                rollback: None,
+            },
+        }
+    }
+}
+
+/// The admin API's summary of a served channel.
+pub(super) fn summary(channel: &str, view: &ChannelView) -> ChannelSummary {
+    let stmt = &view.statement.signed;
+    ChannelSummary {
+        channel: channel.to_owned(),
+        version: stmt.release.version.to_string(),
+        percent: stmt.rollout.percent,
+        halted: stmt.halted,
+        halt_reason: view.halt_reason.clone(),
+        serial: stmt.serial,
+        issued_at: stmt.issued_at.to_string(),
+        expires: stmt.expires.to_string(),
+        minimum_version: stmt.minimum_version.to_string(),
+        recommended_version: stmt.recommended_version.to_string(),
+        urgent: stmt.urgent,
+        rollback_to: view.rollback.as_ref().map(|r| r.signed.to.to_string()),
+    }
+}

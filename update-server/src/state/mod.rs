@@ -1,0 +1,209 @@
+//! The server's state and operations, a module per concern: `trust` (the root chain),
+//! `releases` (releases and artifacts), `channels` (channel statements, promote / halt /
+//! resume / rollback, re-signing, the soak gate and auto-halt) and `fleet` (inventory and
+//! reports). This module holds [`App`], its construction and the helpers they share.
+//!
+//! Reads are served from memory (the `/latest` body of each channel is built once per change,
+//! with its ETag); every change is written to the [`Store`] before it becomes visible. The
+//! operations return domain [`Error`]s; [`crate::http`] maps them to HTTP.
+
+mod channels;
+mod fleet;
+mod releases;
+mod trust;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use manifests::{ExpirationEnforcement, PrivateKey, Timestamp, Version};
+use tokio::sync::watch;
+
+pub use channels::{CachedBody, ChannelView};
+
+use crate::config::ServeConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreResult};
+use crate::tokens::Tokens;
+use crate::StartupError;
+use fleet::Seen;
+use releases::StoredRelease;
+use trust::Trust;
+
+/// Failure reasons that are not the release's fault (the agent refused before installing), so
+/// they do not count towards auto-halt or the promotion gate.
+pub const NOT_RELEASE_DEFECTS: &[&str] =
+    &["downgrade", "needs_hop", "wrong_platform", "quarantined"];
+
+/// The server.
+pub struct App {
+    /// Configuration.
+    pub config: ServeConfig,
+    /// Accepted tokens.
+    pub tokens: Tokens,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Where every change is made durable before it becomes visible.
+    store: Arc<dyn Store>,
+    /// The online key channel statements are signed with.
+    channel_key: PrivateKey,
+    /// Content-addressed artifacts (`<sha256>`), with `incoming/` for uploads being staged.
+    artifacts_dir: PathBuf,
+    /// The root chain.
+    trust: RwLock<Trust>,
+    /// Releases that verify against the current root, by version.
+    releases: RwLock<BTreeMap<String, StoredRelease>>,
+    /// Stored artifacts: sha256 to size.
+    artifacts: RwLock<BTreeMap<String, u64>>,
+    /// Each channel as served, by name.
+    views: RwLock<BTreeMap<String, Arc<ChannelView>>>,
+    /// Workers seen, by id.
+    inventory: Mutex<HashMap<String, Seen>>,
+    /// Bumped on every channel or root change (wakes long polls).
+    changes: watch::Sender<u64>,
+    /// Serialises admin changes (serials must only grow, one writer at a time).
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn parse_version(field: &'static str, text: &str) -> Result<Version> {
+    text.parse().map_err(|source| Error::InvalidVersion {
+        field,
+        text: text.to_owned(),
+        source,
+    })
+}
+
+fn require_nonempty(field: &'static str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::MissingField { field });
+    }
+    Ok(())
+}
+
+/// Channel names: 1-64 of `[a-z0-9_-]`.
+pub fn validate_channel_name(channel: &str) -> Result<()> {
+    let ok = !channel.is_empty()
+        && channel.len() <= 64
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidChannelName {
+            channel: channel.to_owned(),
+        })
+    }
+}
+
+impl App {
+    /// Opens the data directory, checks the configuration and loads the state.
+    pub fn open(config: ServeConfig, store: Arc<dyn Store>) -> Result<Self, StartupError> {
+        let artifacts_dir = config.data_dir.join("artifacts");
+        std::fs::create_dir_all(artifacts_dir.join("incoming")).map_err(|e| {
+            StartupError::Config(format!("cannot create {}: {e}", artifacts_dir.display()))
+        })?;
+        let trust = Trust::load(&config.root, store.as_ref(), config.poll_interval)?;
+        let channel_key = PrivateKey::load(&config.channel_key)
+            .map_err(|e| StartupError::Config(format!("channel key: {e}")))?;
+        trust.check_channel_key(&channel_key, &config.channel_key)?;
+        if trust
+            .current
+            .check_expiry(now(), ExpirationEnforcement::Safe)
+            .is_err()
+        {
+            tracing::warn!(
+                root_version = trust.current.version,
+                expires = %trust.current.expires,
+                "the current root has expired: agents refuse every update until a rotated root is published"
+            );
+        }
+        let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
+        let releases = releases::load_releases(store.as_ref(), &trust.current)?;
+        let artifacts = store.artifacts()?.into_iter().collect();
+        let inventory = fleet::load_inventory(store.as_ref(), now().unix())?;
+        let (changes, _) = watch::channel(0);
+        let app = App {
+            tokens,
+            metrics: Metrics::new(),
+            store: store.clone(),
+            channel_key,
+            artifacts_dir,
+            trust: RwLock::new(trust),
+            releases: RwLock::new(releases),
+            artifacts: RwLock::new(artifacts),
+            views: RwLock::new(BTreeMap::new()),
+            inventory: Mutex::new(inventory),
+            changes,
+            admin: tokio::sync::Mutex::new(()),
+            config,
+        };
+        for record in store.channels()? {
+            let channel = record.channel.clone();
+            if let Err(error) = app.install_view(record) {
+                tracing::error!(%channel, %error, "stored channel state unusable; channel not served");
+            }
+        }
+        Ok(app)
+    }
+
+    /// Runs `f` on the store off the async runtime.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|source| Error::Task {
+                context: "storage task failed",
+                source,
+            })?
+            .map_err(|error| {
+                tracing::error!(%error, "store failure");
+                Error::Store(error)
+            })
+    }
+
+    /// A receiver that changes whenever any channel (or the root) changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// How long until the next statement needs re-signing (bounded, for the background loop).
+    pub fn next_resign_check(&self) -> Duration {
+        let margin = self.config.resign_margin();
+        (margin / 4).clamp(Duration::from_millis(200), Duration::from_secs(60))
+    }
+}

@@ -1,0 +1,229 @@
+//! Releases and artifacts: verified on publication, stored, and checked again before a channel
+//! may offer one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use manifests::{Release, RoleName, Root, Signed, Timestamp, Version};
+
+use super::{now, read_lock, write_lock, App};
+use crate::api::PublishedRelease;
+use crate::error::{Error, Result};
+use crate::store::{AuditRecord, PutRelease, ReleaseRecord, Store, StoreResult};
+
+/// A stored release, parsed.
+#[derive(Debug, Clone)]
+pub(super) struct StoredRelease {
+    /// As stored.
+    pub(super) record: ReleaseRecord,
+    /// Its document, verified against the current root.
+    pub(super) doc: Signed<Release>,
+}
+
+/// The stored releases that still verify against `root`: whoever can write the database must
+/// not get a release served.
+pub(super) fn load_releases(
+    store: &dyn Store,
+    root: &Root,
+) -> StoreResult<BTreeMap<String, StoredRelease>> {
+    let mut releases = BTreeMap::new();
+    for record in store.releases()? {
+        let doc = match Signed::<Release>::from_slice(&record.body) {
+            Ok(doc) => doc,
+            Err(error) => {
+                tracing::error!(version = %record.version, %error, "stored release unreadable; not served");
+                continue;
+            }
+        };
+        let mut check = root.verify_signed(RoleName::Release, &doc);
+        if check.is_ok() {
+            check = doc.signed.validate();
+        }
+        match check {
+            Ok(()) => {
+                releases.insert(record.version.clone(), StoredRelease { record, doc });
+            }
+            Err(error) => tracing::error!(
+                version = %record.version,
+                %error,
+                reason = %error.reason(),
+                "stored release does not verify against the current root; not served"
+            ),
+        }
+    }
+    Ok(releases)
+}
+
+impl App {
+    /// Where artifact `sha256` is stored, if it is.
+    pub fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        read_lock(&self.artifacts)
+            .contains_key(sha256)
+            .then(|| self.artifacts_dir.join(sha256))
+    }
+
+    /// Verifies and stores a release manifest.
+    pub async fn publish_release(&self, body: Bytes, actor: &str) -> Result<PublishedRelease> {
+        let doc = Signed::<Release>::from_slice(&body)?;
+        {
+            let trust = read_lock(&self.trust);
+            trust.current.verify_signed(RoleName::Release, &doc)?;
+        }
+        doc.signed.validate()?;
+        if doc.signed.product != manifests::PRODUCT {
+            return Err(manifests::Error::WrongProduct {
+                expected: manifests::PRODUCT.to_owned(),
+                offered: doc.signed.product.clone(),
+            }
+            .into());
+        }
+        if doc.signed.artifacts.is_empty() {
+            return Err(Error::ReleaseWithoutArtifacts {
+                version: doc.signed.version.clone(),
+            });
+        }
+        let version = doc.signed.version.to_string();
+        let record = ReleaseRecord {
+            version: version.clone(),
+            manifest_sha256: doc.signed_sha256()?,
+            body: body.to_vec(),
+            published_at: now().unix(),
+        };
+        let audit = AuditRecord {
+            at: record.published_at,
+            kind: "publish".to_owned(),
+            actor: actor.to_owned(),
+            channel: String::new(),
+            version: version.clone(),
+            detail: format!("manifest {}", record.manifest_sha256),
+        };
+        let stored = record.clone();
+        let outcome = self
+            .db(move |store| store.put_release(&stored, &audit))
+            .await?;
+        let newly_stored = match outcome {
+            PutRelease::Conflict => return Err(Error::ReleaseConflict { version }),
+            PutRelease::Identical => false,
+            PutRelease::Inserted => {
+                tracing::info!(%version, manifest_sha256 = %record.manifest_sha256, %actor, "release published");
+                write_lock(&self.releases).insert(
+                    version.clone(),
+                    StoredRelease {
+                        record: record.clone(),
+                        doc: doc.clone(),
+                    },
+                );
+                true
+            }
+        };
+        Ok(PublishedRelease {
+            newly_stored,
+            body: serde_json::json!({
+                "version": version,
+                "manifest_sha256": record.manifest_sha256,
+                "missing_artifacts": self.missing_artifacts(&doc.signed),
+            }),
+        })
+    }
+
+    fn missing_artifacts(&self, release: &Release) -> Vec<String> {
+        let artifacts = read_lock(&self.artifacts);
+        release
+            .artifacts
+            .iter()
+            .filter(|a| !artifacts.contains_key(&a.sha256))
+            .map(|a| a.sha256.clone())
+            .collect()
+    }
+
+    /// Every stored release with its completeness.
+    pub fn list_releases(&self) -> serde_json::Value {
+        let releases = read_lock(&self.releases);
+        let list: Vec<_> = releases
+            .values()
+            .map(|r| {
+                let missing = self.missing_artifacts(&r.doc.signed);
+                serde_json::json!({
+                    "version": r.record.version,
+                    "manifest_sha256": r.record.manifest_sha256,
+                    "published_at": Timestamp::from_unix(r.record.published_at).map(|t| t.to_string()),
+                    "complete": missing.is_empty(),
+                    "missing_artifacts": missing,
+                })
+            })
+            .collect();
+        serde_json::json!({ "releases": list })
+    }
+
+    /// The signed size of artifact `sha256` in any stored release.
+    pub fn expected_artifact(&self, sha256: &str) -> Option<manifests::Artifact> {
+        read_lock(&self.releases)
+            .values()
+            .flat_map(|r| r.doc.signed.artifacts.iter())
+            .find(|a| a.sha256 == sha256)
+            .cloned()
+    }
+
+    /// Whether an artifact is already stored.
+    pub fn has_artifact(&self, sha256: &str) -> bool {
+        read_lock(&self.artifacts).contains_key(sha256)
+    }
+
+    /// The directory uploads are staged in (same filesystem as the store, for atomic renames).
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.artifacts_dir.join("incoming")
+    }
+
+    /// Moves a verified upload into place (fsync'd) and records it.
+    pub async fn commit_artifact(
+        &self,
+        staged: tempfile::NamedTempFile,
+        sha256: &str,
+        size: u64,
+    ) -> Result<()> {
+        let target = self.artifacts_dir.join(sha256);
+        let dir = self.artifacts_dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            staged.as_file().sync_all()?;
+            staged.persist(&target).map_err(|e| e.error)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|source| Error::Task {
+            context: "storing artifact",
+            source,
+        })?
+        .map_err(|source| Error::ArtifactIo {
+            sha256: sha256.to_owned(),
+            source,
+        })?;
+        let sha = sha256.to_owned();
+        self.db(move |store| store.add_artifact(&sha, size, now().unix()))
+            .await?;
+        write_lock(&self.artifacts).insert(sha256.to_owned(), size);
+        tracing::info!(%sha256, size, "artifact stored");
+        Ok(())
+    }
+
+    /// Release `version`, verified again against the current root, with all its artifacts stored.
+    pub(super) fn verified_release(&self, version: &Version) -> Result<Signed<Release>> {
+        let stored = read_lock(&self.releases)
+            .get(&version.to_string())
+            .cloned()
+            .ok_or_else(|| Error::ReleaseNotPublished {
+                version: version.clone(),
+            })?;
+        read_lock(&self.trust)
+            .current
+            .verify_signed(RoleName::Release, &stored.doc)?;
+        let missing = self.missing_artifacts(&stored.doc.signed);
+        if !missing.is_empty() {
+            return Err(Error::IncompleteRelease {
+                version: version.clone(),
+                missing,
+            });
+        }
+        Ok(stored.doc)
+    }
+}

@@ -1,0 +1,195 @@
+//! Trust: the root chain, loaded at start (extended by `--root` when that is the next version)
+//! and by rotations published through the admin API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use manifests::{ExpirationEnforcement, PrivateKey, RoleName, Root, Signed};
+
+use super::{now, read_lock, write_lock, App, CachedBody};
+use crate::error::{Error, Result};
+use crate::store::{AuditRecord, Store};
+use crate::StartupError;
+
+/// The root chain the server trusts.
+#[derive(Debug)]
+pub(super) struct Trust {
+    /// Raw root documents by version.
+    pub(super) chain: BTreeMap<u64, Bytes>,
+    /// The newest root, verified.
+    pub(super) current: Root,
+    /// `/latest` body for a channel nothing was promoted on.
+    pub(super) empty: CachedBody,
+}
+
+impl Trust {
+    /// Loads the root chain: the stored one, extended by `--root` when that file is the next version.
+    pub(super) fn load(
+        root_file: &Path,
+        store: &dyn Store,
+        poll_interval: Duration,
+    ) -> Result<Self, StartupError> {
+        let bytes = std::fs::read(root_file).map_err(|e| {
+            StartupError::Config(format!("cannot read root {}: {e}", root_file.display()))
+        })?;
+        let file_doc = Signed::<Root>::from_slice(&bytes)
+            .map_err(|e| StartupError::Config(format!("root {}: {e}", root_file.display())))?;
+        let now_ts = now();
+        let stored = store.roots()?;
+        let mut chain: BTreeMap<u64, Bytes> = BTreeMap::new();
+        let mut current: Option<Root> = None;
+        for (version, body) in stored {
+            let doc = Signed::<Root>::from_slice(&body)
+                .map_err(|e| StartupError::Config(format!("stored root version {version}: {e}")))?;
+            let root = match &current {
+                None => doc.verify_self(now_ts, ExpirationEnforcement::Unsafe),
+                Some(previous) => manifests::verify_rotation(previous, &doc),
+            }
+            .map_err(|e| StartupError::Config(format!("stored root version {version}: {e}")))?;
+            chain.insert(version, Bytes::from(body));
+            current = Some(root);
+        }
+        let file_version = file_doc.signed.version;
+        let audit = |detail: String| AuditRecord {
+            at: now_ts.unix(),
+            kind: "root".to_owned(),
+            actor: "server".to_owned(),
+            channel: String::new(),
+            version: file_version.to_string(),
+            detail,
+        };
+        let current = match current {
+            None => {
+                let root = file_doc
+                    .verify_self(now_ts, ExpirationEnforcement::Unsafe)
+                    .map_err(|e| StartupError::Config(format!("root {}: {e}", root_file.display())))?;
+                store.add_root(file_version, &bytes, &audit(format!("trusted root version {file_version} installed from {}", root_file.display())))?;
+                chain.insert(file_version, Bytes::from(bytes));
+                root
+            }
+            Some(latest) if file_version == latest.version + 1 => {
+                let root = manifests::verify_rotation(&latest, &file_doc).map_err(|e| {
+                    StartupError::Config(format!("root {} is not a valid rotation of stored root version {}: {e}", root_file.display(), latest.version))
+                })?;
+                store.add_root(file_version, &bytes, &audit(format!("root rotated to version {file_version} from {}", root_file.display())))?;
+                chain.insert(file_version, Bytes::from(bytes));
+                root
+            }
+            Some(latest) if file_version <= latest.version => {
+                let same = chain
+                    .get(&file_version)
+                    .and_then(|stored| Signed::<Root>::from_slice(stored).ok())
+                    .is_some_and(|stored| stored.signed == file_doc.signed);
+                if !same {
+                    return Err(StartupError::Config(format!(
+                        "root {} (version {file_version}) is not the root version {file_version} this server already trusts",
+                        root_file.display()
+                    )));
+                }
+                latest
+            }
+            Some(latest) => {
+                return Err(StartupError::Config(format!(
+                    "root {} is version {file_version} but this server trusts version {}: publish the intermediate roots first",
+                    root_file.display(),
+                    latest.version
+                )))
+            }
+        };
+        Ok(Trust {
+            empty: empty_body(current.version, poll_interval),
+            chain,
+            current,
+        })
+    }
+
+    /// Refuses a channel key the current root does not authorise alone.
+    pub(super) fn check_channel_key(
+        &self,
+        channel_key: &PrivateKey,
+        key_file: &Path,
+    ) -> Result<(), StartupError> {
+        let role = self.current.role(RoleName::Channel);
+        if !role.keyids.contains(&channel_key.keyid()) {
+            return Err(StartupError::Config(format!(
+                "channel key {} ({}) is not a key of the channel role of root version {} (channel keys: {})",
+                key_file.display(),
+                channel_key.keyid(),
+                self.current.version,
+                role.keyids.join(", ")
+            )));
+        }
+        if role.threshold > 1 {
+            return Err(StartupError::Config(format!(
+                "the channel role of root version {} needs {} signatures; this server holds one channel key",
+                self.current.version, role.threshold
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl App {
+    /// Current root version.
+    pub fn root_version(&self) -> u64 {
+        read_lock(&self.trust).current.version
+    }
+
+    /// Raw root document `version`.
+    pub fn root_document(&self, version: u64) -> Option<Bytes> {
+        read_lock(&self.trust).chain.get(&version).cloned()
+    }
+
+    /// Accepts root N+1 (a valid rotation from the current root).
+    pub async fn publish_root(&self, body: Bytes, actor: &str) -> Result<u64> {
+        let doc = Signed::<Root>::from_slice(&body)?;
+        let _admin = self.admin.lock().await;
+        let current = read_lock(&self.trust).current.clone();
+        let next = manifests::verify_rotation(&current, &doc)?;
+        if !next
+            .roles
+            .channel
+            .keyids
+            .contains(&self.channel_key.keyid())
+        {
+            return Err(Error::RootWithoutChannelKey {
+                version: next.version,
+                keyid: self.channel_key.keyid(),
+            });
+        }
+        let version = next.version;
+        let audit = AuditRecord {
+            at: now().unix(),
+            kind: "root".to_owned(),
+            actor: actor.to_owned(),
+            channel: String::new(),
+            version: version.to_string(),
+            detail: format!("root rotated from version {} to {version}", current.version),
+        };
+        let stored = body.to_vec();
+        self.db(move |store| store.add_root(version, &stored, &audit))
+            .await?;
+        {
+            let mut trust = write_lock(&self.trust);
+            trust.chain.insert(version, body);
+            trust.current = next;
+            trust.empty = empty_body(version, self.config.poll_interval);
+        }
+        self.rebuild_views();
+        self.notify();
+        tracing::info!(root_version = version, %actor, "root rotated");
+        Ok(version)
+    }
+}
+
+fn empty_body(root_version: u64, poll_interval: Duration) -> CachedBody {
+    CachedBody::new(&serde_json::json!({
+        "root_version": root_version,
+        "channel": null,
+        "release": null,
+        "rollback": null,
+        "poll_interval_s": poll_interval.as_secs(),
+    }))
+}

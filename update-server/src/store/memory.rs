@@ -1,0 +1,296 @@
+//! An in-memory [`Store`] for the unit tests of the server's logic ([`crate::state`]): the same
+//! contract as [`crate::sqlite::SqliteStore`] (each change applied whole, reports counted by
+//! distinct worker), kept in maps instead of a database file.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{
+    AuditRecord, ChannelRecord, FailureGroup, OutcomeCounts, PutRelease, ReleaseRecord,
+    ReportRecord, Store, StoreResult, WorkerRecord,
+};
+
+/// A promotion, for the soak gate.
+#[derive(Debug, Clone)]
+struct Promotion {
+    channel: String,
+    version: String,
+    at: i64,
+}
+
+/// Everything stored.
+#[derive(Debug, Default)]
+struct Contents {
+    roots: BTreeMap<u64, Vec<u8>>,
+    releases: Vec<ReleaseRecord>,
+    artifacts: BTreeMap<String, u64>,
+    channels: BTreeMap<String, ChannelRecord>,
+    /// Every signed statement: (channel, serial), in signing order.
+    statements: Vec<(String, u64)>,
+    promotions: Vec<Promotion>,
+    workers: BTreeMap<String, WorkerRecord>,
+    reports: Vec<ReportRecord>,
+    audit: Vec<AuditRecord>,
+}
+
+/// The server's state in memory, lost when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    contents: Mutex<Contents>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn contents(&self) -> MutexGuard<'_, Contents> {
+        self.contents.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The serials of every statement signed for `channel`, in signing order.
+    pub fn statement_serials(&self, channel: &str) -> Vec<u64> {
+        self.contents()
+            .statements
+            .iter()
+            .filter(|(name, _)| name == channel)
+            .map(|(_, serial)| *serial)
+            .collect()
+    }
+
+    /// Moves every promotion of `version` on `channel` `secs` into the past (a soak that has
+    /// lasted that much longer).
+    pub fn age_promotions(&self, channel: &str, version: &str, secs: i64) {
+        for promotion in &mut self.contents().promotions {
+            if promotion.channel == channel && promotion.version == version {
+                promotion.at -= secs;
+            }
+        }
+    }
+}
+
+fn counts_as_tried(report: &ReportRecord, not_defects: &[&str]) -> bool {
+    match report.outcome.as_str() {
+        "success" => true,
+        "failure" | "rolled_back" => !not_defects.contains(&report.reason.as_str()),
+        _ => false,
+    }
+}
+
+impl Store for MemoryStore {
+    fn roots(&self) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        Ok(self
+            .contents()
+            .roots
+            .iter()
+            .map(|(version, body)| (*version, body.clone()))
+            .collect())
+    }
+
+    fn add_root(&self, version: u64, body: &[u8], audit: &AuditRecord) -> StoreResult<()> {
+        let mut contents = self.contents();
+        contents
+            .roots
+            .entry(version)
+            .or_insert_with(|| body.to_vec());
+        contents.audit.push(audit.clone());
+        Ok(())
+    }
+
+    fn put_release(&self, release: &ReleaseRecord, audit: &AuditRecord) -> StoreResult<PutRelease> {
+        let mut contents = self.contents();
+        let existing = contents
+            .releases
+            .iter()
+            .find(|stored| stored.version == release.version);
+        Ok(match existing {
+            Some(stored) if stored.manifest_sha256 == release.manifest_sha256 => {
+                PutRelease::Identical
+            }
+            Some(_) => PutRelease::Conflict,
+            None => {
+                contents.releases.push(release.clone());
+                contents.audit.push(audit.clone());
+                PutRelease::Inserted
+            }
+        })
+    }
+
+    fn releases(&self) -> StoreResult<Vec<ReleaseRecord>> {
+        Ok(self.contents().releases.clone())
+    }
+
+    fn add_artifact(&self, sha256: &str, size: u64, _at: i64) -> StoreResult<()> {
+        self.contents()
+            .artifacts
+            .entry(sha256.to_owned())
+            .or_insert(size);
+        Ok(())
+    }
+
+    fn artifacts(&self) -> StoreResult<Vec<(String, u64)>> {
+        Ok(self
+            .contents()
+            .artifacts
+            .iter()
+            .map(|(sha, size)| (sha.clone(), *size))
+            .collect())
+    }
+
+    fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
+        Ok(self.contents().channels.values().cloned().collect())
+    }
+
+    fn save_channel(
+        &self,
+        record: &ChannelRecord,
+        serial: u64,
+        audit: &AuditRecord,
+        promotion: Option<(&str, u8)>,
+    ) -> StoreResult<()> {
+        let mut contents = self.contents();
+        contents
+            .channels
+            .insert(record.channel.clone(), record.clone());
+        contents.statements.push((record.channel.clone(), serial));
+        contents.audit.push(audit.clone());
+        if let Some((version, _percent)) = promotion {
+            contents.promotions.push(Promotion {
+                channel: record.channel.clone(),
+                version: version.to_owned(),
+                at: audit.at,
+            });
+        }
+        Ok(())
+    }
+
+    fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>> {
+        Ok(self
+            .contents()
+            .promotions
+            .iter()
+            .filter(|p| p.channel == channel && p.version == version)
+            .map(|p| p.at)
+            .min())
+    }
+
+    fn upsert_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        self.contents()
+            .workers
+            .insert(worker.worker_id.clone(), worker.clone());
+        Ok(())
+    }
+
+    fn workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        Ok(self.contents().workers.values().cloned().collect())
+    }
+
+    fn add_report(&self, report: &ReportRecord) -> StoreResult<()> {
+        self.contents().reports.push(report.clone());
+        Ok(())
+    }
+
+    fn release_outcomes(
+        &self,
+        channel: &str,
+        version: &str,
+        not_defects: &[&str],
+    ) -> StoreResult<OutcomeCounts> {
+        let contents = self.contents();
+        let mut failed = std::collections::BTreeSet::new();
+        let mut succeeded = std::collections::BTreeSet::new();
+        let mut tried = std::collections::BTreeSet::new();
+        for report in contents
+            .reports
+            .iter()
+            .filter(|r| r.channel == channel && r.to_version == version)
+        {
+            if !counts_as_tried(report, not_defects) {
+                continue;
+            }
+            tried.insert(report.worker_id.as_str());
+            if report.outcome == "success" {
+                succeeded.insert(report.worker_id.as_str());
+            } else {
+                failed.insert(report.worker_id.as_str());
+            }
+        }
+        let count = |set: &std::collections::BTreeSet<&str>| set.len() as u64;
+        Ok(OutcomeCounts {
+            failed: count(&failed),
+            succeeded: count(&succeeded),
+            tried: count(&tried),
+        })
+    }
+
+    fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>> {
+        let mut groups: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
+        for report in self.contents().reports.iter().filter(|r| {
+            r.received_at >= since && matches!(r.outcome.as_str(), "failure" | "rolled_back")
+        }) {
+            *groups
+                .entry((
+                    report.channel.clone(),
+                    report.to_version.clone(),
+                    report.outcome.clone(),
+                    report.reason.clone(),
+                ))
+                .or_default() += 1;
+        }
+        let mut groups: Vec<FailureGroup> = groups
+            .into_iter()
+            .map(
+                |((channel, version, outcome, reason), count)| FailureGroup {
+                    channel,
+                    version,
+                    outcome,
+                    reason,
+                    count,
+                },
+            )
+            .collect();
+        groups.sort_by_key(|group| std::cmp::Reverse(group.count));
+        Ok(groups)
+    }
+
+    fn add_audit(&self, audit: &AuditRecord) -> StoreResult<()> {
+        self.contents().audit.push(audit.clone());
+        Ok(())
+    }
+
+    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let contents = self.contents();
+        let reports = contents.reports.iter().map(|r| AuditRecord {
+            at: r.received_at,
+            kind: "report".to_owned(),
+            actor: r.worker_id.clone(),
+            channel: r.channel.clone(),
+            version: r.to_version.clone(),
+            detail: format!(
+                "{}{} {}->{} in {} ms (correlation {})",
+                r.outcome,
+                if r.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", r.reason)
+                },
+                r.from_version,
+                r.to_version,
+                r.duration_ms,
+                r.correlation_id
+            ),
+        });
+        // Newest first; on the same second reports before audit entries, later before earlier.
+        let mut entries: Vec<(i64, u8, usize, AuditRecord)> = contents
+            .audit
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, a)| (a.at, 0, i, a))
+            .chain(reports.enumerate().map(|(i, a)| (a.at, 1, i, a)))
+            .collect();
+        entries.sort_by_key(|(at, source, index, _)| std::cmp::Reverse((*at, *source, *index)));
+        Ok(entries.into_iter().take(limit).map(|e| e.3).collect())
+    }
+}
