@@ -20,14 +20,15 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
-use super::media::probe::{self, AudioStream, MediaInfo, VideoStream};
-use super::media::{
+use crate::error::TaskError;
+use crate::media::probe::{self, AudioStream, MediaInfo, VideoStream};
+use crate::media::{
     clock, display_name, even_floor, even_round, ffmpeg_prelude, run_ffmpeg, split_range,
     EncodingLog, ProgressSpan,
 };
-use super::paths;
-use super::pipeline::{EncodingType, Parameters, PipelineResult, TaskContext, TaskError};
-use super::source::SourceKind;
+use crate::paths;
+use crate::pipeline::{EncodingType, Parameters, PipelineResult, TaskContext};
+use crate::source::SourceKind;
 
 /// x264 preset of the ladder. The rungs are bitrate-capped, so a slower preset buys a little
 /// quality per bit at a large CPU cost; `veryfast` keeps a 2-core worker above real time on
@@ -1596,7 +1597,7 @@ async fn prepare_dressing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esup::media::testkit;
+    use crate::media::testkit;
 
     fn video(width: u32, height: u32) -> VideoStream {
         VideoStream {
@@ -1622,7 +1623,7 @@ mod tests {
         rungs.iter().map(|r| r.height).collect()
     }
 
-    use crate::esup::media::testkit::flag_values as values;
+    use crate::media::testkit::flag_values as values;
 
     #[test]
     fn ladder_never_upscales() {
