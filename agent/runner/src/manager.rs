@@ -61,8 +61,8 @@ pub struct Completion {
     pub script_output: String,
 }
 
-/// A completion waiting to be delivered, persisted in the task workspace so that a restart (a
-/// self-update included) does not lose it.
+/// A completion waiting to be delivered, persisted in the task workspace so that a restart of
+/// the agent (whatever its cause) does not lose it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingCompletion {
     /// The Manager's callback URL.
