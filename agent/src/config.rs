@@ -73,7 +73,7 @@ pub struct AgentConfig {
     pub install_path: Option<PathBuf>,
     /// The ESUP runner layer (on when `MANAGER_URL` is set).
     #[command(flatten)]
-    pub runner: crate::esup::config::RunnerConfig,
+    pub runner: esup_runner::config::RunnerConfig,
 }
 
 impl AgentConfig {

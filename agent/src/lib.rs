@@ -5,7 +5,6 @@ pub mod commands;
 pub mod config;
 pub mod download;
 pub mod error;
-pub mod esup;
 pub mod failpoint;
 pub mod metrics;
 pub mod simulate;

@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use esup_runner::local::LocalTaskArgs;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use worker_agent::config::AgentConfig;
-use worker_agent::esup::local::LocalTaskArgs;
 use worker_agent::simulate::SimulateArgs;
-use worker_agent::{child, commands, esup, simulate, supervisor};
+use worker_agent::{child, commands, simulate, supervisor};
 
 /// Self-updating media worker agent (ESUP runner protocol) with signed releases.
 #[derive(Debug, Parser)]
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             },
             Command::Task {
                 action: TaskAction::Run(args),
-            } => esup::local::run(args).await,
+            } => esup_runner::local::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
         }
     });

@@ -1,4 +1,5 @@
-//! The agent's `worker_update_*` metrics (names are a contract with dashboards and alerts).
+//! The agent's `worker_update_*` metrics (names are a contract with dashboards and alerts), and
+//! the registry the runner layer's task metrics join.
 //!
 //! Counters are persisted in the state directory, so an update (a new process, a new version)
 //! does not reset them: `worker_update_success_total` counts every update this install ever made.
@@ -6,11 +7,12 @@
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::state::{Counters, StateDir};
+use esup_runner::metrics::TaskMetrics;
 
 /// The metrics and their persisted counters.
 #[derive(Debug)]
@@ -31,21 +33,9 @@ pub struct Telemetry {
     /// `worker_update_manifest_expiry_timestamp_seconds`.
     pub manifest_expiry: Gauge,
     version: IntGaugeVec,
-    /// `worker_tasks_running{task_type}`: ESUP tasks running now.
-    pub tasks_running: IntGaugeVec,
-    /// `worker_task_total{task_type,status}`: finished tasks (completed, failed, timeout).
-    pub tasks_finished: IntCounterVec,
-    /// `worker_task_duration_seconds{task_type}`: how long finished tasks ran.
-    pub task_durations: HistogramVec,
-    /// `worker_task_progress_percent{runner_id}`: progress of the task an instance runs.
-    pub task_progress: GaugeVec,
-    /// `worker_runner_registered{runner_id}`: 1 while the instance is registered with the Manager.
-    pub runner_registered: IntGaugeVec,
+    /// The ESUP task metrics (`worker_task*`, `worker_runner_registered`), in this registry.
+    pub tasks: TaskMetrics,
 }
-
-/// Task types and final statuses, so every series exists (at zero) from the start.
-const TASK_TYPES: [&str; 3] = ["encoding", "studio", "transcription"];
-const TASK_STATUSES: [&str; 3] = ["completed", "failed", "timeout"];
 
 impl Telemetry {
     /// Registers the metrics, starting the counters from the persisted values.
@@ -117,42 +107,7 @@ impl Telemetry {
                 Opts::new("worker_version_current", "1 for the running version"),
                 &["version"]
             )),
-            tasks_running: register!(IntGaugeVec::new(
-                Opts::new("worker_tasks_running", "ESUP tasks running now, by type"),
-                &["task_type"]
-            )),
-            tasks_finished: register!(IntCounterVec::new(
-                Opts::new(
-                    "worker_task_total",
-                    "ESUP tasks finished, by type and final status"
-                ),
-                &["task_type", "status"]
-            )),
-            task_durations: register!(HistogramVec::new(
-                HistogramOpts::new(
-                    "worker_task_duration_seconds",
-                    "Run time of finished ESUP tasks, by type"
-                )
-                .buckets(vec![
-                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-                    18000.0
-                ]),
-                &["task_type"]
-            )),
-            task_progress: register!(GaugeVec::new(
-                Opts::new(
-                    "worker_task_progress_percent",
-                    "Progress of the task a runner instance runs (0 when idle)"
-                ),
-                &["runner_id"]
-            )),
-            runner_registered: register!(IntGaugeVec::new(
-                Opts::new(
-                    "worker_runner_registered",
-                    "1 while the runner instance is registered with the ESUP Manager"
-                ),
-                &["runner_id"]
-            )),
+            tasks: TaskMetrics::register(&registry).expect("task metrics registered once"),
             registry,
             state,
             counters: Mutex::new(counters.clone()),
@@ -177,20 +132,6 @@ impl Telemetry {
             .version
             .with_label_values(&[running_version])
             .set(1);
-        for task_type in TASK_TYPES {
-            // Created at start so that the first task shows up in rate() / increase().
-            let _ = telemetry.task_durations.with_label_values(&[task_type]);
-            telemetry
-                .tasks_running
-                .with_label_values(&[task_type])
-                .set(0);
-            for status in TASK_STATUSES {
-                telemetry
-                    .tasks_finished
-                    .with_label_values(&[task_type, status])
-                    .inc_by(0);
-            }
-        }
         telemetry
     }
 

@@ -613,11 +613,7 @@ impl WorkerRun {
         let client = &self.sim.client;
         let version_text = version.to_string();
         let telemetry = Arc::new(Telemetry::new(self.state.clone(), &version_text));
-        let task_types = [
-            "encoding".to_owned(),
-            "studio".to_owned(),
-            "transcription".to_owned(),
-        ];
+        let task_types = esup_runner::TaskType::ALL.map(|t| t.as_str().to_owned());
         let mut backoff = Duration::from_millis(500);
         let handshake = loop {
             match client

@@ -17,6 +17,8 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// fsyncs a directory, so a rename in it is durable (one implementation, the runner crate's).
+pub use esup_runner::fs::sync_dir;
 use manifests::{ExpirationEnforcement, Release, Root, Signed, Timestamp, Version};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,20 +64,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io(path))?;
-    file.write_all(bytes).map_err(io(path))?;
-    file.as_file().sync_all().map_err(io(path))?;
-    file.persist(path).map_err(|e| StateError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    sync_dir(dir).map_err(io(path))
-}
-
-/// fsyncs a directory, so a rename in it is durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    esup_runner::fs::write_atomic(path, bytes).map_err(|e| StateError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

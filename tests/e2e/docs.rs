@@ -66,7 +66,12 @@ fn env_vars_in_sources() -> BTreeMap<String, String> {
     ];
     let root = workspace_root();
     let mut files = Vec::new();
-    for dir in ["agent/src", "update-server/src", "manifests/src/bin"] {
+    for dir in [
+        "agent/src",
+        "agent/runner/src",
+        "update-server/src",
+        "manifests/src/bin",
+    ] {
         files.extend(rust_files(&root.join(dir)));
     }
     files.push(root.join("scripts/build_info.rs"));
@@ -281,7 +286,7 @@ fn metrics_in_sources() -> BTreeMap<String, Vec<String>> {
     ];
     let root = workspace_root();
     let mut found = BTreeMap::new();
-    for dir in ["agent/src", "update-server/src"] {
+    for dir in ["agent/src", "agent/runner/src", "update-server/src"] {
         for file in rust_files(&root.join(dir)) {
             let text = std::fs::read_to_string(&file).expect("read source");
             for (pattern, labelled) in VECS

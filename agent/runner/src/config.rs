@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::pipeline::{EncodingType, MediaConfig};
-use super::source::SourceLimits;
-use super::TaskType;
+use crate::pipeline::{EncodingType, MediaConfig};
+use crate::source::SourceLimits;
+use crate::task_type::TaskType;
 
 /// Media tools and transcription settings (shared by `run` and `task run`).
 #[derive(Debug, Clone, Args)]

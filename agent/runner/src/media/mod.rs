@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
-use super::pipeline::{TaskContext, TaskError};
-use super::process::CommandOutput;
-use super::source::SourceKind;
+use crate::error::TaskError;
+use crate::pipeline::TaskContext;
+use crate::process::CommandOutput;
+use crate::source::SourceKind;
 
 /// Arguments every ffmpeg command of ours starts with: no banner, never read stdin, overwrite
 /// our own intermediates, and machine-readable progress on stdout instead of the stats line.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::pipeline::TaskError;
-use super::process::ProcessRunner;
+use crate::error::TaskError;
+use crate::process::ProcessRunner;
 
 /// Extensions accepted for media sources.
 pub const MEDIA_EXTENSIONS: &[&str] = &[

@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use super::paths;
-use super::registry::{now_rfc3339, Instance, RunRequest, StartError, StopOutcome};
+use crate::paths;
+use crate::registry::{now_rfc3339, Instance, RunRequest, StartError, StopOutcome};
 
 type Shared = Arc<Instance>;
 
@@ -83,7 +83,7 @@ async fn root(State(instance): State<Shared>) -> Response {
         "name": "worker-agent",
         "description": "ESUP runner (worker-agent, self-updating)",
         "version": instance.runner.config.runner_protocol_version,
-        "agent_version": crate::child::VERSION,
+        "agent_version": instance.runner.version,
         "runner_instance_id": instance.index,
         "runner_id": instance.runner_id,
         "task_types": task_types(&instance),
@@ -124,7 +124,7 @@ async fn runner_status(State(instance): State<Shared>) -> Response {
         "current_task": instance.current_task(),
         "task_types": task_types(&instance),
         "protocol_version": instance.runner.config.runner_protocol_version,
-        "agent_version": crate::child::VERSION,
+        "agent_version": instance.runner.version,
     }))
     .into_response()
 }

@@ -15,15 +15,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::encoding::{self, Bitrate, EncodingOptions};
-use super::media::probe::{self, MediaInfo, VideoStream};
-use super::media::{
+use crate::encoding::{self, Bitrate, EncodingOptions};
+use crate::error::TaskError;
+use crate::media::probe::{self, MediaInfo, VideoStream};
+use crate::media::{
     clock, download, even_floor, even_round, ffmpeg_prelude, run_ffmpeg, EncodingLog, ProgressSpan,
 };
-use super::pipeline::{
-    EncodingType, MediaConfig, Parameters, PipelineResult, TaskContext, TaskError,
-};
-use super::source::SourceKind;
+use crate::pipeline::{EncodingType, MediaConfig, Parameters, PipelineResult, TaskContext};
+use crate::source::SourceKind;
 
 /// The namespace of Opencast mediapackages.
 pub const MEDIAPACKAGE_NS: &str = "http://mediapackage.opencastproject.org";
@@ -655,8 +654,8 @@ pub async fn run(ctx: &TaskContext) -> PipelineResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esup::media::probe::AudioStream;
-    use crate::esup::media::testkit;
+    use crate::media::probe::AudioStream;
+    use crate::media::testkit;
     use serde_json::{json, Value};
 
     const PREFIXED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -883,7 +882,7 @@ mod tests {
         })
     }
 
-    use crate::esup::media::testkit::flag_values as values;
+    use crate::media::testkit::flag_values as values;
 
     #[test]
     fn composite_layouts() {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::esup::pipeline::{EncodingType, MediaConfig, Parameters, Progress, TaskContext};
-use crate::esup::process::ProcessRunner;
-use crate::esup::source::{SourceFetcher, SourceLimits};
+use crate::pipeline::{EncodingType, MediaConfig, Parameters, Progress, TaskContext};
+use crate::process::ProcessRunner;
+use crate::source::{SourceFetcher, SourceLimits};
 
 use super::probe::{parse_probe, MediaInfo};
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::write_atomic;
+use crate::error::WriteError;
+use crate::fs::write_atomic;
 
 /// A failed Manager call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,8 +61,8 @@ pub struct Completion {
     pub script_output: String,
 }
 
-/// A completion waiting to be delivered, persisted in the task workspace so that a restart (a
-/// self-update included) does not lose it.
+/// A completion waiting to be delivered, persisted in the task workspace so that a restart of
+/// the agent (whatever its cause) does not lose it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingCompletion {
     /// The Manager's callback URL.
@@ -287,7 +288,7 @@ impl CompletionSender {
     }
 }
 
-fn save(file: &Path, pending: &PendingCompletion) -> Result<(), crate::state::StateError> {
+fn save(file: &Path, pending: &PendingCompletion) -> Result<(), WriteError> {
     let bytes = serde_json::to_vec_pretty(pending).unwrap_or_default();
     write_atomic(file, &bytes)
 }

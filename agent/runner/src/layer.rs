@@ -1,110 +1,5 @@
-//! The ESUP runner layer: the protocol of EsupPortail's Python runner 1.7 (see
-//! `shared/esup-runner-protocol.md`), so an unchanged ESUP Manager registers this agent,
-//! dispatches tasks to it and fetches their results.
-//!
-//! - [`config`]: `RUNNER_*`, `MANAGER_URL`, `STORAGE_DIR`, ... and grouped `RUNNER_TASK_TYPES`.
-//! - [`api`]: the HTTP routes of one runner instance (`/runner/*`, `/task/*`).
-//! - [`manager`]: register, heartbeat, reconnect, completion callbacks with retries.
-//! - [`registry`]: the tasks of one instance (one at a time), their status, stop, results.
-//! - [`source`]: downloads of `source_url`; [`process`]: tools in their own process group.
-//! - [`encoding`], [`studio`], [`transcription`]: the pipelines, with the real tools.
-//! - [`cleanup`]: removal of old task directories.
-
-pub mod api;
-pub mod cleanup;
-pub mod config;
-pub mod encoding;
-pub mod local;
-pub mod manager;
-pub mod media;
-pub mod paths;
-pub mod pipeline;
-pub mod process;
-pub mod registry;
-pub mod source;
-pub mod studio;
-pub mod transcription;
-
-use std::fmt;
-
-/// The task types of ESUP runner 1.7.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TaskType {
-    /// Video/audio encoding: HLS + MP4 ladder, audio, thumbnails, overview.
-    Encoding,
-    /// Opencast studio recording: composite of presenter and presentation, then encoding.
-    Studio,
-    /// Whisper transcription to WebVTT (and SRT).
-    Transcription,
-}
-
-impl TaskType {
-    /// All task types.
-    pub const ALL: [TaskType; 3] = [
-        TaskType::Encoding,
-        TaskType::Studio,
-        TaskType::Transcription,
-    ];
-
-    /// The protocol name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskType::Encoding => "encoding",
-            TaskType::Studio => "studio",
-            TaskType::Transcription => "transcription",
-        }
-    }
-
-    /// Parses a protocol name.
-    pub fn parse(name: &str) -> Option<TaskType> {
-        TaskType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == name.trim().to_ascii_lowercase())
-    }
-
-    /// Parameter keys a task of this type accepts; any other key is refused with 422.
-    /// Studio takes its own keys plus every encoding key (it ends with an encoding).
-    pub fn allowed_parameters(self) -> Vec<&'static str> {
-        const ENCODING: &[&str] = &[
-            "rendition",
-            "cut",
-            "dressing",
-            "video_id",
-            "video_slug",
-            "video_title",
-        ];
-        const STUDIO_OWN: &[&str] = &[
-            "presenter",
-            "force_cpu",
-            "studio_crf",
-            "studio_preset",
-            "studio_audio_bitrate",
-        ];
-        const TRANSCRIPTION: &[&str] = &[
-            "language",
-            "source_language",
-            "model",
-            "normalize",
-            "format",
-            "model_type",
-            "duration",
-            "video_id",
-            "video_slug",
-            "video_title",
-        ];
-        match self {
-            TaskType::Encoding => ENCODING.to_vec(),
-            TaskType::Studio => [STUDIO_OWN, ENCODING].concat(),
-            TaskType::Transcription => TRANSCRIPTION.to_vec(),
-        }
-    }
-}
-
-impl fmt::Display for TaskType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+//! The running layer: binds every instance, keeps it registered with the Manager, removes old
+//! task directories, and drains on shutdown.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -112,12 +7,26 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Telemetry;
-use crate::tasks::TaskGate;
-use config::{ConfigError, RunnerConfig};
-use manager::{CompletionSender, ManagerClient, Registration};
-use registry::{Instance, Runner};
-use source::SourceFetcher;
+use crate::config::{ConfigError, RunnerConfig};
+use crate::gate::TaskGate;
+use crate::manager::{CompletionSender, ManagerClient, Registration};
+use crate::metrics::TaskMetrics;
+use crate::registry::{Instance, Runner};
+use crate::source::SourceFetcher;
+use crate::{api, cleanup};
+
+/// What the embedding agent hands the layer besides its configuration.
+#[derive(Debug, Clone)]
+pub struct StartArgs {
+    /// Running tasks and the switch that stops the layer accepting new ones; the agent keeps a
+    /// clone to decide when that happens.
+    pub gate: TaskGate,
+    /// The task metrics, registered in the agent's metrics registry.
+    pub metrics: TaskMetrics,
+    /// The agent's version, shown as `agent_version` by `/` and `/runner/status` and as
+    /// `runner_version` in `task_metadata.json`.
+    pub version: String,
+}
 
 /// The running ESUP layer: its instances (bound and serving) and their background loops.
 #[derive(Debug)]
@@ -136,8 +45,7 @@ pub struct EsupLayer {
 /// heartbeats in the background. `Ok(None)` when no Manager is configured.
 pub async fn start(
     config: &RunnerConfig,
-    gate: TaskGate,
-    telemetry: Arc<Telemetry>,
+    args: StartArgs,
 ) -> Result<Option<EsupLayer>, ConfigError> {
     let Some(manager_base) = config.manager_base() else {
         tracing::info!("MANAGER_URL is not set: the ESUP runner layer is off (updates only)");
@@ -163,8 +71,9 @@ pub async fn start(
     let runner = Arc::new(Runner {
         config: config.clone(),
         token,
-        gate,
-        telemetry,
+        gate: args.gate,
+        metrics: args.metrics,
+        version: args.version,
         media: Arc::new(config.media.media_config()),
         fetcher,
         manager,
@@ -237,8 +146,8 @@ impl EsupLayer {
         self.servers.cancel();
     }
 
-    /// The update is staged: no task runs (the updater drained and waited); stop serving so
-    /// the new version can bind the same ports.
+    /// Stop serving at once: the caller has stopped the gate accepting tasks and waited until
+    /// none runs (so another process, e.g. a new version, can bind the same ports).
     pub fn close(self) {
         self.loops.cancel();
         self.servers.cancel();

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::paths::valid_task_id;
+use crate::paths::valid_task_id;
 
 /// Removes every task directory under `storage_dir` last modified more than `max_age` ago,
 /// except those `is_running` names. Only directories whose names are task ids are considered,

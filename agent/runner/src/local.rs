@@ -17,12 +17,14 @@ use clap::Args;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{LimitArgs, MediaArgs};
-use super::paths::{self, ResultManifest};
-use super::pipeline::{Parameters, Progress, TaskContext, TaskError};
-use super::process::ProcessRunner;
-use super::source::{SourceFetcher, SourceKind, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS};
-use super::{encoding, studio, transcription, TaskType};
+use crate::config::{LimitArgs, MediaArgs};
+use crate::error::TaskError;
+use crate::paths::{self, ResultManifest};
+use crate::pipeline::{Parameters, Progress, TaskContext};
+use crate::process::ProcessRunner;
+use crate::source::{SourceFetcher, SourceKind, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS};
+use crate::task_type::TaskType;
+use crate::{encoding, studio, transcription};
 
 /// How often the progress is printed while the task runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -358,7 +360,7 @@ pub async fn execute(args: LocalTaskArgs) -> Result<LocalOutcome, LocalError> {
     };
     let bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| LocalError::Manifest(e.to_string()))?;
-    crate::state::write_atomic(&workspace.join("manifest.json"), &bytes)
+    crate::fs::write_atomic(&workspace.join("manifest.json"), &bytes)
         .map_err(|e| LocalError::Manifest(e.to_string()))?;
     tracing::info!(task_id = %task_id, files = files.len(), "local task completed");
     Ok(LocalOutcome {
@@ -373,7 +375,7 @@ pub async fn execute(args: LocalTaskArgs) -> Result<LocalOutcome, LocalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esup::media::testkit;
+    use crate::media::testkit;
     use clap::Parser;
 
     #[derive(Debug, Parser)]

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::esup::pipeline::{TaskContext, TaskError};
-use crate::esup::process::last_lines;
+use crate::error::TaskError;
+use crate::pipeline::TaskContext;
+use crate::process::last_lines;
 
 use super::display_name;
 

@@ -1,37 +1,14 @@
 //! What every task pipeline (encoding, studio, transcription) gets and returns.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::process::ProcessRunner;
-use super::source::SourceFetcher;
-
-/// Why a task did not complete. The registry turns it into the ESUP status and message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TaskError {
-    /// `/task/stop` was called: status `failed`, message "Cancelled by user.".
-    #[error("Cancelled by user.")]
-    Cancelled,
-    /// `EXTERNAL_SCRIPT_TIMEOUT_SECONDS` elapsed: status `timeout`.
-    #[error("Script timeout after {0} seconds")]
-    Timeout(u64),
-    /// The input is unusable (bad parameter value, unreadable media, ...): status `failed`.
-    #[error("{0}")]
-    BadInput(String),
-    /// A tool or the system failed: status `failed`.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl TaskError {
-    /// A [`TaskError::Failed`] for an I/O error on `path`.
-    pub fn io(what: &str, path: &Path, error: &std::io::Error) -> Self {
-        TaskError::Failed(format!("{what} {}: {error}", path.display()))
-    }
-}
+use crate::error::TaskError;
+use crate::process::ProcessRunner;
+use crate::source::SourceFetcher;
 
 /// Parameters of a task, as the Manager sent them (already checked for unknown keys).
 #[derive(Debug, Clone, Default)]

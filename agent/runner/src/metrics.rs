@@ -1,0 +1,125 @@
+//! The task metrics (`worker_tasks_running`, `worker_task_total`,
+//! `worker_task_duration_seconds`, `worker_task_progress_percent`, `worker_runner_registered`;
+//! names, labels and buckets are a contract with dashboards and alerts), registered in the
+//! registry of whoever embeds the layer, so they show up in its `/metrics`.
+
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+use crate::status::TaskStatus;
+use crate::task_type::TaskType;
+
+/// Buckets of `worker_task_duration_seconds`: one second to five hours.
+const DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 18000.0,
+];
+
+/// The task metrics (cheap to clone: every clone updates the same series).
+#[derive(Debug, Clone)]
+pub struct TaskMetrics {
+    /// `worker_tasks_running{task_type}`: ESUP tasks running now.
+    pub tasks_running: IntGaugeVec,
+    /// `worker_task_total{task_type,status}`: finished tasks (completed, failed, timeout).
+    pub tasks_finished: IntCounterVec,
+    /// `worker_task_duration_seconds{task_type}`: how long finished tasks ran.
+    pub task_durations: HistogramVec,
+    /// `worker_task_progress_percent{runner_id}`: progress of the task an instance runs.
+    pub task_progress: GaugeVec,
+    /// `worker_runner_registered{runner_id}`: 1 while the instance is registered with the Manager.
+    pub runner_registered: IntGaugeVec,
+}
+
+impl TaskMetrics {
+    /// Registers the task metrics in `registry`, with a zero series for every task type (and
+    /// final status), so that the first task shows up in `rate()` / `increase()`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = TaskMetrics {
+            tasks_running: IntGaugeVec::new(
+                Opts::new("worker_tasks_running", "ESUP tasks running now, by type"),
+                &["task_type"],
+            )?,
+            tasks_finished: IntCounterVec::new(
+                Opts::new(
+                    "worker_task_total",
+                    "ESUP tasks finished, by type and final status",
+                ),
+                &["task_type", "status"],
+            )?,
+            task_durations: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_task_duration_seconds",
+                    "Run time of finished ESUP tasks, by type",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["task_type"],
+            )?,
+            task_progress: GaugeVec::new(
+                Opts::new(
+                    "worker_task_progress_percent",
+                    "Progress of the task a runner instance runs (0 when idle)",
+                ),
+                &["runner_id"],
+            )?,
+            runner_registered: IntGaugeVec::new(
+                Opts::new(
+                    "worker_runner_registered",
+                    "1 while the runner instance is registered with the ESUP Manager",
+                ),
+                &["runner_id"],
+            )?,
+        };
+        registry.register(Box::new(metrics.tasks_running.clone()))?;
+        registry.register(Box::new(metrics.tasks_finished.clone()))?;
+        registry.register(Box::new(metrics.task_durations.clone()))?;
+        registry.register(Box::new(metrics.task_progress.clone()))?;
+        registry.register(Box::new(metrics.runner_registered.clone()))?;
+        for task_type in TaskType::ALL {
+            let task_type = task_type.as_str();
+            let _ = metrics.task_durations.with_label_values(&[task_type]);
+            metrics.tasks_running.with_label_values(&[task_type]).set(0);
+            for status in TaskStatus::FINAL {
+                metrics
+                    .tasks_finished
+                    .with_label_values(&[task_type, status.as_str()])
+                    .inc_by(0);
+            }
+        }
+        Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{Encoder, TextEncoder};
+
+    use super::*;
+
+    #[test]
+    fn every_task_type_and_final_status_has_a_series_from_the_start() {
+        let registry = Registry::new();
+        TaskMetrics::register(&registry).expect("register");
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .expect("encode");
+        let text = String::from_utf8(text).expect("utf-8");
+        for task_type in ["encoding", "studio", "transcription"] {
+            assert!(text.contains(&format!(
+                "worker_tasks_running{{task_type=\"{task_type}\"}} 0"
+            )));
+            assert!(text.contains(&format!(
+                "worker_task_duration_seconds_count{{task_type=\"{task_type}\"}} 0"
+            )));
+            for status in ["completed", "failed", "timeout"] {
+                assert!(text.contains(&format!(
+                    "worker_task_total{{status=\"{status}\",task_type=\"{task_type}\"}} 0"
+                )));
+            }
+        }
+        assert!(
+            TaskMetrics::register(&registry).is_err(),
+            "a registry holds the task metrics once"
+        );
+    }
+}
