@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
+use crate::handover::{flush_outbox, spawn_outbox_flusher, Ready, EXIT_REFUSED, EXIT_STAGED};
 use crate::metrics::Telemetry;
-use crate::state::{Ready, StateDir};
+use crate::state::StateDir;
 use crate::tasks::TaskGate;
-use crate::updater::{flush_outbox, LoopEnd, Updater, EXIT_REFUSED, EXIT_STAGED};
+use crate::updater::{LoopEnd, Updater};
 
 /// The running version (`WORKER_AGENT_VERSION` at build time, else the package version).
 pub const VERSION: &str = env!("BUILD_VERSION");
@@ -146,26 +147,13 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
 
     // Count (and quarantine) what the supervisor decided before the first update check.
     flush_outbox(&state, &client, &telemetry, &worker_id).await;
-    // Outcomes decided by the supervisor are counted and reported promptly, whatever the
-    // update loop is doing (e.g. sitting in a long poll).
-    tokio::spawn({
-        let (state, client, telemetry, worker_id, shutdown) = (
-            state.clone(),
-            client.clone(),
-            telemetry.clone(),
-            worker_id.clone(),
-            shutdown.clone(),
-        );
-        async move {
-            loop {
-                flush_outbox(&state, &client, &telemetry, &worker_id).await;
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        }
-    });
+    spawn_outbox_flusher(
+        state.clone(),
+        client.clone(),
+        telemetry.clone(),
+        worker_id.clone(),
+        shutdown.clone(),
+    );
 
     let updater = Updater::new(
         config.clone(),

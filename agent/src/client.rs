@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AgentConfig;
 use crate::error::UpdateFailure;
-use crate::state::Outcome;
+use crate::handover::OutcomeRecord;
 
 /// The handshake answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -204,7 +204,11 @@ impl UpdateClient {
     }
 
     /// `POST /api/worker-updates/report`.
-    pub async fn report(&self, worker_id: &str, outcome: &Outcome) -> Result<(), UpdateFailure> {
+    pub async fn report(
+        &self,
+        worker_id: &str,
+        outcome: &OutcomeRecord,
+    ) -> Result<(), UpdateFailure> {
         let body = serde_json::json!({
             "worker_id": worker_id,
             "correlation_id": outcome.correlation_id,

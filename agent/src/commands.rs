@@ -142,12 +142,8 @@ pub fn rollback(config: &AgentConfig) -> i32 {
         Ok(path) => path,
         Err(error) => return fail(&format!("install path: {error}")),
     };
-    let dir = install.parent().unwrap_or(std::path::Path::new("/"));
-    let name = install
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let previous = dir.join(format!("{name}.previous"));
+    let dir = crate::handover::install_dir(&install);
+    let previous = crate::handover::previous_path(&install);
     if !previous.exists() {
         return fail(&format!("no previous version at {}", previous.display()));
     }

@@ -40,10 +40,11 @@ use tracing::Instrument;
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
 use crate::error::UpdateFailure;
+use crate::handover::{flush_outbox, spawn_outbox_flusher, Outcome, Pending};
 use crate::metrics::Telemetry;
-use crate::state::{Counters, Pending, StateDir, StateError};
+use crate::state::{Counters, StateDir, StateError};
 use crate::tasks::TaskGate;
-use crate::updater::{flush_outbox, LoopEnd, UpdateObserver, Updater};
+use crate::updater::{LoopEnd, UpdateObserver, Updater};
 
 /// How long a new version gets to become ready (registered) in probation (the agent's default
 /// `--ready-timeout-secs`).
@@ -259,7 +260,7 @@ struct Record {
     attempt_failures: Vec<(Version, String, Instant)>,
     staged: Vec<(Version, Instant)>,
     /// Verdicts: (version, outcome, reason, when).
-    verdicts: Vec<(Version, String, String, Instant)>,
+    verdicts: Vec<(Version, Outcome, String, Instant)>,
     /// Version being attempted (from the download's start to the probation's verdict).
     in_flight: Option<Version>,
     saw_halted: Option<Instant>,
@@ -481,12 +482,12 @@ impl Agent {
         }
         if let Err(reason) = self.verify_staged(&pending) {
             tracing::error!(%reason, "staged update does not verify; discarding it");
-            self.finish(&pending, "failure", &reason);
+            self.finish(&pending, Outcome::Failure, &reason);
             return None;
         }
         pending.probation_attempts += 1;
         if pending.probation_attempts > crate::supervisor::MAX_PROBATION_ATTEMPTS {
-            self.finish(&pending, "rolled_back", "probation_interrupted");
+            self.finish(&pending, Outcome::RolledBack, "probation_interrupted");
             return None;
         }
         if let Err(error) = self.state.save_pending(&pending) {
@@ -507,13 +508,13 @@ impl Agent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 let _ = (&mut worker.task).await;
-                self.finish(&pending, "rolled_back", "exited_before_ready");
+                self.finish(&pending, Outcome::RolledBack, "exited_before_ready");
                 return None;
             }
             Err(_) => {
                 worker.stop.cancel();
                 let _ = worker.task.await;
-                self.finish(&pending, "rolled_back", "not_ready");
+                self.finish(&pending, Outcome::RolledBack, "not_ready");
                 return None;
             }
         }
@@ -531,7 +532,7 @@ impl Agent {
         tokio::select! {
             () = tokio::time::sleep(hold) => {}
             _ = &mut worker.task => {
-                self.finish(&pending, "rolled_back", "died_in_probation");
+                self.finish(&pending, Outcome::RolledBack, "died_in_probation");
                 return None;
             }
             () = shutdown.cancelled() => {
@@ -543,12 +544,12 @@ impl Agent {
         if fails {
             worker.stop.cancel();
             let _ = worker.task.await;
-            self.finish(&pending, "rolled_back", "died_in_probation");
+            self.finish(&pending, Outcome::RolledBack, "died_in_probation");
             return None;
         }
         match self.commit(&pending) {
             Ok(()) => {
-                self.finish(&pending, "success", "");
+                self.finish(&pending, Outcome::Success, "");
                 *version = pending.to_version.clone();
                 self.slot().record().version = pending.to_version.clone();
                 self.sim.fleet.changed.notify_waiters();
@@ -558,7 +559,7 @@ impl Agent {
                 tracing::error!(%error, "could not swap the install file; rolling back");
                 worker.stop.cancel();
                 let _ = worker.task.await;
-                self.finish(&pending, "rolled_back", "swap_failed");
+                self.finish(&pending, Outcome::RolledBack, "swap_failed");
                 None
             }
         }
@@ -577,14 +578,13 @@ impl Agent {
     }
 
     /// As the supervisor: clean up, quarantine a rolled-back version, queue the outcome.
-    fn finish(&self, pending: &Pending, outcome: &str, reason: &str) {
-        let duration_ms =
-            crate::supervisor::finish_update(&self.state, &self.config, pending, outcome, reason);
+    fn finish(&self, pending: &Pending, outcome: Outcome, reason: &str) {
+        let duration_ms = crate::supervisor::finish_update(&self.state, pending, outcome, reason);
         tracing::info!(%outcome, %reason, to_version = %pending.to_version, duration_ms, "simulated update finished");
         let mut slot = self.slot().record();
         slot.verdicts.push((
             pending.to_version.clone(),
-            outcome.to_owned(),
+            outcome,
             reason.to_owned(),
             Instant::now(),
         ));
@@ -653,24 +653,13 @@ impl WorkerRun {
         }
         flush_outbox(&self.state, client, &telemetry, &slot.worker_id).await;
         let flusher_stop = shutdown.child_token();
-        let flusher = tokio::spawn({
-            let (state, client, telemetry, worker_id, stop) = (
-                self.state.clone(),
-                client.clone(),
-                telemetry.clone(),
-                slot.worker_id.clone(),
-                flusher_stop.clone(),
-            );
-            async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    flush_outbox(&state, &client, &telemetry, &worker_id).await;
-                }
-            }
-        });
+        let flusher = spawn_outbox_flusher(
+            self.state.clone(),
+            client.clone(),
+            telemetry.clone(),
+            slot.worker_id.clone(),
+            flusher_stop.clone(),
+        );
         let updater = match Updater::new(
             self.config.clone(),
             self.state.clone(),
@@ -1140,7 +1129,7 @@ fn summarise(
             record
                 .verdicts
                 .iter()
-                .filter(|v| v.1 == "success")
+                .filter(|v| v.1 == Outcome::Success)
                 .map(|v| &v.0),
         );
         count_versions(
@@ -1148,7 +1137,7 @@ fn summarise(
             record
                 .verdicts
                 .iter()
-                .filter(|v| v.1 == "rolled_back")
+                .filter(|v| v.1 == Outcome::RolledBack)
                 .map(|v| &v.0),
         );
         for (_, reason, _) in &record.attempt_failures {
@@ -1165,7 +1154,7 @@ fn summarise(
             if let Some((_, _, _, at)) = record
                 .verdicts
                 .iter()
-                .find(|v| v.0 == *target && v.1 == "success")
+                .find(|v| v.0 == *target && v.1 == Outcome::Success)
             {
                 committed.push(ms_since(t0, *at));
             }
@@ -1208,7 +1197,7 @@ fn summarise(
             for (_, _, _, at) in record
                 .verdicts
                 .iter()
-                .filter(|v| v.1 == "rolled_back" && args.fail_version.contains(&v.0))
+                .filter(|v| v.1 == Outcome::RolledBack && args.fail_version.contains(&v.0))
             {
                 if first.is_some_and(|h| *at >= h) {
                     verdicts_after += 1;

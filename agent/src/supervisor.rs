@@ -26,15 +26,17 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::config::AgentConfig;
-use crate::state::{sync_dir, Outcome, Pending, StateDir};
-use crate::updater::{EXIT_REFUSED, EXIT_STAGED};
+use crate::handover::{
+    self, Outcome, OutcomeRecord, Pending, EXIT_REFUSED, EXIT_STAGED, INSTALL_PATH_ENV,
+    PROBATION_ENV, ROLE_CHILD, ROLE_ENV,
+};
+use crate::state::{sync_dir, StateDir};
+
+/// `main` asks the supervisor module which role this process plays.
+pub use crate::handover::is_child;
 
 /// Interrupted probations retried before the update counts as failed.
 pub const MAX_PROBATION_ATTEMPTS: u32 = 3;
-
-/// Environment variable that makes `worker-agent run` the child (the worker) instead of the
-/// supervisor.
-pub const ROLE_ENV: &str = "WORKER_AGENT_ROLE";
 
 /// Resolves the install path once at start-up: the configured one, or this executable with
 /// symlinks resolved (so a later swap replaces the real file, not a link to it).
@@ -176,14 +178,14 @@ impl Supervisor {
         let mut command = Command::new(program);
         command
             .args(&self.child_args)
-            .env(ROLE_ENV, "child")
-            .env("WORKER_AGENT_INSTALL_PATH", &self.install_path)
+            .env(ROLE_ENV, ROLE_CHILD)
+            .env(INSTALL_PATH_ENV, &self.install_path)
             .kill_on_drop(true);
         if !self.updater {
             command.env("AUTO_UPDATE", "0");
         }
         if let Some(version) = probation_of {
-            command.env("WORKER_AGENT_PROBATION", version);
+            command.env(PROBATION_ENV, version);
         }
         let child = command.spawn()?;
         tracing::info!(pid = ?child.id(), program = %program.display(), probation = ?probation_of, "worker started");
@@ -206,7 +208,7 @@ impl Supervisor {
         }
         if let Err(reason) = self.verify_staged(&pending) {
             tracing::error!(%reason, "staged update does not verify; discarding it");
-            self.finish(&pending, "failure", &reason, None);
+            self.finish(&pending, Outcome::Failure, &reason, None);
             return None;
         }
         pending.probation_attempts += 1;
@@ -215,7 +217,7 @@ impl Supervisor {
                 attempts = pending.probation_attempts - 1,
                 "probation was interrupted too often; giving up on this version"
             );
-            self.finish(&pending, "rolled_back", "probation_interrupted", None);
+            self.finish(&pending, Outcome::RolledBack, "probation_interrupted", None);
             return None;
         }
         if let Err(error) = self.state.save_pending(&pending) {
@@ -230,7 +232,7 @@ impl Supervisor {
                         elapsed_s = started.elapsed().as_secs(),
                         "probation passed; update committed"
                     );
-                    self.finish(&pending, "success", "", None);
+                    self.finish(&pending, Outcome::Success, "", None);
                     Some(child)
                 }
                 Err(error) => {
@@ -239,7 +241,7 @@ impl Supervisor {
                     drop(child);
                     self.finish(
                         &pending,
-                        "rolled_back",
+                        Outcome::RolledBack,
                         "swap_failed",
                         Some(&error.to_string()),
                     );
@@ -248,7 +250,7 @@ impl Supervisor {
             },
             Probation::Failed { reason, detail } => {
                 tracing::error!(%reason, %detail, "probation failed; rolling back to the previous version");
-                self.finish(&pending, "rolled_back", &reason, Some(&detail));
+                self.finish(&pending, Outcome::RolledBack, &reason, Some(&detail));
                 None
             }
         }
@@ -322,13 +324,9 @@ impl Supervisor {
     /// Swaps the install path: previous kept, staged renamed over it, directory fsync'd.
     fn commit(&self, pending: &Pending) -> std::io::Result<()> {
         let install = &self.install_path;
-        let dir = install.parent().unwrap_or(Path::new("/"));
-        let name = install
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let previous = dir.join(format!("{name}.previous"));
-        let previous_tmp = dir.join(format!(".{name}.previous.tmp"));
+        let dir = handover::install_dir(install);
+        let previous = handover::previous_path(install);
+        let previous_tmp = handover::previous_tmp_path(install);
         let _ = std::fs::remove_file(&previous_tmp);
         std::fs::hard_link(install, &previous_tmp)?;
         std::fs::rename(&previous_tmp, &previous)?;
@@ -342,8 +340,8 @@ impl Supervisor {
     }
 
     /// Records the outcome for the child to count and report, and cleans up.
-    fn finish(&self, pending: &Pending, outcome: &str, reason: &str, detail: Option<&str>) {
-        let duration_ms = finish_update(&self.state, &self.config, pending, outcome, reason);
+    fn finish(&self, pending: &Pending, outcome: Outcome, reason: &str, detail: Option<&str>) {
+        let duration_ms = finish_update(&self.state, pending, outcome, reason);
         tracing::info!(%outcome, %reason, detail = ?detail, duration_ms, "update finished");
     }
 }
@@ -377,26 +375,12 @@ pub fn verify_staged(
 /// rolled-back version (before any worker starts again, so the restarted old version never
 /// picks the same release up), queues the outcome for the worker to count and report, and
 /// clears `pending.json`. Returns the attempt's duration in milliseconds.
-pub fn finish_update(
-    state: &StateDir,
-    config: &AgentConfig,
-    pending: &Pending,
-    outcome: &str,
-    reason: &str,
-) -> u64 {
-    if outcome != "success" {
+pub fn finish_update(state: &StateDir, pending: &Pending, outcome: Outcome, reason: &str) -> u64 {
+    if outcome != Outcome::Success {
         let _ = std::fs::remove_file(&pending.staged_path);
     }
-    if outcome == "rolled_back" {
-        match state.load_trust(&config.root, &config.channel) {
-            Ok(mut trust) => {
-                trust.quarantined.insert(pending.to_version.clone());
-                if let Err(error) = state.save_trust(&trust) {
-                    tracing::error!(%error, "could not record the quarantine");
-                }
-            }
-            Err(error) => tracing::error!(%error, "could not record the quarantine"),
-        }
+    if outcome == Outcome::RolledBack {
+        handover::quarantine(state, &pending.to_version);
     }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -405,12 +389,12 @@ pub fn finish_update(
     let duration_ms =
         u64::try_from(now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)))
             .unwrap_or(u64::MAX);
-    let record = Outcome {
+    let record = OutcomeRecord {
         correlation_id: pending.correlation_id.clone(),
         channel: pending.channel.clone(),
         from_version: pending.from_version.to_string(),
         to_version: pending.to_version.to_string(),
-        outcome: outcome.to_owned(),
+        outcome,
         reason: reason.to_owned(),
         duration_ms,
         at: Timestamp::now().to_string(),
@@ -422,9 +406,4 @@ pub fn finish_update(
         tracing::error!(%error, "could not clear the pending update");
     }
     duration_ms
-}
-
-/// True when this process is the child (the worker), not the supervisor.
-pub fn is_child() -> bool {
-    std::env::var(ROLE_ENV).is_ok_and(|role| role == "child")
 }

@@ -1,9 +1,9 @@
 //! The child's update loop: poll (or long-poll) the server, follow root rotations, decide with
 //! `manifests`, download and verify into the install directory, stage, wait for running tasks,
-//! then hand over to the supervisor (exit code [`EXIT_STAGED`]) for probation.
+//! then hand over to the supervisor (exit code [`handover::EXIT_STAGED`]) for probation.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,21 +16,17 @@ use crate::client::{Latest, Poll, UpdateClient};
 use crate::config::AgentConfig;
 use crate::download::{download, DownloadOptions};
 use crate::error::UpdateFailure;
+use crate::handover::{self, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
-use crate::state::{Outcome, Pending, StateDir, TrustState};
+use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
-
-/// Exit code of a child that staged a verified update: "restart me into it".
-pub const EXIT_STAGED: i32 = 75;
-/// Exit code of a child that refuses to run (below the channel's minimum version).
-pub const EXIT_REFUSED: i32 = 78;
 
 /// What the update loop ended with.
 #[derive(Debug)]
 pub enum LoopEnd {
     /// Shutdown requested.
     Shutdown,
-    /// A verified update is staged and tasks are drained: exit with [`EXIT_STAGED`].
+    /// A verified update is staged and tasks are drained: exit with [`handover::EXIT_STAGED`].
     Staged,
 }
 
@@ -90,79 +86,6 @@ pub struct Updater {
     /// never downloaded again by this process; a new release brings a new artifact.
     condemned: BTreeSet<String>,
     observer: Option<Arc<dyn UpdateObserver>>,
-}
-
-/// Sends queued outcomes (decided by the supervisor) to the server, counts them, and applies
-/// quarantine for rolled-back versions. Safe to call from any task: outcome files are removed
-/// only once reported.
-pub async fn flush_outbox(
-    state: &StateDir,
-    client: &UpdateClient,
-    telemetry: &Telemetry,
-    worker_id: &str,
-) {
-    let outcomes = match state.outcomes() {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            tracing::warn!(%error, "outbox unreadable");
-            return;
-        }
-    };
-    for (path, outcome) in outcomes {
-        let counted = crate::state::counted_mark(&path);
-        if !counted.exists() {
-            match outcome.outcome.as_str() {
-                "success" => telemetry.success(),
-                "rolled_back" => {
-                    telemetry.rollback(&outcome.reason);
-                    if let Ok(version) = outcome.to_version.parse::<Version>() {
-                        quarantine(state, &version);
-                    }
-                }
-                "failure" => telemetry.failure(&outcome.reason),
-                "deferred" => telemetry.deferred(),
-                _ => {}
-            }
-            if matches!(outcome.outcome.as_str(), "success" | "rolled_back") {
-                // The whole attempt, download to verdict, probation included.
-                #[allow(clippy::cast_precision_loss)]
-                telemetry
-                    .durations
-                    .with_label_values(&["total"])
-                    .observe(outcome.duration_ms as f64 / 1000.0);
-            }
-            let _ = std::fs::write(&counted, b"");
-        }
-        match client.report(worker_id, &outcome).await {
-            Ok(()) => {
-                tracing::info!(correlation_id = %outcome.correlation_id, outcome = %outcome.outcome, reason = %outcome.reason, to_version = %outcome.to_version, "update outcome reported");
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(&counted);
-            }
-            Err(error) => {
-                tracing::warn!(correlation_id = %outcome.correlation_id, %error, "could not report the outcome yet; will retry");
-                return;
-            }
-        }
-    }
-}
-
-fn quarantine(state: &StateDir, version: &Version) {
-    let path = state.path().join("trust.json");
-    let result = std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<TrustState>(&bytes).ok())
-        .map(|mut trust| {
-            trust.quarantined.insert(version.clone());
-            state.save_trust(&trust)
-        });
-    match result {
-        Some(Ok(())) => {
-            tracing::warn!(%version, "version quarantined: it will not be retried until a newer release")
-        }
-        Some(Err(error)) => tracing::error!(%error, %version, "could not record the quarantine"),
-        None => tracing::error!(%version, "trust state unreadable; quarantine not recorded"),
-    }
 }
 
 impl Updater {
@@ -443,7 +366,7 @@ impl Updater {
             self.queue_outcome(
                 &uuid::Uuid::new_v4().to_string(),
                 to,
-                "failure",
+                Outcome::Failure,
                 &failure.reason,
                 0,
             );
@@ -454,22 +377,25 @@ impl Updater {
         &self,
         correlation_id: &str,
         to: &str,
-        outcome: &str,
+        outcome: Outcome,
         reason: &str,
         duration_ms: u64,
     ) {
-        let record = Outcome {
+        let record = OutcomeRecord {
             correlation_id: correlation_id.to_owned(),
             channel: self.config.channel.clone(),
             from_version: self.version.to_string(),
             to_version: to.to_owned(),
-            outcome: outcome.to_owned(),
+            outcome,
             reason: reason.to_owned(),
             duration_ms,
             at: Timestamp::now().to_string(),
         };
         // Counted by the outbox flusher, except failures, which the caller counted already.
-        if let Err(error) = self.state.push_outcome(&record, outcome == "failure") {
+        if let Err(error) = self
+            .state
+            .push_outcome(&record, outcome == Outcome::Failure)
+        {
             tracing::error!(%error, "could not queue the outcome report");
         }
     }
@@ -569,7 +495,13 @@ impl Updater {
                 {
                     self.telemetry.failure(&failure.reason);
                     let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    self.queue_outcome(&correlation_id, &to, "failure", &failure.reason, duration);
+                    self.queue_outcome(
+                        &correlation_id,
+                        &to,
+                        Outcome::Failure,
+                        &failure.reason,
+                        duration,
+                    );
                 }
                 Ok(false)
             }
@@ -607,12 +539,12 @@ impl Updater {
         }
         self.gate.undrain();
         tracing::warn!("update deferred: tasks still running after the maximum deferral");
-        let record = Outcome {
+        let record = OutcomeRecord {
             correlation_id: correlation_id.to_owned(),
             channel: self.config.channel.clone(),
             from_version: self.version.to_string(),
             to_version: to.to_owned(),
-            outcome: "deferred".to_owned(),
+            outcome: Outcome::Deferred,
             reason: "busy".to_owned(),
             duration_ms: self.config.max_deferral_secs * 1000,
             at: Timestamp::now().to_string(),
@@ -627,11 +559,10 @@ impl Updater {
         &self,
         plan: &manifests::InstallPlan,
     ) -> Result<PathBuf, UpdateFailure> {
-        let dir = self.install_path.parent().unwrap_or(Path::new("/"));
+        let dir = handover::install_dir(&self.install_path);
         let artifact = &plan.artifact;
-        let short = artifact.sha256.get(..16).unwrap_or(&artifact.sha256);
-        let part = dir.join(format!(".worker-agent-{short}.part"));
-        let staged = dir.join(format!(".worker-agent-{}-{short}.staged", plan.version));
+        let part = handover::part_path(&self.install_path, &artifact.sha256);
+        let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
         let url = self.client.resolve(&artifact.url);
         let same_server = url.starts_with(self.config.server_base());
         let options = DownloadOptions {
