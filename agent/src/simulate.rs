@@ -39,10 +39,11 @@ use tracing::Instrument;
 
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
-use crate::error::UpdateFailure;
+use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{flush_outbox, spawn_outbox_flusher, Outcome, Pending};
 use crate::metrics::Telemetry;
 use crate::state::{Counters, StateDir, StateError};
+use crate::supervisor::{judge, Handover, Held, Verdict};
 use crate::tasks::TaskGate;
 use crate::updater::{LoopEnd, UpdateObserver, Updater};
 
@@ -342,11 +343,11 @@ impl UpdateObserver for Observer {
         record.in_flight = Some(version.clone());
     }
 
-    fn attempt_failed(&self, version: &Version, reason: &str) {
+    fn attempt_failed(&self, version: &Version, reason: FailureReason) {
         let mut record = self.fleet.agents[self.index].record();
         record
             .attempt_failures
-            .push((version.clone(), reason.to_owned(), Instant::now()));
+            .push((version.clone(), reason.label(), Instant::now()));
         record.in_flight = None;
     }
 }
@@ -464,131 +465,132 @@ impl Agent {
         Worker { task, stop }
     }
 
-    /// The supervisor's judgement of a staged update (`supervisor.rs`), with the process
-    /// replaced by a task and the swap by a rename to this agent's own install file. Returns
-    /// the worker left running (the new version's after a commit).
+    /// The supervisor's judgement of a staged update ([`judge`]), with the process replaced by
+    /// a task and the swap by a rename to this agent's own install file. Returns the worker
+    /// left running (the new version's after a commit).
     async fn update(
         &self,
-        mut pending: Pending,
+        pending: Pending,
         version: &mut Version,
         shutdown: &CancellationToken,
     ) -> Option<Worker> {
+        let to_version = pending.to_version.clone();
         {
             let mut record = self.slot().record();
-            record
-                .staged
-                .push((pending.to_version.clone(), Instant::now()));
-            record.in_flight = Some(pending.to_version.clone());
+            record.staged.push((to_version.clone(), Instant::now()));
+            record.in_flight = Some(to_version.clone());
         }
-        if let Err(reason) = self.verify_staged(&pending) {
-            tracing::error!(%reason, "staged update does not verify; discarding it");
-            self.finish(&pending, Outcome::Failure, &reason);
-            return None;
+        let host = SimulatedHandover {
+            agent: self,
+            shutdown,
+        };
+        let (worker, outcome, reason) = match judge(
+            &host,
+            &self.state,
+            &self.config,
+            &self.install_path,
+            pending,
+        )
+        .await
+        {
+            Verdict::Committed(worker) => (Some(worker), Outcome::Success, String::new()),
+            Verdict::Ended { outcome, reason } => (None, outcome, reason.label()),
+            Verdict::Abandoned => return None,
+        };
+        let mut record = self.slot().record();
+        record
+            .verdicts
+            .push((to_version.clone(), outcome, reason, Instant::now()));
+        record.in_flight = None;
+        if worker.is_some() {
+            record.version = to_version.clone();
+            drop(record);
+            *version = to_version;
+            self.sim.fleet.changed.notify_waiters();
         }
-        pending.probation_attempts += 1;
-        if pending.probation_attempts > crate::supervisor::MAX_PROBATION_ATTEMPTS {
-            self.finish(&pending, Outcome::RolledBack, "probation_interrupted");
-            return None;
-        }
-        if let Err(error) = self.state.save_pending(&pending) {
-            tracing::error!(%error, "cannot record the probation attempt");
-            return None;
-        }
+        worker
+    }
+}
+
+/// The simulated probation host: the new version is another worker task of the agent; a
+/// version named by `--fail-version` dies at a random moment within the probation time.
+#[derive(Debug)]
+struct SimulatedHandover<'a> {
+    agent: &'a Agent,
+    shutdown: &'a CancellationToken,
+}
+
+impl Handover for SimulatedHandover<'_> {
+    type Worker = Worker;
+
+    async fn probation(&self, pending: &Pending) -> Held<Worker> {
+        let (agent, shutdown) = (self.agent, self.shutdown);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let mut worker = self.spawn_worker(pending.to_version.clone(), Some(ready_tx), shutdown);
+        let mut worker = agent.spawn_worker(pending.to_version.clone(), Some(ready_tx), shutdown);
         let ready = tokio::select! {
             ready = tokio::time::timeout(READY_TIMEOUT, ready_rx) => ready,
             () = shutdown.cancelled() => {
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                return None;
+                self.discard(worker).await;
+                return Held::Interrupted;
             }
         };
         match ready {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 let _ = (&mut worker.task).await;
-                self.finish(&pending, Outcome::RolledBack, "exited_before_ready");
-                return None;
+                return Held::Failed {
+                    reason: FailureReason::ExitedBeforeReady,
+                    detail: "the new version stopped before becoming ready".to_owned(),
+                };
             }
             Err(_) => {
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                self.finish(&pending, Outcome::RolledBack, "not_ready");
-                return None;
+                self.discard(worker).await;
+                return Held::Failed {
+                    reason: FailureReason::NotReady,
+                    detail: format!("not ready within {} s", READY_TIMEOUT.as_secs()),
+                };
             }
         }
-        let fails = self
+        let fails = agent
             .sim
             .fail
             .iter()
             .any(|v| v.cmp_precedence(&pending.to_version).is_eq());
         let hold = if fails {
-            let millis = u64::try_from(self.sim.probation.as_millis()).unwrap_or(u64::MAX);
+            let millis = u64::try_from(agent.sim.probation.as_millis()).unwrap_or(u64::MAX);
             Duration::from_millis(rand::rng().random_range(0..=millis))
         } else {
-            self.sim.probation
+            agent.sim.probation
+        };
+        let died = Held::Failed {
+            reason: FailureReason::DiedInProbation,
+            detail: "the new version exited during probation".to_owned(),
         };
         tokio::select! {
             () = tokio::time::sleep(hold) => {}
-            _ = &mut worker.task => {
-                self.finish(&pending, Outcome::RolledBack, "died_in_probation");
-                return None;
-            }
+            _ = &mut worker.task => return died,
             () = shutdown.cancelled() => {
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                return None;
+                self.discard(worker).await;
+                return Held::Interrupted;
             }
         }
         if fails {
-            worker.stop.cancel();
-            let _ = worker.task.await;
-            self.finish(&pending, Outcome::RolledBack, "died_in_probation");
-            return None;
+            self.discard(worker).await;
+            return died;
         }
-        match self.commit(&pending) {
-            Ok(()) => {
-                self.finish(&pending, Outcome::Success, "");
-                *version = pending.to_version.clone();
-                self.slot().record().version = pending.to_version.clone();
-                self.sim.fleet.changed.notify_waiters();
-                Some(worker)
-            }
-            Err(error) => {
-                tracing::error!(%error, "could not swap the install file; rolling back");
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                self.finish(&pending, Outcome::RolledBack, "swap_failed");
-                None
-            }
-        }
-    }
-
-    /// Exactly the supervisor's check: the release signature against the trusted root, the
-    /// version, then the staged file's SHA-256 and size.
-    fn verify_staged(&self, pending: &Pending) -> Result<(), String> {
-        crate::supervisor::verify_staged(&self.state, &self.config, pending)
+        Held::Passed(worker)
     }
 
     /// The swap, simulated: the staged file is renamed over this agent's install file.
     fn commit(&self, pending: &Pending) -> std::io::Result<()> {
-        std::fs::rename(&pending.staged_path, &self.install_path)?;
-        crate::state::sync_dir(self.install_path.parent().unwrap_or(Path::new("/")))
+        let install_path = &self.agent.install_path;
+        std::fs::rename(&pending.staged_path, install_path)?;
+        crate::state::sync_dir(crate::handover::install_dir(install_path))
     }
 
-    /// As the supervisor: clean up, quarantine a rolled-back version, queue the outcome.
-    fn finish(&self, pending: &Pending, outcome: Outcome, reason: &str) {
-        let duration_ms = crate::supervisor::finish_update(&self.state, pending, outcome, reason);
-        tracing::info!(%outcome, %reason, to_version = %pending.to_version, duration_ms, "simulated update finished");
-        let mut slot = self.slot().record();
-        slot.verdicts.push((
-            pending.to_version.clone(),
-            outcome,
-            reason.to_owned(),
-            Instant::now(),
-        ));
-        slot.in_flight = None;
+    async fn discard(&self, worker: Worker) {
+        worker.stop.cancel();
+        let _ = worker.task.await;
     }
 }
 

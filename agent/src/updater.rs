@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::client::{Latest, Poll, UpdateClient};
 use crate::config::AgentConfig;
 use crate::download::{download, DownloadOptions};
-use crate::error::UpdateFailure;
+use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{self, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
 use crate::state::{StateDir, TrustState};
@@ -50,8 +50,8 @@ pub trait UpdateObserver: Send + Sync + std::fmt::Debug {
     fn attempt_started(&self, version: &Version) {
         let _ = version;
     }
-    /// That attempt ended without staging the update (`reason`: the failure label, or `busy`).
-    fn attempt_failed(&self, version: &Version, reason: &str) {
+    /// That attempt ended without staging the update (`reason`: the failure, or `busy`).
+    fn attempt_failed(&self, version: &Version, reason: FailureReason) {
         let _ = (version, reason);
     }
 }
@@ -105,7 +105,7 @@ impl Updater {
     ) -> Result<Self, UpdateFailure> {
         let trust = state
             .load_trust(&config.root, &config.channel)
-            .map_err(|e| UpdateFailure::fatal("trust_state", e.to_string()))?;
+            .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
         Ok(Updater {
             config,
             state,
@@ -361,13 +361,13 @@ impl Updater {
             return;
         }
         tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
-        self.telemetry.failure(&failure.reason);
+        self.telemetry.failure(&failure.reason.label());
         if let Some(to) = to_version {
             self.queue_outcome(
                 &uuid::Uuid::new_v4().to_string(),
                 to,
                 Outcome::Failure,
-                &failure.reason,
+                failure.reason,
                 0,
             );
         }
@@ -378,7 +378,7 @@ impl Updater {
         correlation_id: &str,
         to: &str,
         outcome: Outcome,
-        reason: &str,
+        reason: FailureReason,
         duration_ms: u64,
     ) {
         let record = OutcomeRecord {
@@ -387,7 +387,7 @@ impl Updater {
             from_version: self.version.to_string(),
             to_version: to.to_owned(),
             outcome,
-            reason: reason.to_owned(),
+            reason: reason.label(),
             duration_ms,
             at: Timestamp::now().to_string(),
         };
@@ -422,7 +422,7 @@ impl Updater {
         trust.root = current;
         self.state
             .save_trust(&trust)
-            .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
+            .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?;
         self.trust = trust;
         Ok(())
     }
@@ -467,12 +467,12 @@ impl Updater {
                 };
                 if !self.wait_until_idle(urgent, &correlation_id, &to).await {
                     let _ = std::fs::remove_file(&pending.staged_path);
-                    self.observe(|o| o.attempt_failed(&plan.version, "busy"));
+                    self.observe(|o| o.attempt_failed(&plan.version, FailureReason::Busy));
                     return Ok(false);
                 }
                 self.state
                     .save_pending(&pending)
-                    .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
+                    .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?;
                 tracing::info!(
                     staged = %pending.staged_path.display(),
                     download_verify_stage_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -483,7 +483,7 @@ impl Updater {
             }
             Err(failure) => {
                 tracing::warn!(reason = %failure.reason, error = %failure.message, retryable = failure.retryable, "update attempt failed; the running binary is untouched");
-                self.observe(|o| o.attempt_failed(&plan.version, &failure.reason));
+                self.observe(|o| o.attempt_failed(&plan.version, failure.reason));
                 if !failure.retryable {
                     self.condemned.insert(plan.artifact.sha256.clone());
                 }
@@ -493,13 +493,13 @@ impl Updater {
                     .reported
                     .insert(format!("attempt/{to}/{}", failure.reason))
                 {
-                    self.telemetry.failure(&failure.reason);
+                    self.telemetry.failure(&failure.reason.label());
                     let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     self.queue_outcome(
                         &correlation_id,
                         &to,
                         Outcome::Failure,
-                        &failure.reason,
+                        failure.reason,
                         duration,
                     );
                 }
@@ -545,7 +545,7 @@ impl Updater {
             from_version: self.version.to_string(),
             to_version: to.to_owned(),
             outcome: Outcome::Deferred,
-            reason: "busy".to_owned(),
+            reason: FailureReason::Busy.label(),
             duration_ms: self.config.max_deferral_secs * 1000,
             at: Timestamp::now().to_string(),
         };
@@ -602,11 +602,11 @@ impl Updater {
             &part,
             std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
         )
-        .map_err(|e| UpdateFailure::io("setting the mode of the download", &e))?;
+        .map_err(|e| UpdateFailure::io("setting the mode of", &part, &e))?;
         std::fs::rename(&part, &staged)
-            .map_err(|e| UpdateFailure::io("staging the download", &e))?;
+            .map_err(|e| UpdateFailure::io("staging the download as", &staged, &e))?;
         crate::state::sync_dir(dir)
-            .map_err(|e| UpdateFailure::io("syncing the install directory", &e))?;
+            .map_err(|e| UpdateFailure::io("syncing the install directory", dir, &e))?;
         Ok(staged)
     }
 }
