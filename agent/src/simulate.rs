@@ -3,21 +3,21 @@
 //!
 //! Each simulated agent is the real worker code path, minus the processes: its own worker id
 //! (`sim-<seed>-<index>`) and state directory under `--base-dir`, its own [`Telemetry`]
-//! (counters persisted in its state directory), registration, the real [`Updater`] loop (poll or
-//! long poll with the agent's jitter, root rotation, [`manifests::UpdateCheck::decide`], the
-//! streamed and verified download, staging and `pending.json`) and the real outbox
-//! ([`flush_outbox`]). All agents share one HTTP client (one connection pool) and one tokio
-//! runtime.
+//! (counters persisted in its state directory), and the worker's own start-up
+//! ([`WorkerSession`]: registration, the outbox flusher, the updater's construction), so the real
+//! [`crate::updater::Updater`] loop (poll or long poll with the agent's jitter, root rotation,
+//! [`manifests::UpdateCheck::decide`], the streamed and verified download, staging and
+//! `pending.json`) and the real outbox. All agents share one HTTP client (one connection pool)
+//! and one tokio runtime.
 //!
-//! Only the supervisor's part is simulated (`Agent::update` below), after the updater staged an
-//! update: the staged file is verified again exactly as the supervisor does (release signature
-//! against the trusted root, then SHA-256 and size), the "new version" is started as another
-//! worker task (it registers with the new version, like the new process), held in probation for
-//! `--probation-ms`, and then either committed, by renaming the staged file over the agent's
-//! own install path (a file in its directory: nothing is executed), or rolled back. A version
-//! named by `--fail-version` fails its probation (`died_in_probation`, at a random moment within
-//! the probation time). Outcomes go through the outbox like the supervisor's, so the server
-//! receives the agent's real reports and its auto-halt sees them.
+//! The supervisor's part is the supervisor's own flow ([`judge`]: re-verification of the staged
+//! file, probation attempts, commit or rollback, outcome record, quarantine) over a simulated
+//! [`Handover`] host: the "new version" is started as another worker task (it registers with
+//! the new version, like the new process), held in probation for `--probation-ms`, and a commit
+//! renames the staged file over the agent's own install path (a file in its directory: nothing
+//! is executed). A version named by `--fail-version` fails its probation (`died_in_probation`,
+//! at a random moment within the probation time). Outcomes go through the outbox like the
+//! supervisor's, so the server receives the agent's real reports and its auto-halt sees them.
 //!
 //! Output (stdout): one JSON object per line: `ready`, `stimulus`, `progress` (every
 //! `--progress-ms`) and a final `summary`. Logs go to stderr (`LOG_LEVEL`).
@@ -37,15 +37,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::child::WorkerSession;
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
 use crate::error::{FailureReason, UpdateFailure};
-use crate::handover::{flush_outbox, spawn_outbox_flusher, Outcome, Pending};
+use crate::handover::{Outcome, Pending};
 use crate::metrics::Telemetry;
 use crate::state::{Counters, StateDir, StateError};
 use crate::supervisor::{judge, Handover, Held, Verdict};
 use crate::tasks::TaskGate;
-use crate::updater::{LoopEnd, UpdateObserver, Updater};
+use crate::updater::{LoopEnd, UpdateObserver};
 
 /// How long a new version gets to become ready (registered) in probation (the agent's default
 /// `--ready-timeout-secs`).
@@ -612,37 +613,21 @@ impl WorkerRun {
         shutdown: CancellationToken,
     ) -> ChildEnd {
         let slot = &self.sim.fleet.agents[self.index];
-        let client = &self.sim.client;
-        let version_text = version.to_string();
-        let telemetry = Arc::new(Telemetry::new(self.state.clone(), &version_text));
-        let task_types = [
-            "encoding".to_owned(),
-            "studio".to_owned(),
-            "transcription".to_owned(),
-        ];
-        let mut backoff = Duration::from_millis(500);
-        let handshake = loop {
-            match client
-                .register(
-                    &slot.worker_id,
-                    &version_text,
-                    &self.sim.platform,
-                    &self.config.channel,
-                    &task_types,
-                )
-                .await
-            {
-                Ok(handshake) => break handshake,
-                Err(failure) => {
-                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration failed; retrying");
-                    slot.record().check_failures += 1;
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return ChildEnd::Loop(LoopEnd::Shutdown),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
+        let session = WorkerSession {
+            state: self.state.clone(),
+            client: self.sim.client.clone(),
+            telemetry: Arc::new(Telemetry::new(self.state.clone(), &version.to_string())),
+            worker_id: slot.worker_id.clone(),
+            version: version.clone(),
+            platform: self.sim.platform.clone(),
+        };
+        let registered = session
+            .register(&self.config.channel, &shutdown, |_| {
+                slot.record().check_failures += 1;
+            })
+            .await;
+        let Some(handshake) = registered else {
+            return ChildEnd::Loop(LoopEnd::Shutdown);
         };
         if handshake.below_minimum {
             return ChildEnd::Stopped(format!(
@@ -653,42 +638,21 @@ impl WorkerRun {
         if let Some(ready) = ready {
             let _ = ready.send(());
         }
-        flush_outbox(&self.state, client, &telemetry, &slot.worker_id).await;
-        let flusher_stop = shutdown.child_token();
-        let flusher = spawn_outbox_flusher(
-            self.state.clone(),
-            client.clone(),
-            telemetry.clone(),
-            slot.worker_id.clone(),
-            flusher_stop.clone(),
-        );
-        let updater = match Updater::new(
-            self.config.clone(),
-            self.state.clone(),
-            client.clone(),
-            telemetry.clone(),
-            slot.worker_id.clone(),
-            version,
-            self.sim.platform.clone(),
-            TaskGate::new(),
-            self.install_path.clone(),
-            Duration::from_secs(handshake.poll_interval_s.max(1)),
-        ) {
-            Ok(updater) => updater.with_observer(Arc::new(Observer {
-                fleet: self.sim.fleet.clone(),
-                index: self.index,
-            })),
-            Err(failure) => {
-                flusher_stop.cancel();
-                let _ = flusher.await;
-                return ChildEnd::Stopped(failure.to_string());
-            }
-        };
+        let reporting = session.start_reporting(shutdown.clone()).await;
+        let gate = TaskGate::new();
+        let updater =
+            match session.updater(&self.config, gate, self.install_path.clone(), &handshake) {
+                Ok(updater) => updater.with_observer(Arc::new(Observer {
+                    fleet: self.sim.fleet.clone(),
+                    index: self.index,
+                })),
+                Err(failure) => {
+                    session.finish(reporting).await;
+                    return ChildEnd::Stopped(failure.to_string());
+                }
+            };
         let end = updater.run(shutdown.clone()).await;
-        flusher_stop.cancel();
-        let _ = flusher.await;
-        flush_outbox(&self.state, client, &telemetry, &slot.worker_id).await;
-        telemetry.flush();
+        session.finish(reporting).await;
         ChildEnd::Loop(end)
     }
 }
