@@ -258,7 +258,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The worker's outbox flusher: outcomes decided by the supervisor are counted and reported
 /// promptly, whatever the update loop is doing (e.g. sitting in a long poll). Flushes once at
-/// once, then every [`FLUSH_INTERVAL`] until `stop` is cancelled.
+/// once, then every 500 ms (`FLUSH_INTERVAL`) until `stop` is cancelled.
 pub fn spawn_outbox_flusher(
     state: StateDir,
     client: UpdateClient,

@@ -10,9 +10,9 @@
 //! `pending.json`) and the real outbox. All agents share one HTTP client (one connection pool)
 //! and one tokio runtime.
 //!
-//! The supervisor's part is the supervisor's own flow ([`judge`]: re-verification of the staged
+//! The supervisor's part is the supervisor's own flow (`supervisor::judge`: re-verification of the staged
 //! file, probation attempts, commit or rollback, outcome record, quarantine) over a simulated
-//! [`Handover`] host: the "new version" is started as another worker task (it registers with
+//! `supervisor::Handover` host: the "new version" is started as another worker task (it registers with
 //! the new version, like the new process), held in probation for `--probation-ms`, and a commit
 //! renames the staged file over the agent's own install path (a file in its directory: nothing
 //! is executed). A version named by `--fail-version` fails its probation (`died_in_probation`,
@@ -466,7 +466,7 @@ impl Agent {
         Worker { task, stop }
     }
 
-    /// The supervisor's judgement of a staged update ([`judge`]), with the process replaced by
+    /// The supervisor's judgement of a staged update (`supervisor::judge`), with the process replaced by
     /// a task and the swap by a rename to this agent's own install file. Returns the worker
     /// left running (the new version's after a commit).
     async fn update(
