@@ -276,3 +276,76 @@ pub fn spawn_outbox_flusher(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::FailureReason;
+
+    #[test]
+    fn outcomes_keep_their_on_disk_labels() {
+        for (outcome, label) in [
+            (Outcome::Success, "success"),
+            (Outcome::Failure, "failure"),
+            (Outcome::RolledBack, "rolled_back"),
+            (Outcome::Deferred, "deferred"),
+        ] {
+            assert_eq!(outcome.as_str(), label);
+            let json = serde_json::to_string(&outcome).expect("serialise");
+            assert_eq!(json, format!("\"{label}\""));
+            assert_eq!(
+                serde_json::from_str::<Outcome>(&json).expect("parse"),
+                outcome
+            );
+        }
+    }
+
+    #[test]
+    fn failure_reasons_keep_their_labels() {
+        for (reason, label) in [
+            (FailureReason::Http(404), "http_404"),
+            (FailureReason::TooSlow, "too_slow"),
+            (FailureReason::DiedInProbation, "died_in_probation"),
+            (FailureReason::ProbationInterrupted, "probation_interrupted"),
+            (
+                FailureReason::Verification(manifests::Reason::BadSignature),
+                "bad_signature",
+            ),
+        ] {
+            assert_eq!(reason.label(), label);
+        }
+    }
+
+    #[test]
+    fn update_files_sit_next_to_the_install_path() {
+        let install = Path::new("/opt/worker/bin/worker-agent");
+        let version: Version = "2.1.0".parse().expect("version");
+        let sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            previous_path(install),
+            Path::new("/opt/worker/bin/worker-agent.previous")
+        );
+        assert_eq!(
+            previous_tmp_path(install),
+            Path::new("/opt/worker/bin/.worker-agent.previous.tmp")
+        );
+        assert_eq!(
+            part_path(install, sha),
+            Path::new("/opt/worker/bin/.worker-agent-0123456789abcdef.part")
+        );
+        assert_eq!(
+            staged_path(install, &version, sha),
+            Path::new("/opt/worker/bin/.worker-agent-2.1.0-0123456789abcdef.staged")
+        );
+    }
+
+    #[test]
+    fn quarantine_without_a_stored_trust_state_creates_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("state");
+        let version: Version = "3.0.0".parse().expect("version");
+        // No trust state yet (the worker has not loaded its root): nothing to add to.
+        quarantine(&state, &version);
+        assert!(!dir.path().join(crate::state::TRUST_FILE).exists());
+    }
+}
