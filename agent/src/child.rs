@@ -11,131 +11,16 @@ use axum::Router;
 use manifests::Version;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Handshake, UpdateClient};
+use crate::client::UpdateClient;
 use crate::config::AgentConfig;
-use crate::error::UpdateFailure;
-use crate::handover::{flush_outbox, spawn_outbox_flusher, Ready, EXIT_REFUSED, EXIT_STAGED};
+use crate::handover::{Ready, EXIT_REFUSED, EXIT_STAGED};
 use crate::metrics::Telemetry;
 use crate::state::StateDir;
 use crate::tasks::TaskGate;
-use crate::updater::{LoopEnd, Updater};
+use crate::updater::{LoopEnd, WorkerSession};
 
 /// The running version (`WORKER_AGENT_VERSION` at build time, else the package version).
 pub const VERSION: &str = env!("BUILD_VERSION");
-
-/// The task types a worker registers with (its runner layer's).
-pub const TASK_TYPES: [&str; 3] = ["encoding", "studio", "transcription"];
-
-/// A worker's side of the update protocol, the same for the real worker and the fleet
-/// simulator's: registration, the outbox flusher (counting and reporting what the supervisor
-/// decided) and the updater's construction.
-#[derive(Debug)]
-pub struct WorkerSession {
-    /// The state directory.
-    pub state: StateDir,
-    /// The update server's client.
-    pub client: UpdateClient,
-    /// The worker's metrics.
-    pub telemetry: Arc<Telemetry>,
-    /// The worker's stable id.
-    pub worker_id: String,
-    /// The version this worker runs.
-    pub version: Version,
-    /// Its platform (target triple).
-    pub platform: String,
-}
-
-/// The outbox flusher of a [`WorkerSession`], stopped by [`WorkerSession::finish`].
-#[derive(Debug)]
-pub struct Reporting {
-    stop: CancellationToken,
-    flusher: tokio::task::JoinHandle<()>,
-}
-
-impl WorkerSession {
-    /// Registers with the update server, retrying with backoff (500 ms doubling to 30 s) until
-    /// it answers; `None` when `shutdown` comes first. `on_failure` sees each failed attempt.
-    pub async fn register(
-        &self,
-        channel: &str,
-        shutdown: &CancellationToken,
-        on_failure: impl Fn(&UpdateFailure),
-    ) -> Option<Handshake> {
-        let task_types = TASK_TYPES.map(str::to_owned);
-        let version = self.version.to_string();
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            match self
-                .client
-                .register(
-                    &self.worker_id,
-                    &version,
-                    &self.platform,
-                    channel,
-                    &task_types,
-                )
-                .await
-            {
-                Ok(handshake) => return Some(handshake),
-                Err(failure) => {
-                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration with the update server failed; retrying");
-                    on_failure(&failure);
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return None,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-    }
-
-    /// Counts (and quarantines) what the supervisor decided, before the first update check,
-    /// then keeps doing so in the background (an outcome is reported promptly whatever the
-    /// update loop is doing, e.g. sitting in a long poll) until `stop` or [`Self::finish`].
-    pub async fn start_reporting(&self, stop: CancellationToken) -> Reporting {
-        flush_outbox(&self.state, &self.client, &self.telemetry, &self.worker_id).await;
-        let stop = stop.child_token();
-        let flusher = spawn_outbox_flusher(
-            self.state.clone(),
-            self.client.clone(),
-            self.telemetry.clone(),
-            self.worker_id.clone(),
-            stop.clone(),
-        );
-        Reporting { stop, flusher }
-    }
-
-    /// The update loop of this worker, polling at the server's suggested interval at first.
-    pub fn updater(
-        &self,
-        config: &AgentConfig,
-        gate: TaskGate,
-        install_path: std::path::PathBuf,
-        handshake: &Handshake,
-    ) -> Result<Updater, UpdateFailure> {
-        Updater::new(
-            config.clone(),
-            self.state.clone(),
-            self.client.clone(),
-            self.telemetry.clone(),
-            self.worker_id.clone(),
-            self.version.clone(),
-            self.platform.clone(),
-            gate,
-            install_path,
-            Duration::from_secs(handshake.poll_interval_s.max(1)),
-        )
-    }
-
-    /// Stops the background reporting, reports what is left, and persists the counters.
-    pub async fn finish(&self, reporting: Reporting) {
-        reporting.stop.cancel();
-        let _ = reporting.flusher.await;
-        flush_outbox(&self.state, &self.client, &self.telemetry, &self.worker_id).await;
-        self.telemetry.flush();
-    }
-}
 
 /// Runs the worker until shutdown (exit 0), a staged update ([`EXIT_STAGED`]) or a refusal to
 /// run below the channel's minimum version ([`EXIT_REFUSED`]).

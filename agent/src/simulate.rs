@@ -37,7 +37,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::child::WorkerSession;
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
 use crate::error::{FailureReason, UpdateFailure};
@@ -46,7 +45,7 @@ use crate::metrics::Telemetry;
 use crate::state::{Counters, StateDir, StateError};
 use crate::supervisor::{judge, Handover, Held, Verdict};
 use crate::tasks::TaskGate;
-use crate::updater::{LoopEnd, UpdateObserver};
+use crate::updater::{LoopEnd, UpdateObserver, WorkerSession};
 
 /// How long a new version gets to become ready (registered) in probation (the agent's default
 /// `--ready-timeout-secs`).

@@ -12,11 +12,11 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::client::{Latest, Poll, UpdateClient};
+use crate::client::{Handshake, Latest, Poll, UpdateClient};
 use crate::config::AgentConfig;
 use crate::download::{download, DownloadOptions};
 use crate::error::{FailureReason, UpdateFailure};
-use crate::handover::{self, Outcome, OutcomeRecord, Pending};
+use crate::handover::{self, flush_outbox, spawn_outbox_flusher, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
@@ -61,18 +61,8 @@ pub trait UpdateObserver: Send + Sync + std::fmt::Debug {
 pub struct Updater {
     /// Configuration.
     pub config: AgentConfig,
-    /// State directory.
-    pub state: StateDir,
-    /// Server client.
-    pub client: UpdateClient,
-    /// Metrics.
-    pub telemetry: Arc<Telemetry>,
-    /// Identity.
-    pub worker_id: String,
-    /// Running version.
-    pub version: Version,
-    /// Platform (target triple).
-    pub platform: String,
+    /// The worker it updates (state directory, server client, metrics, identity, version).
+    pub session: WorkerSession,
     /// The task gate.
     pub gate: TaskGate,
     /// The install path (resolved by the supervisor).
@@ -88,32 +78,131 @@ pub struct Updater {
     observer: Option<Arc<dyn UpdateObserver>>,
 }
 
+/// The task types a worker registers with (its runner layer's).
+pub const TASK_TYPES: [&str; 3] = ["encoding", "studio", "transcription"];
+
+/// A worker's side of the update protocol, the same for the real worker and the fleet
+/// simulator's: registration, the outbox flusher (counting and reporting what the supervisor
+/// decided) and the updater's construction.
+#[derive(Debug, Clone)]
+pub struct WorkerSession {
+    /// The state directory.
+    pub state: StateDir,
+    /// The update server's client.
+    pub client: UpdateClient,
+    /// The worker's metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// The worker's stable id.
+    pub worker_id: String,
+    /// The version this worker runs.
+    pub version: Version,
+    /// Its platform (target triple).
+    pub platform: String,
+}
+
+/// The outbox flusher of a [`WorkerSession`], stopped by [`WorkerSession::finish`].
+#[derive(Debug)]
+pub struct Reporting {
+    stop: CancellationToken,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerSession {
+    /// Registers with the update server, retrying with backoff (500 ms doubling to 30 s) until
+    /// it answers; `None` when `shutdown` comes first. `on_failure` sees each failed attempt.
+    pub async fn register(
+        &self,
+        channel: &str,
+        shutdown: &CancellationToken,
+        on_failure: impl Fn(&UpdateFailure),
+    ) -> Option<Handshake> {
+        let task_types = TASK_TYPES.map(str::to_owned);
+        let version = self.version.to_string();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self
+                .client
+                .register(
+                    &self.worker_id,
+                    &version,
+                    &self.platform,
+                    channel,
+                    &task_types,
+                )
+                .await
+            {
+                Ok(handshake) => return Some(handshake),
+                Err(failure) => {
+                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration with the update server failed; retrying");
+                    on_failure(&failure);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Counts (and quarantines) what the supervisor decided, before the first update check,
+    /// then keeps doing so in the background (an outcome is reported promptly whatever the
+    /// update loop is doing, e.g. sitting in a long poll) until `stop` or [`Self::finish`].
+    pub async fn start_reporting(&self, stop: CancellationToken) -> Reporting {
+        flush_outbox(&self.state, &self.client, &self.telemetry, &self.worker_id).await;
+        let stop = stop.child_token();
+        let flusher = spawn_outbox_flusher(
+            self.state.clone(),
+            self.client.clone(),
+            self.telemetry.clone(),
+            self.worker_id.clone(),
+            stop.clone(),
+        );
+        Reporting { stop, flusher }
+    }
+
+    /// The update loop of this worker, polling at the server's suggested interval at first.
+    pub fn updater(
+        &self,
+        config: &AgentConfig,
+        gate: TaskGate,
+        install_path: PathBuf,
+        handshake: &Handshake,
+    ) -> Result<Updater, UpdateFailure> {
+        Updater::new(
+            config.clone(),
+            self.clone(),
+            gate,
+            install_path,
+            Duration::from_secs(handshake.poll_interval_s.max(1)),
+        )
+    }
+
+    /// Stops the background reporting, reports what is left, and persists the counters.
+    pub async fn finish(&self, reporting: Reporting) {
+        reporting.stop.cancel();
+        let _ = reporting.flusher.await;
+        flush_outbox(&self.state, &self.client, &self.telemetry, &self.worker_id).await;
+        self.telemetry.flush();
+    }
+}
+
 impl Updater {
-    /// An updater starting from the persisted trust state.
-    #[allow(clippy::too_many_arguments)]
+    /// An updater of `session`'s worker, starting from the persisted trust state.
     pub fn new(
         config: AgentConfig,
-        state: StateDir,
-        client: UpdateClient,
-        telemetry: Arc<Telemetry>,
-        worker_id: String,
-        version: Version,
-        platform: String,
+        session: WorkerSession,
         gate: TaskGate,
         install_path: PathBuf,
         poll_interval: Duration,
     ) -> Result<Self, UpdateFailure> {
-        let trust = state
+        let trust = session
+            .state
             .load_trust(&config.root, &config.channel)
             .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
         Ok(Updater {
             config,
-            state,
-            client,
-            telemetry,
-            worker_id,
-            version,
-            platform,
+            session,
             gate,
             install_path,
             trust,
@@ -148,7 +237,7 @@ impl Updater {
         {
             Some((channel, release)) => format!(
                 "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {:?}",
-                self.version,
+                self.session.version,
                 channel.signed.channel,
                 channel.signed.serial,
                 release.signed.version,
@@ -162,7 +251,7 @@ impl Updater {
             ),
             None => format!(
                 "running {}; channel {} offers nothing yet",
-                self.version, self.config.channel
+                self.session.version, self.config.channel
             ),
         }
     }
@@ -222,19 +311,21 @@ impl Updater {
                     .map_or(self.poll_interval, Duration::from_secs)
             });
         let poll = self
+            .session
             .client
             .latest(
                 &self.config.channel,
-                &self.platform,
-                &self.version.to_string(),
-                &self.worker_id,
+                &self.session.platform,
+                &self.session.version.to_string(),
+                &self.session.worker_id,
                 self.etag.as_deref(),
                 wait,
             )
             .await?;
         self.observe(|o| o.polled(matches!(poll, Poll::Changed { .. })));
         #[allow(clippy::cast_precision_loss)]
-        self.telemetry
+        self.session
+            .telemetry
             .last_check
             .set(Timestamp::now().unix() as f64);
         if let Poll::Changed { latest, etag } = poll {
@@ -245,7 +336,8 @@ impl Updater {
         let Some(latest) = self.latest.clone() else {
             return Ok(false);
         };
-        self.telemetry
+        self.session
+            .telemetry
             .durations
             .with_label_values(&["check"])
             .observe(started.elapsed().as_secs_f64());
@@ -262,10 +354,10 @@ impl Updater {
         };
         let local = LocalState {
             product: manifests::PRODUCT.to_owned(),
-            platform: self.platform.clone(),
-            worker_id: self.worker_id.clone(),
+            platform: self.session.platform.clone(),
+            worker_id: self.session.worker_id.clone(),
             channel: self.config.channel.clone(),
-            current_version: self.version.clone(),
+            current_version: self.session.version.clone(),
             accepted_serial: self.trust.accepted_serial,
             accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
             quarantined: self.current_quarantine(),
@@ -304,7 +396,7 @@ impl Updater {
             return Ok(false);
         }
         let correlation_id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.version, to = %plan.version);
+        let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.session.version, to = %plan.version);
         self.attempt(plan, release.clone(), statement.urgent, correlation_id)
             .instrument(span)
             .await
@@ -312,7 +404,8 @@ impl Updater {
 
     fn current_quarantine(&self) -> BTreeSet<Version> {
         // The supervisor's outcomes may have added to it since we loaded it.
-        self.state
+        self.session
+            .state
             .load_trust(&self.config.root, &self.config.channel)
             .map(|t| t.quarantined)
             .unwrap_or_else(|_| self.trust.quarantined.clone())
@@ -320,10 +413,12 @@ impl Updater {
 
     fn accept(&mut self, statement: &manifests::AcceptedStatement, offered: &Version) {
         #[allow(clippy::cast_precision_loss)]
-        self.telemetry
+        self.session
+            .telemetry
             .manifest_expiry
             .set(statement.expires.unix() as f64);
         let mut trust = self
+            .session
             .state
             .load_trust(&self.config.root, &self.config.channel)
             .unwrap_or_else(|_| self.trust.clone());
@@ -342,7 +437,7 @@ impl Updater {
             trust.highest_version_seen = Some(offered.clone());
         }
         if changed {
-            if let Err(error) = self.state.save_trust(&trust) {
+            if let Err(error) = self.session.state.save_trust(&trust) {
                 tracing::error!(%error, "could not persist the trust state");
             }
         }
@@ -361,7 +456,7 @@ impl Updater {
             return;
         }
         tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
-        self.telemetry.failure(&failure.reason.label());
+        self.session.telemetry.failure(&failure.reason.label());
         if let Some(to) = to_version {
             self.queue_outcome(
                 &uuid::Uuid::new_v4().to_string(),
@@ -384,7 +479,7 @@ impl Updater {
         let record = OutcomeRecord {
             correlation_id: correlation_id.to_owned(),
             channel: self.config.channel.clone(),
-            from_version: self.version.to_string(),
+            from_version: self.session.version.to_string(),
             to_version: to.to_owned(),
             outcome,
             reason: reason.label(),
@@ -393,6 +488,7 @@ impl Updater {
         };
         // Counted by the outbox flusher, except failures, which the caller counted already.
         if let Err(error) = self
+            .session
             .state
             .push_outcome(&record, outcome == Outcome::Failure)
         {
@@ -406,7 +502,7 @@ impl Updater {
             return Ok(());
         }
         while current.signed.version < server_version {
-            let next = self.client.root(current.signed.version + 1).await?;
+            let next = self.session.client.root(current.signed.version + 1).await?;
             manifests::verify_rotation(&current.signed, &next)?;
             tracing::info!(
                 from = current.signed.version,
@@ -420,7 +516,8 @@ impl Updater {
             .check_expiry(Timestamp::now(), ExpirationEnforcement::Safe)?;
         let mut trust = self.trust.clone();
         trust.root = current;
-        self.state
+        self.session
+            .state
             .save_trust(&trust)
             .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?;
         self.trust = trust;
@@ -442,25 +539,26 @@ impl Updater {
                 .as_millis(),
         )
         .unwrap_or(0);
-        self.telemetry.attempt();
+        self.session.telemetry.attempt();
         self.observe(|o| o.attempt_started(&plan.version));
         tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
         let to = plan.version.to_string();
         match self.download_and_stage(&plan).await {
             Ok(staged) => {
-                self.telemetry
+                self.session
+                    .telemetry
                     .durations
                     .with_label_values(&["download"])
                     .observe(started.elapsed().as_secs_f64());
                 let pending = Pending {
                     correlation_id: correlation_id.clone(),
                     channel: self.config.channel.clone(),
-                    from_version: self.version.clone(),
+                    from_version: self.session.version.clone(),
                     to_version: plan.version.clone(),
                     staged_path: staged,
                     install_path: self.install_path.clone(),
                     release,
-                    platform: self.platform.clone(),
+                    platform: self.session.platform.clone(),
                     is_rollback: plan.is_rollback,
                     started_at_ms,
                     probation_attempts: 0,
@@ -470,7 +568,8 @@ impl Updater {
                     self.observe(|o| o.attempt_failed(&plan.version, FailureReason::Busy));
                     return Ok(false);
                 }
-                self.state
+                self.session
+                    .state
                     .save_pending(&pending)
                     .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?;
                 tracing::info!(
@@ -493,7 +592,7 @@ impl Updater {
                     .reported
                     .insert(format!("attempt/{to}/{}", failure.reason))
                 {
-                    self.telemetry.failure(&failure.reason.label());
+                    self.session.telemetry.failure(&failure.reason.label());
                     let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     self.queue_outcome(
                         &correlation_id,
@@ -542,14 +641,14 @@ impl Updater {
         let record = OutcomeRecord {
             correlation_id: correlation_id.to_owned(),
             channel: self.config.channel.clone(),
-            from_version: self.version.to_string(),
+            from_version: self.session.version.to_string(),
             to_version: to.to_owned(),
             outcome: Outcome::Deferred,
             reason: FailureReason::Busy.label(),
             duration_ms: self.config.max_deferral_secs * 1000,
             at: Timestamp::now().to_string(),
         };
-        if let Err(error) = self.state.push_outcome(&record, false) {
+        if let Err(error) = self.session.state.push_outcome(&record, false) {
             tracing::error!(%error, "could not queue the deferral report");
         }
         false
@@ -563,7 +662,7 @@ impl Updater {
         let artifact = &plan.artifact;
         let part = handover::part_path(&self.install_path, &artifact.sha256);
         let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
-        let url = self.client.resolve(&artifact.url);
+        let url = self.session.client.resolve(&artifact.url);
         let same_server = url.starts_with(self.config.server_base());
         let options = DownloadOptions {
             attempts: self.config.download_attempts,
@@ -572,8 +671,8 @@ impl Updater {
             rate_window: Duration::from_secs(10),
             backoff: Duration::from_secs(1),
         };
-        let telemetry = self.telemetry.clone();
-        let state_dir = self.state.path().to_owned();
+        let telemetry = self.session.telemetry.clone();
+        let state_dir = self.session.state.path().to_owned();
         let first_chunk = std::sync::atomic::AtomicBool::new(false);
         let on_bytes = move |n: u64| {
             telemetry.downloaded(n);
@@ -582,18 +681,18 @@ impl Updater {
             }
         };
         download(
-            self.client.http(),
+            self.session.client.http(),
             &url,
             // Only the update server gets the worker token, never a mirror.
-            same_server.then(|| self.client.token()),
+            same_server.then(|| self.session.client.token()),
             artifact,
             &part,
             &options,
             &on_bytes,
         )
         .await?;
-        self.telemetry.flush();
-        crate::failpoint::hit("verifying", self.state.path()).await;
+        self.session.telemetry.flush();
+        crate::failpoint::hit("verifying", self.session.state.path()).await;
         // Same mode as the running binary, then into its verified name in one rename.
         let mode = std::fs::metadata(&self.install_path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
@@ -747,14 +846,17 @@ mod tests {
             .config;
             let state = StateDir::open(&state_dir).expect("state dir");
             let seen = Arc::new(Seen::default());
+            let session = WorkerSession {
+                state: state.clone(),
+                client: UpdateClient::new(&config).expect("client"),
+                telemetry: Arc::new(Telemetry::new(state.clone(), "1.0.0")),
+                worker_id: "worker-1".to_owned(),
+                version: "1.0.0".parse().expect("version"),
+                platform: manifests::BUILD_PLATFORM.to_owned(),
+            };
             let updater = Updater::new(
                 config.clone(),
-                state.clone(),
-                UpdateClient::new(&config).expect("client"),
-                Arc::new(Telemetry::new(state.clone(), "1.0.0")),
-                "worker-1".to_owned(),
-                "1.0.0".parse().expect("version"),
-                manifests::BUILD_PLATFORM.to_owned(),
+                session,
                 TaskGate::new(),
                 install_path,
                 Duration::from_secs(60),
