@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
+use crate::handover::{Ready, EXIT_REFUSED, EXIT_STAGED};
 use crate::metrics::Telemetry;
-use crate::state::{Ready, StateDir};
+use crate::state::StateDir;
 use crate::tasks::TaskGate;
-use crate::updater::{flush_outbox, LoopEnd, Updater, EXIT_REFUSED, EXIT_STAGED};
+use crate::updater::{LoopEnd, WorkerSession};
 
 /// The running version (`WORKER_AGENT_VERSION` at build time, else the package version).
 pub const VERSION: &str = env!("BUILD_VERSION");
@@ -86,32 +87,16 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     });
     tokio::spawn(watch_parent_and_signals(shutdown.clone()));
 
-    let client = UpdateClient::new(&config).map_err(|e| e.to_string())?;
-    let platform = manifests::BUILD_PLATFORM.to_owned();
-    let handshake = {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            match client
-                .register(
-                    &worker_id,
-                    VERSION,
-                    &platform,
-                    &config.channel,
-                    &esup_runner::TaskType::ALL.map(|t| t.as_str().to_owned()),
-                )
-                .await
-            {
-                Ok(handshake) => break handshake,
-                Err(failure) => {
-                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration with the update server failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return Ok(0),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+    let session = WorkerSession {
+        state: state.clone(),
+        client: UpdateClient::new(&config).map_err(|e| e.to_string())?,
+        telemetry: telemetry.clone(),
+        worker_id: worker_id.clone(),
+        version,
+        platform: manifests::BUILD_PLATFORM.to_owned(),
+    };
+    let Some(handshake) = session.register(&config.channel, &shutdown, |_| {}).await else {
+        return Ok(0);
     };
     if handshake.below_minimum {
         if config.force_start {
@@ -147,42 +132,10 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(version = VERSION, %worker_id, metrics = %metrics_addr, channel = %config.channel, auto_update = config.auto_update(), "worker ready");
 
-    // Count (and quarantine) what the supervisor decided before the first update check.
-    flush_outbox(&state, &client, &telemetry, &worker_id).await;
-    // Outcomes decided by the supervisor are counted and reported promptly, whatever the
-    // update loop is doing (e.g. sitting in a long poll).
-    tokio::spawn({
-        let (state, client, telemetry, worker_id, shutdown) = (
-            state.clone(),
-            client.clone(),
-            telemetry.clone(),
-            worker_id.clone(),
-            shutdown.clone(),
-        );
-        async move {
-            loop {
-                flush_outbox(&state, &client, &telemetry, &worker_id).await;
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        }
-    });
-
-    let updater = Updater::new(
-        config.clone(),
-        state.clone(),
-        client.clone(),
-        telemetry.clone(),
-        worker_id.clone(),
-        version,
-        platform,
-        gate.clone(),
-        install_path,
-        Duration::from_secs(handshake.poll_interval_s.max(1)),
-    )
-    .map_err(|e| e.to_string())?;
+    let reporting = session.start_reporting(shutdown.clone()).await;
+    let updater = session
+        .updater(&config, gate.clone(), install_path, &handshake)
+        .map_err(|e| e.to_string())?;
     let end = updater.run(shutdown.clone()).await;
     if let Some(layer) = esup {
         match end {
@@ -191,8 +144,7 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
             LoopEnd::Shutdown => layer.shutdown().await,
         }
     }
-    flush_outbox(&state, &client, &telemetry, &worker_id).await;
-    telemetry.flush();
+    session.finish(reporting).await;
     Ok(match end {
         LoopEnd::Staged => EXIT_STAGED,
         LoopEnd::Shutdown => 0,

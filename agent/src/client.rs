@@ -6,8 +6,8 @@ use manifests::{ChannelStatement, Release, Rollback, Root, Signed};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AgentConfig;
-use crate::error::UpdateFailure;
-use crate::state::Outcome;
+use crate::error::{FailureReason, UpdateFailure};
+use crate::handover::OutcomeRecord;
 
 /// The handshake answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -83,7 +83,7 @@ impl UpdateClient {
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .user_agent(concat!("worker-agent/", env!("BUILD_VERSION")))
             .build()
-            .map_err(|e| UpdateFailure::fatal("io", format!("HTTP client: {e}")))?;
+            .map_err(|e| UpdateFailure::fatal(FailureReason::Io, format!("HTTP client: {e}")))?;
         Ok(UpdateClient {
             http,
             base: config.server_base().to_owned(),
@@ -204,7 +204,11 @@ impl UpdateClient {
     }
 
     /// `POST /api/worker-updates/report`.
-    pub async fn report(&self, worker_id: &str, outcome: &Outcome) -> Result<(), UpdateFailure> {
+    pub async fn report(
+        &self,
+        worker_id: &str,
+        outcome: &OutcomeRecord,
+    ) -> Result<(), UpdateFailure> {
         let body = serde_json::json!({
             "worker_id": worker_id,
             "correlation_id": outcome.correlation_id,
@@ -230,9 +234,9 @@ impl UpdateClient {
 /// A transport failure: retryable, labelled `timeout` or `download`.
 pub fn network(error: reqwest::Error) -> UpdateFailure {
     if error.is_timeout() {
-        UpdateFailure::retryable("timeout", error.to_string())
+        UpdateFailure::retryable(FailureReason::Timeout, error.to_string())
     } else {
-        UpdateFailure::retryable("download", error.to_string())
+        UpdateFailure::retryable(FailureReason::Download, error.to_string())
     }
 }
 
@@ -241,16 +245,17 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
     if status.is_success() {
         return Ok(response);
     }
+    let url = response.url().to_string();
     let body = response.text().await.unwrap_or_default();
     let message = format!(
-        "update server answered {status}: {}",
+        "update server answered {status} for {url}: {}",
         body.chars().take(300).collect::<String>()
     );
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        Err(UpdateFailure::retryable("server", message))
+        Err(UpdateFailure::retryable(FailureReason::Server, message))
     } else {
         Err(UpdateFailure::fatal(
-            &format!("http_{}", status.as_u16()),
+            FailureReason::Http(status.as_u16()),
             message,
         ))
     }
@@ -260,7 +265,12 @@ async fn json<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
 ) -> Result<T, UpdateFailure> {
     let response = check_status(response).await?;
+    let url = response.url().to_string();
     let bytes = response.bytes().await.map_err(network)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| UpdateFailure::fatal("malformed", format!("update server answer: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        UpdateFailure::fatal(
+            FailureReason::Malformed,
+            format!("update server answer from {url}: {e}"),
+        )
+    })
 }

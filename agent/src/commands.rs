@@ -12,7 +12,7 @@ use crate::metrics::Telemetry;
 use crate::state::StateDir;
 use crate::supervisor::{resolve_install_path, Supervisor};
 use crate::tasks::TaskGate;
-use crate::updater::Updater;
+use crate::updater::{Updater, WorkerSession};
 
 fn fail(message: &str) -> i32 {
     eprintln!("worker-agent: error: {message}");
@@ -57,14 +57,17 @@ async fn one_shot_updater(config: AgentConfig) -> Result<(Updater, StateDir), St
     let telemetry = Arc::new(Telemetry::new(state.clone(), VERSION));
     let client = UpdateClient::new(&config).map_err(|e| e.to_string())?;
     let install_path = resolve_install_path(&config).map_err(|e| format!("install path: {e}"))?;
-    let updater = Updater::new(
-        config,
-        state.clone(),
+    let session = WorkerSession {
+        state: state.clone(),
         client,
         telemetry,
         worker_id,
         version,
-        manifests::BUILD_PLATFORM.to_owned(),
+        platform: manifests::BUILD_PLATFORM.to_owned(),
+    };
+    let updater = Updater::new(
+        config,
+        session,
         TaskGate::new(),
         install_path,
         Duration::from_secs(60),
@@ -142,12 +145,8 @@ pub fn rollback(config: &AgentConfig) -> i32 {
         Ok(path) => path,
         Err(error) => return fail(&format!("install path: {error}")),
     };
-    let dir = install.parent().unwrap_or(std::path::Path::new("/"));
-    let name = install
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let previous = dir.join(format!("{name}.previous"));
+    let dir = crate::handover::install_dir(&install);
+    let previous = crate::handover::previous_path(&install);
     if !previous.exists() {
         return fail(&format!("no previous version at {}", previous.display()));
     }

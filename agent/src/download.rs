@@ -10,7 +10,7 @@ use manifests::{Artifact, ArtifactVerifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::network;
-use crate::error::UpdateFailure;
+use crate::error::{FailureReason, UpdateFailure};
 
 /// Download settings.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub async fn download(
     options: &DownloadOptions,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), UpdateFailure> {
-    let mut last = UpdateFailure::retryable("download", "no attempt made");
+    let mut last = UpdateFailure::retryable(FailureReason::Download, "no attempt made");
     for attempt in 1..=options.attempts.max(1) {
         match attempt_once(http, url, token, artifact, part, options, on_bytes).await {
             Ok(()) => return Ok(()),
@@ -90,7 +90,7 @@ async fn attempt_once(
         .await
         .map_err(|_| {
             UpdateFailure::retryable(
-                "timeout",
+                FailureReason::Timeout,
                 format!("{what}: no answer in {:?}", options.read_timeout),
             )
         })?
@@ -101,24 +101,24 @@ async fn attempt_once(
             .append(true)
             .open(part)
             .await
-            .map_err(|e| UpdateFailure::io("opening the partial download", &e))?,
+            .map_err(|e| UpdateFailure::io("opening the partial download", part, &e))?,
         reqwest::StatusCode::OK | reqwest::StatusCode::PARTIAL_CONTENT => {
             // A full answer (or a server that ignored our Range): start over.
             verifier = ArtifactVerifier::new(artifact, what.clone());
             have = 0;
             tokio::fs::File::create(part)
                 .await
-                .map_err(|e| UpdateFailure::io("creating the download file", &e))?
+                .map_err(|e| UpdateFailure::io("creating the download file", part, &e))?
         }
         status if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
             return Err(UpdateFailure::retryable(
-                "server",
+                FailureReason::Server,
                 format!("{what}: {status}"),
             ));
         }
         status => {
             return Err(UpdateFailure::fatal(
-                &format!("http_{}", status.as_u16()),
+                FailureReason::Http(status.as_u16()),
                 format!("{what}: {status}"),
             ))
         }
@@ -131,7 +131,7 @@ async fn attempt_once(
             .await
             .map_err(|_| {
                 UpdateFailure::retryable(
-                    "timeout",
+                    FailureReason::Timeout,
                     format!("{what}: no data for {:?}", options.read_timeout),
                 )
             })?;
@@ -141,7 +141,7 @@ async fn attempt_once(
         verifier.update(&chunk)?;
         file.write_all(&chunk)
             .await
-            .map_err(|e| UpdateFailure::io("writing the download", &e))?;
+            .map_err(|e| UpdateFailure::io("writing the download", part, &e))?;
         have += chunk.len() as u64;
         window_bytes += chunk.len() as u64;
         on_bytes(chunk.len() as u64);
@@ -151,9 +151,9 @@ async fn attempt_once(
             if rate < options.min_rate as f64 && have < artifact.size {
                 file.flush()
                     .await
-                    .map_err(|e| UpdateFailure::io("writing the download", &e))?;
+                    .map_err(|e| UpdateFailure::io("writing the download", part, &e))?;
                 return Err(UpdateFailure::retryable(
-                    "too_slow",
+                    FailureReason::TooSlow,
                     format!(
                         "{what}: {rate:.0} B/s over {elapsed:?}, minimum {} B/s",
                         options.min_rate
@@ -166,13 +166,13 @@ async fn attempt_once(
     }
     file.flush()
         .await
-        .map_err(|e| UpdateFailure::io("writing the download", &e))?;
+        .map_err(|e| UpdateFailure::io("writing the download", part, &e))?;
     file.sync_all()
         .await
-        .map_err(|e| UpdateFailure::io("syncing the download", &e))?;
+        .map_err(|e| UpdateFailure::io("syncing the download", part, &e))?;
     if have < artifact.size {
         return Err(UpdateFailure::retryable(
-            "size_mismatch",
+            FailureReason::Verification(manifests::Reason::SizeMismatch),
             format!("{what}: stream ended at {have} of {} bytes", artifact.size),
         ));
     }
@@ -191,7 +191,7 @@ async fn rehash(
     let mut file = match tokio::fs::File::open(part).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((verifier, 0)),
-        Err(e) => return Err(UpdateFailure::io("reading the partial download", &e)),
+        Err(e) => return Err(UpdateFailure::io("reading the partial download", part, &e)),
     };
     let mut buffer = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -199,7 +199,7 @@ async fn rehash(
         let read = file
             .read(&mut buffer)
             .await
-            .map_err(|e| UpdateFailure::io("reading the partial download", &e))?;
+            .map_err(|e| UpdateFailure::io("reading the partial download", part, &e))?;
         if read == 0 {
             return Ok((verifier, total));
         }

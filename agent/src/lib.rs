@@ -6,6 +6,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod failpoint;
+pub mod handover;
 pub mod metrics;
 pub mod simulate;
 pub mod state;

@@ -3,21 +3,21 @@
 //!
 //! Each simulated agent is the real worker code path, minus the processes: its own worker id
 //! (`sim-<seed>-<index>`) and state directory under `--base-dir`, its own [`Telemetry`]
-//! (counters persisted in its state directory), registration, the real [`Updater`] loop (poll or
-//! long poll with the agent's jitter, root rotation, [`manifests::UpdateCheck::decide`], the
-//! streamed and verified download, staging and `pending.json`) and the real outbox
-//! ([`flush_outbox`]). All agents share one HTTP client (one connection pool) and one tokio
-//! runtime.
+//! (counters persisted in its state directory), and the worker's own start-up
+//! ([`WorkerSession`]: registration, the outbox flusher, the updater's construction), so the real
+//! [`crate::updater::Updater`] loop (poll or long poll with the agent's jitter, root rotation,
+//! [`manifests::UpdateCheck::decide`], the streamed and verified download, staging and
+//! `pending.json`) and the real outbox. All agents share one HTTP client (one connection pool)
+//! and one tokio runtime.
 //!
-//! Only the supervisor's part is simulated (`Agent::update` below), after the updater staged an
-//! update: the staged file is verified again exactly as the supervisor does (release signature
-//! against the trusted root, then SHA-256 and size), the "new version" is started as another
-//! worker task (it registers with the new version, like the new process), held in probation for
-//! `--probation-ms`, and then either committed, by renaming the staged file over the agent's
-//! own install path (a file in its directory: nothing is executed), or rolled back. A version
-//! named by `--fail-version` fails its probation (`died_in_probation`, at a random moment within
-//! the probation time). Outcomes go through the outbox like the supervisor's, so the server
-//! receives the agent's real reports and its auto-halt sees them.
+//! The supervisor's part is the supervisor's own flow (`supervisor::judge`: re-verification of the staged
+//! file, probation attempts, commit or rollback, outcome record, quarantine) over a simulated
+//! `supervisor::Handover` host: the "new version" is started as another worker task (it registers with
+//! the new version, like the new process), held in probation for `--probation-ms`, and a commit
+//! renames the staged file over the agent's own install path (a file in its directory: nothing
+//! is executed). A version named by `--fail-version` fails its probation (`died_in_probation`,
+//! at a random moment within the probation time). Outcomes go through the outbox like the
+//! supervisor's, so the server receives the agent's real reports and its auto-halt sees them.
 //!
 //! Output (stdout): one JSON object per line: `ready`, `stimulus`, `progress` (every
 //! `--progress-ms`) and a final `summary`. Logs go to stderr (`LOG_LEVEL`).
@@ -39,11 +39,13 @@ use tracing::Instrument;
 
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
-use crate::error::UpdateFailure;
+use crate::error::{FailureReason, UpdateFailure};
+use crate::handover::{Outcome, Pending};
 use crate::metrics::Telemetry;
-use crate::state::{Counters, Pending, StateDir, StateError};
+use crate::state::{Counters, StateDir, StateError};
+use crate::supervisor::{judge, Handover, Held, Verdict};
 use crate::tasks::TaskGate;
-use crate::updater::{flush_outbox, LoopEnd, UpdateObserver, Updater};
+use crate::updater::{LoopEnd, UpdateObserver, WorkerSession};
 
 /// How long a new version gets to become ready (registered) in probation (the agent's default
 /// `--ready-timeout-secs`).
@@ -259,7 +261,7 @@ struct Record {
     attempt_failures: Vec<(Version, String, Instant)>,
     staged: Vec<(Version, Instant)>,
     /// Verdicts: (version, outcome, reason, when).
-    verdicts: Vec<(Version, String, String, Instant)>,
+    verdicts: Vec<(Version, Outcome, String, Instant)>,
     /// Version being attempted (from the download's start to the probation's verdict).
     in_flight: Option<Version>,
     saw_halted: Option<Instant>,
@@ -341,11 +343,11 @@ impl UpdateObserver for Observer {
         record.in_flight = Some(version.clone());
     }
 
-    fn attempt_failed(&self, version: &Version, reason: &str) {
+    fn attempt_failed(&self, version: &Version, reason: FailureReason) {
         let mut record = self.fleet.agents[self.index].record();
         record
             .attempt_failures
-            .push((version.clone(), reason.to_owned(), Instant::now()));
+            .push((version.clone(), reason.label(), Instant::now()));
         record.in_flight = None;
     }
 }
@@ -463,132 +465,132 @@ impl Agent {
         Worker { task, stop }
     }
 
-    /// The supervisor's judgement of a staged update (`supervisor.rs`), with the process
-    /// replaced by a task and the swap by a rename to this agent's own install file. Returns
-    /// the worker left running (the new version's after a commit).
+    /// The supervisor's judgement of a staged update (`supervisor::judge`), with the process replaced by
+    /// a task and the swap by a rename to this agent's own install file. Returns the worker
+    /// left running (the new version's after a commit).
     async fn update(
         &self,
-        mut pending: Pending,
+        pending: Pending,
         version: &mut Version,
         shutdown: &CancellationToken,
     ) -> Option<Worker> {
+        let to_version = pending.to_version.clone();
         {
             let mut record = self.slot().record();
-            record
-                .staged
-                .push((pending.to_version.clone(), Instant::now()));
-            record.in_flight = Some(pending.to_version.clone());
+            record.staged.push((to_version.clone(), Instant::now()));
+            record.in_flight = Some(to_version.clone());
         }
-        if let Err(reason) = self.verify_staged(&pending) {
-            tracing::error!(%reason, "staged update does not verify; discarding it");
-            self.finish(&pending, "failure", &reason);
-            return None;
+        let host = SimulatedHandover {
+            agent: self,
+            shutdown,
+        };
+        let (worker, outcome, reason) = match judge(
+            &host,
+            &self.state,
+            &self.config,
+            &self.install_path,
+            pending,
+        )
+        .await
+        {
+            Verdict::Committed(worker) => (Some(worker), Outcome::Success, String::new()),
+            Verdict::Ended { outcome, reason } => (None, outcome, reason.label()),
+            Verdict::Abandoned => return None,
+        };
+        let mut record = self.slot().record();
+        record
+            .verdicts
+            .push((to_version.clone(), outcome, reason, Instant::now()));
+        record.in_flight = None;
+        if worker.is_some() {
+            record.version = to_version.clone();
+            drop(record);
+            *version = to_version;
+            self.sim.fleet.changed.notify_waiters();
         }
-        pending.probation_attempts += 1;
-        if pending.probation_attempts > crate::supervisor::MAX_PROBATION_ATTEMPTS {
-            self.finish(&pending, "rolled_back", "probation_interrupted");
-            return None;
-        }
-        if let Err(error) = self.state.save_pending(&pending) {
-            tracing::error!(%error, "cannot record the probation attempt");
-            return None;
-        }
+        worker
+    }
+}
+
+/// The simulated probation host: the new version is another worker task of the agent; a
+/// version named by `--fail-version` dies at a random moment within the probation time.
+#[derive(Debug)]
+struct SimulatedHandover<'a> {
+    agent: &'a Agent,
+    shutdown: &'a CancellationToken,
+}
+
+impl Handover for SimulatedHandover<'_> {
+    type Worker = Worker;
+
+    async fn probation(&self, pending: &Pending) -> Held<Worker> {
+        let (agent, shutdown) = (self.agent, self.shutdown);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let mut worker = self.spawn_worker(pending.to_version.clone(), Some(ready_tx), shutdown);
+        let mut worker = agent.spawn_worker(pending.to_version.clone(), Some(ready_tx), shutdown);
         let ready = tokio::select! {
             ready = tokio::time::timeout(READY_TIMEOUT, ready_rx) => ready,
             () = shutdown.cancelled() => {
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                return None;
+                self.discard(worker).await;
+                return Held::Interrupted;
             }
         };
         match ready {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 let _ = (&mut worker.task).await;
-                self.finish(&pending, "rolled_back", "exited_before_ready");
-                return None;
+                return Held::Failed {
+                    reason: FailureReason::ExitedBeforeReady,
+                    detail: "the new version stopped before becoming ready".to_owned(),
+                };
             }
             Err(_) => {
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                self.finish(&pending, "rolled_back", "not_ready");
-                return None;
+                self.discard(worker).await;
+                return Held::Failed {
+                    reason: FailureReason::NotReady,
+                    detail: format!("not ready within {} s", READY_TIMEOUT.as_secs()),
+                };
             }
         }
-        let fails = self
+        let fails = agent
             .sim
             .fail
             .iter()
             .any(|v| v.cmp_precedence(&pending.to_version).is_eq());
         let hold = if fails {
-            let millis = u64::try_from(self.sim.probation.as_millis()).unwrap_or(u64::MAX);
+            let millis = u64::try_from(agent.sim.probation.as_millis()).unwrap_or(u64::MAX);
             Duration::from_millis(rand::rng().random_range(0..=millis))
         } else {
-            self.sim.probation
+            agent.sim.probation
+        };
+        let died = Held::Failed {
+            reason: FailureReason::DiedInProbation,
+            detail: "the new version exited during probation".to_owned(),
         };
         tokio::select! {
             () = tokio::time::sleep(hold) => {}
-            _ = &mut worker.task => {
-                self.finish(&pending, "rolled_back", "died_in_probation");
-                return None;
-            }
+            _ = &mut worker.task => return died,
             () = shutdown.cancelled() => {
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                return None;
+                self.discard(worker).await;
+                return Held::Interrupted;
             }
         }
         if fails {
-            worker.stop.cancel();
-            let _ = worker.task.await;
-            self.finish(&pending, "rolled_back", "died_in_probation");
-            return None;
+            self.discard(worker).await;
+            return died;
         }
-        match self.commit(&pending) {
-            Ok(()) => {
-                self.finish(&pending, "success", "");
-                *version = pending.to_version.clone();
-                self.slot().record().version = pending.to_version.clone();
-                self.sim.fleet.changed.notify_waiters();
-                Some(worker)
-            }
-            Err(error) => {
-                tracing::error!(%error, "could not swap the install file; rolling back");
-                worker.stop.cancel();
-                let _ = worker.task.await;
-                self.finish(&pending, "rolled_back", "swap_failed");
-                None
-            }
-        }
-    }
-
-    /// Exactly the supervisor's check: the release signature against the trusted root, the
-    /// version, then the staged file's SHA-256 and size.
-    fn verify_staged(&self, pending: &Pending) -> Result<(), String> {
-        crate::supervisor::verify_staged(&self.state, &self.config, pending)
+        Held::Passed(worker)
     }
 
     /// The swap, simulated: the staged file is renamed over this agent's install file.
     fn commit(&self, pending: &Pending) -> std::io::Result<()> {
-        std::fs::rename(&pending.staged_path, &self.install_path)?;
-        crate::state::sync_dir(self.install_path.parent().unwrap_or(Path::new("/")))
+        let install_path = &self.agent.install_path;
+        std::fs::rename(&pending.staged_path, install_path)?;
+        crate::state::sync_dir(crate::handover::install_dir(install_path))
     }
 
-    /// As the supervisor: clean up, quarantine a rolled-back version, queue the outcome.
-    fn finish(&self, pending: &Pending, outcome: &str, reason: &str) {
-        let duration_ms =
-            crate::supervisor::finish_update(&self.state, &self.config, pending, outcome, reason);
-        tracing::info!(%outcome, %reason, to_version = %pending.to_version, duration_ms, "simulated update finished");
-        let mut slot = self.slot().record();
-        slot.verdicts.push((
-            pending.to_version.clone(),
-            outcome.to_owned(),
-            reason.to_owned(),
-            Instant::now(),
-        ));
-        slot.in_flight = None;
+    async fn discard(&self, worker: Worker) {
+        worker.stop.cancel();
+        let _ = worker.task.await;
     }
 }
 
@@ -610,33 +612,21 @@ impl WorkerRun {
         shutdown: CancellationToken,
     ) -> ChildEnd {
         let slot = &self.sim.fleet.agents[self.index];
-        let client = &self.sim.client;
-        let version_text = version.to_string();
-        let telemetry = Arc::new(Telemetry::new(self.state.clone(), &version_text));
-        let task_types = esup_runner::TaskType::ALL.map(|t| t.as_str().to_owned());
-        let mut backoff = Duration::from_millis(500);
-        let handshake = loop {
-            match client
-                .register(
-                    &slot.worker_id,
-                    &version_text,
-                    &self.sim.platform,
-                    &self.config.channel,
-                    &task_types,
-                )
-                .await
-            {
-                Ok(handshake) => break handshake,
-                Err(failure) => {
-                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration failed; retrying");
-                    slot.record().check_failures += 1;
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return ChildEnd::Loop(LoopEnd::Shutdown),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
+        let session = WorkerSession {
+            state: self.state.clone(),
+            client: self.sim.client.clone(),
+            telemetry: Arc::new(Telemetry::new(self.state.clone(), &version.to_string())),
+            worker_id: slot.worker_id.clone(),
+            version: version.clone(),
+            platform: self.sim.platform.clone(),
+        };
+        let registered = session
+            .register(&self.config.channel, &shutdown, |_| {
+                slot.record().check_failures += 1;
+            })
+            .await;
+        let Some(handshake) = registered else {
+            return ChildEnd::Loop(LoopEnd::Shutdown);
         };
         if handshake.below_minimum {
             return ChildEnd::Stopped(format!(
@@ -647,53 +637,21 @@ impl WorkerRun {
         if let Some(ready) = ready {
             let _ = ready.send(());
         }
-        flush_outbox(&self.state, client, &telemetry, &slot.worker_id).await;
-        let flusher_stop = shutdown.child_token();
-        let flusher = tokio::spawn({
-            let (state, client, telemetry, worker_id, stop) = (
-                self.state.clone(),
-                client.clone(),
-                telemetry.clone(),
-                slot.worker_id.clone(),
-                flusher_stop.clone(),
-            );
-            async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    flush_outbox(&state, &client, &telemetry, &worker_id).await;
+        let reporting = session.start_reporting(shutdown.clone()).await;
+        let gate = TaskGate::new();
+        let updater =
+            match session.updater(&self.config, gate, self.install_path.clone(), &handshake) {
+                Ok(updater) => updater.with_observer(Arc::new(Observer {
+                    fleet: self.sim.fleet.clone(),
+                    index: self.index,
+                })),
+                Err(failure) => {
+                    session.finish(reporting).await;
+                    return ChildEnd::Stopped(failure.to_string());
                 }
-            }
-        });
-        let updater = match Updater::new(
-            self.config.clone(),
-            self.state.clone(),
-            client.clone(),
-            telemetry.clone(),
-            slot.worker_id.clone(),
-            version,
-            self.sim.platform.clone(),
-            TaskGate::new(),
-            self.install_path.clone(),
-            Duration::from_secs(handshake.poll_interval_s.max(1)),
-        ) {
-            Ok(updater) => updater.with_observer(Arc::new(Observer {
-                fleet: self.sim.fleet.clone(),
-                index: self.index,
-            })),
-            Err(failure) => {
-                flusher_stop.cancel();
-                let _ = flusher.await;
-                return ChildEnd::Stopped(failure.to_string());
-            }
-        };
+            };
         let end = updater.run(shutdown.clone()).await;
-        flusher_stop.cancel();
-        let _ = flusher.await;
-        flush_outbox(&self.state, client, &telemetry, &slot.worker_id).await;
-        telemetry.flush();
+        session.finish(reporting).await;
         ChildEnd::Loop(end)
     }
 }
@@ -1136,7 +1094,7 @@ fn summarise(
             record
                 .verdicts
                 .iter()
-                .filter(|v| v.1 == "success")
+                .filter(|v| v.1 == Outcome::Success)
                 .map(|v| &v.0),
         );
         count_versions(
@@ -1144,7 +1102,7 @@ fn summarise(
             record
                 .verdicts
                 .iter()
-                .filter(|v| v.1 == "rolled_back")
+                .filter(|v| v.1 == Outcome::RolledBack)
                 .map(|v| &v.0),
         );
         for (_, reason, _) in &record.attempt_failures {
@@ -1161,7 +1119,7 @@ fn summarise(
             if let Some((_, _, _, at)) = record
                 .verdicts
                 .iter()
-                .find(|v| v.0 == *target && v.1 == "success")
+                .find(|v| v.0 == *target && v.1 == Outcome::Success)
             {
                 committed.push(ms_since(t0, *at));
             }
@@ -1204,7 +1162,7 @@ fn summarise(
             for (_, _, _, at) in record
                 .verdicts
                 .iter()
-                .filter(|v| v.1 == "rolled_back" && args.fail_version.contains(&v.0))
+                .filter(|v| v.1 == Outcome::RolledBack && args.fail_version.contains(&v.0))
             {
                 if first.is_some_and(|h| *at >= h) {
                     verdicts_after += 1;

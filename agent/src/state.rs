@@ -1,6 +1,7 @@
 //! The agent's state directory. Every write is atomic (temp file in the same directory, fsync,
 //! rename, fsync of the directory), so a `kill -9` at any instant leaves each file either old or
-//! new, never torn.
+//! new, never torn. The files the supervisor and the worker exchange (`pending.json`,
+//! `ready.json`, `outbox/`) and their types are the handover contract, in [`crate::handover`].
 //!
 //! | file | written by | what |
 //! |---|---|---|
@@ -19,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 /// fsyncs a directory, so a rename in it is durable (one implementation, the runner crate's).
 pub use esup_runner::fs::sync_dir;
-use manifests::{ExpirationEnforcement, Release, Root, Signed, Timestamp, Version};
+use manifests::{ExpirationEnforcement, Root, Signed, Timestamp, Version};
+
+use crate::handover::{OutcomeRecord, Pending, Ready, OUTBOX_DIR, PENDING_FILE, READY_FILE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +55,9 @@ impl From<manifests::Error> for StateError {
         StateError::Root(Box::new(error))
     }
 }
+
+/// The trust state's file ([`TrustState`]).
+pub const TRUST_FILE: &str = "trust.json";
 
 type Result<T, E = StateError> = std::result::Result<T, E>;
 
@@ -109,54 +115,6 @@ pub struct TrustState {
     pub quarantined: BTreeSet<Version>,
 }
 
-/// A verified update staged in the install directory, waiting for (or in) probation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pending {
-    /// One id per attempt, in logs and reports on both sides.
-    pub correlation_id: String,
-    /// Channel followed.
-    pub channel: String,
-    /// Version running when the attempt started.
-    pub from_version: Version,
-    /// Version being installed.
-    pub to_version: Version,
-    /// The verified file in the install directory.
-    pub staged_path: PathBuf,
-    /// The install path it replaces once probation passes.
-    pub install_path: PathBuf,
-    /// The signed release (the supervisor re-verifies the staged file against it).
-    pub release: Signed<Release>,
-    /// Platform of the artifact.
-    pub platform: String,
-    /// A downgrade allowed by a rollback directive.
-    pub is_rollback: bool,
-    /// When the attempt started (Unix milliseconds).
-    pub started_at_ms: i64,
-    /// Probations started for this attempt (an interrupted probation is retried a few times).
-    pub probation_attempts: u32,
-}
-
-/// An outcome decided by the supervisor, for the child to count and report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// Correlation id of the attempt.
-    pub correlation_id: String,
-    /// Channel.
-    pub channel: String,
-    /// Version before.
-    pub from_version: String,
-    /// Version attempted.
-    pub to_version: String,
-    /// `success`, `failure`, `rolled_back` or `deferred`.
-    pub outcome: String,
-    /// Reason label (empty on success).
-    pub reason: String,
-    /// Duration of the attempt.
-    pub duration_ms: u64,
-    /// When it was decided.
-    pub at: String,
-}
-
 /// Counters behind the `worker_update_*` metrics, kept across restarts and versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -174,17 +132,6 @@ pub struct Counters {
     pub download_bytes: u64,
 }
 
-/// "I am ready", written by a child once its task API is bound and it registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ready {
-    /// The child's pid.
-    pub pid: u32,
-    /// The version it runs.
-    pub version: String,
-    /// Its metrics address.
-    pub metrics: String,
-}
-
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -198,7 +145,7 @@ impl StateDir {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir.join("outbox"))
+            .create(dir.join(OUTBOX_DIR))
             .map_err(io(dir))?;
         Ok(StateDir {
             dir: dir.to_owned(),
@@ -243,7 +190,7 @@ impl StateDir {
     /// The trust state: the stored one, or a fresh one from the installed root file.
     pub fn load_trust(&self, installed_root: &Path, channel: &str) -> Result<TrustState> {
         let now = Timestamp::now();
-        if let Some(mut trust) = read_json::<TrustState>(&self.file("trust.json"))? {
+        if let Some(mut trust) = read_json::<TrustState>(&self.file(TRUST_FILE))? {
             trust.root.verify_self(now, ExpirationEnforcement::Unsafe)?;
             // An operator may install a newer root by hand: adopt it when it chains.
             if let Ok(installed) = Signed::<Root>::load(installed_root) {
@@ -275,22 +222,22 @@ impl StateDir {
 
     /// Saves the trust state.
     pub fn save_trust(&self, trust: &TrustState) -> Result<()> {
-        write_json(&self.file("trust.json"), trust)
+        write_json(&self.file(TRUST_FILE), trust)
     }
 
     /// The pending update, if any.
     pub fn pending(&self) -> Result<Option<Pending>> {
-        read_json(&self.file("pending.json"))
+        read_json(&self.file(PENDING_FILE))
     }
 
     /// Records a pending update.
     pub fn save_pending(&self, pending: &Pending) -> Result<()> {
-        write_json(&self.file("pending.json"), pending)
+        write_json(&self.file(PENDING_FILE), pending)
     }
 
     /// Forgets the pending update.
     pub fn clear_pending(&self) -> Result<()> {
-        let path = self.file("pending.json");
+        let path = self.file(PENDING_FILE);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir).map_err(io(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -301,7 +248,7 @@ impl StateDir {
     /// Queues an outcome for the child to count and report. `already_counted` marks one whose
     /// metric the caller has counted itself; the mark is written first, so the outbox flusher
     /// can never see the outcome without it and count it twice.
-    pub fn push_outcome(&self, outcome: &Outcome, already_counted: bool) -> Result<()> {
+    pub fn push_outcome(&self, outcome: &OutcomeRecord, already_counted: bool) -> Result<()> {
         let name: String = outcome
             .correlation_id
             .chars()
@@ -309,8 +256,8 @@ impl StateDir {
             .collect();
         let path = self
             .dir
-            .join("outbox")
-            .join(format!("{name}-{}.json", outcome.outcome));
+            .join(OUTBOX_DIR)
+            .join(format!("{name}-{}.json", outcome.outcome.as_str()));
         if already_counted {
             let mark = counted_mark(&path);
             write_atomic(&mark, b"")?;
@@ -319,13 +266,13 @@ impl StateDir {
     }
 
     /// Queued outcomes, with their files (remove a file once its outcome is handled).
-    pub fn outcomes(&self) -> Result<Vec<(PathBuf, Outcome)>> {
-        let dir = self.dir.join("outbox");
+    pub fn outcomes(&self) -> Result<Vec<(PathBuf, OutcomeRecord)>> {
+        let dir = self.dir.join(OUTBOX_DIR);
         let mut found = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io(&dir))? {
             let path = entry.map_err(io(&dir))?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                if let Some(outcome) = read_json::<Outcome>(&path)? {
+                if let Some(outcome) = read_json::<OutcomeRecord>(&path)? {
                     found.push((path, outcome));
                 }
             }
@@ -346,17 +293,17 @@ impl StateDir {
 
     /// Announces readiness.
     pub fn write_ready(&self, ready: &Ready) -> Result<()> {
-        write_json(&self.file("ready.json"), ready)
+        write_json(&self.file(READY_FILE), ready)
     }
 
     /// The readiness announcement, if any.
     pub fn ready(&self) -> Result<Option<Ready>> {
-        read_json(&self.file("ready.json"))
+        read_json(&self.file(READY_FILE))
     }
 
     /// Forgets any readiness announcement (before starting a child).
     pub fn clear_ready(&self) -> Result<()> {
-        let path = self.file("ready.json");
+        let path = self.file(READY_FILE);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -26,15 +26,18 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::config::AgentConfig;
-use crate::state::{sync_dir, Outcome, Pending, StateDir};
-use crate::updater::{EXIT_REFUSED, EXIT_STAGED};
+use crate::error::{FailureReason, UpdateFailure};
+use crate::handover::{
+    self, Outcome, OutcomeRecord, Pending, EXIT_REFUSED, EXIT_STAGED, INSTALL_PATH_ENV,
+    PROBATION_ENV, ROLE_CHILD, ROLE_ENV,
+};
+use crate::state::{sync_dir, StateDir};
+
+/// `main` asks the supervisor module which role this process plays.
+pub use crate::handover::is_child;
 
 /// Interrupted probations retried before the update counts as failed.
 pub const MAX_PROBATION_ATTEMPTS: u32 = 3;
-
-/// Environment variable that makes `worker-agent run` the child (the worker) instead of the
-/// supervisor.
-pub const ROLE_ENV: &str = "WORKER_AGENT_ROLE";
 
 /// Resolves the install path once at start-up: the configured one, or this executable with
 /// symlinks resolved (so a later swap replaces the real file, not a link to it).
@@ -56,9 +59,132 @@ pub struct Supervisor {
     updater: bool,
 }
 
-enum Probation {
-    Passed(Child),
-    Failed { reason: String, detail: String },
+/// How a staged version's probation ended.
+pub(crate) enum Held<W> {
+    /// It became ready and stayed up: commit it (the worker keeps running).
+    Passed(W),
+    /// It failed: roll back.
+    Failed {
+        /// Why.
+        reason: FailureReason,
+        /// What happened, for the log.
+        detail: String,
+    },
+    /// Stopped from outside (shutdown) before a verdict: `pending.json` stays, so the next
+    /// start runs the probation again.
+    Interrupted,
+}
+
+/// Where a staged update is tried and installed. The real agent's host ([`Supervisor`]) runs
+/// the staged binary as its child process and swaps the install path; the fleet simulator's
+/// runs a worker task and renames the staged file within the agent's directory. What to do
+/// around them (verify, count attempts, judge, commit or roll back, record, quarantine) is
+/// [`judge`]'s, written once.
+pub(crate) trait Handover {
+    /// A running worker (a child process, a task).
+    type Worker;
+    /// Starts the staged version of `pending` and holds it in probation.
+    async fn probation(&self, pending: &Pending) -> Held<Self::Worker>;
+    /// Makes the staged version the installed one.
+    fn commit(&self, pending: &Pending) -> std::io::Result<()>;
+    /// Stops a worker that passed probation but cannot stay (its commit failed).
+    async fn discard(&self, worker: Self::Worker);
+}
+
+/// What [`judge`] decided.
+pub(crate) enum Verdict<W> {
+    /// Committed: the new version's worker runs on.
+    Committed(W),
+    /// Refused or rolled back (recorded, reported by the next worker, quarantined if rolled
+    /// back); the previous version must be started again.
+    Ended {
+        /// `failure` or `rolled_back`.
+        outcome: Outcome,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// No verdict (another install path's record, a state directory that cannot record the
+    /// attempt, an interruption): nothing recorded.
+    Abandoned,
+}
+
+/// Runs a pending update through `host`: re-verify the staged file, count the probation
+/// attempt, hold the new version in probation, then commit it or roll it back, and record the
+/// outcome.
+pub(crate) async fn judge<H: Handover>(
+    host: &H,
+    state: &StateDir,
+    config: &AgentConfig,
+    install_path: &Path,
+    mut pending: Pending,
+) -> Verdict<H::Worker> {
+    if pending.install_path != install_path {
+        tracing::warn!(staged_for = %pending.install_path.display(), "pending update is for another install path; discarding it");
+        let _ = state.clear_pending();
+        return Verdict::Abandoned;
+    }
+    if let Err(failure) = verify_staged(state, config, &pending) {
+        tracing::error!(reason = %failure.reason, error = %failure.message, "staged update does not verify; discarding it");
+        return end(state, &pending, Outcome::Failure, failure.reason, None);
+    }
+    pending.probation_attempts += 1;
+    if pending.probation_attempts > MAX_PROBATION_ATTEMPTS {
+        tracing::error!(
+            attempts = pending.probation_attempts - 1,
+            "probation was interrupted too often; giving up on this version"
+        );
+        let reason = FailureReason::ProbationInterrupted;
+        return end(state, &pending, Outcome::RolledBack, reason, None);
+    }
+    if let Err(error) = state.save_pending(&pending) {
+        tracing::error!(%error, "cannot record the probation attempt");
+        return Verdict::Abandoned;
+    }
+    let started = Instant::now();
+    match host.probation(&pending).await {
+        Held::Passed(worker) => match host.commit(&pending) {
+            Ok(()) => {
+                tracing::info!(
+                    elapsed_s = started.elapsed().as_secs(),
+                    "probation passed; update committed"
+                );
+                let duration_ms = finish_update(state, &pending, Outcome::Success, None);
+                tracing::info!(outcome = %Outcome::Success, reason = "", detail = ?None::<&str>, duration_ms, "update finished");
+                Verdict::Committed(worker)
+            }
+            Err(error) => {
+                // The install path still holds the old binary: roll back.
+                tracing::error!(%error, "could not swap the install path; rolling back");
+                host.discard(worker).await;
+                let reason = FailureReason::SwapFailed;
+                end(
+                    state,
+                    &pending,
+                    Outcome::RolledBack,
+                    reason,
+                    Some(&error.to_string()),
+                )
+            }
+        },
+        Held::Failed { reason, detail } => {
+            tracing::error!(%reason, %detail, "probation failed; rolling back to the previous version");
+            end(state, &pending, Outcome::RolledBack, reason, Some(&detail))
+        }
+        Held::Interrupted => Verdict::Abandoned,
+    }
+}
+
+/// Records a verdict other than success (see [`finish_update`]) and logs it.
+fn end<W>(
+    state: &StateDir,
+    pending: &Pending,
+    outcome: Outcome,
+    reason: FailureReason,
+    detail: Option<&str>,
+) -> Verdict<W> {
+    let duration_ms = finish_update(state, pending, outcome, Some(reason));
+    tracing::info!(%outcome, %reason, detail = ?detail, duration_ms, "update finished");
+    Verdict::Ended { outcome, reason }
 }
 
 impl Supervisor {
@@ -176,14 +302,14 @@ impl Supervisor {
         let mut command = Command::new(program);
         command
             .args(&self.child_args)
-            .env(ROLE_ENV, "child")
-            .env("WORKER_AGENT_INSTALL_PATH", &self.install_path)
+            .env(ROLE_ENV, ROLE_CHILD)
+            .env(INSTALL_PATH_ENV, &self.install_path)
             .kill_on_drop(true);
         if !self.updater {
             command.env("AUTO_UPDATE", "0");
         }
         if let Some(version) = probation_of {
-            command.env("WORKER_AGENT_PROBATION", version);
+            command.env(PROBATION_ENV, version);
         }
         let child = command.spawn()?;
         tracing::info!(pid = ?child.id(), program = %program.display(), probation = ?probation_of, "worker started");
@@ -198,78 +324,29 @@ impl Supervisor {
         self.update_in_span(pending).instrument(span).await
     }
 
-    async fn update_in_span(&self, mut pending: Pending) -> Option<Child> {
-        if pending.install_path != self.install_path {
-            tracing::warn!(staged_for = %pending.install_path.display(), "pending update is for another install path; discarding it");
-            let _ = self.state.clear_pending();
-            return None;
-        }
-        if let Err(reason) = self.verify_staged(&pending) {
-            tracing::error!(%reason, "staged update does not verify; discarding it");
-            self.finish(&pending, "failure", &reason, None);
-            return None;
-        }
-        pending.probation_attempts += 1;
-        if pending.probation_attempts > MAX_PROBATION_ATTEMPTS {
-            tracing::error!(
-                attempts = pending.probation_attempts - 1,
-                "probation was interrupted too often; giving up on this version"
-            );
-            self.finish(&pending, "rolled_back", "probation_interrupted", None);
-            return None;
-        }
-        if let Err(error) = self.state.save_pending(&pending) {
-            tracing::error!(%error, "cannot record the probation attempt");
-            return None;
-        }
-        let started = Instant::now();
-        match self.probation(&pending).await {
-            Probation::Passed(child) => match self.commit(&pending) {
-                Ok(()) => {
-                    tracing::info!(
-                        elapsed_s = started.elapsed().as_secs(),
-                        "probation passed; update committed"
-                    );
-                    self.finish(&pending, "success", "", None);
-                    Some(child)
-                }
-                Err(error) => {
-                    // The install path still holds the old binary: roll back.
-                    tracing::error!(%error, "could not swap the install path; rolling back");
-                    drop(child);
-                    self.finish(
-                        &pending,
-                        "rolled_back",
-                        "swap_failed",
-                        Some(&error.to_string()),
-                    );
-                    None
-                }
-            },
-            Probation::Failed { reason, detail } => {
-                tracing::error!(%reason, %detail, "probation failed; rolling back to the previous version");
-                self.finish(&pending, "rolled_back", &reason, Some(&detail));
-                None
-            }
+    async fn update_in_span(&self, pending: Pending) -> Option<Child> {
+        match judge(self, &self.state, &self.config, &self.install_path, pending).await {
+            Verdict::Committed(child) => Some(child),
+            Verdict::Ended { .. } | Verdict::Abandoned => None,
         }
     }
+}
 
-    fn verify_staged(&self, pending: &Pending) -> Result<(), String> {
-        verify_staged(&self.state, &self.config, pending)
-    }
+impl Handover for Supervisor {
+    type Worker = Child;
 
-    async fn probation(&self, pending: &Pending) -> Probation {
+    async fn probation(&self, pending: &Pending) -> Held<Child> {
         let version = pending.to_version.to_string();
         let mut child = match self.spawn(&pending.staged_path, Some(&version)) {
             Ok(child) => child,
             Err(error) => {
                 let reason = match error.raw_os_error() {
-                    Some(8) => "not_executable",  // ENOEXEC
-                    Some(13) => "not_executable", // EACCES
-                    _ => "spawn_failed",
+                    Some(8) => FailureReason::NotExecutable,  // ENOEXEC
+                    Some(13) => FailureReason::NotExecutable, // EACCES
+                    _ => FailureReason::SpawnFailed,
                 };
-                return Probation::Failed {
-                    reason: reason.to_owned(),
+                return Held::Failed {
+                    reason,
                     detail: error.to_string(),
                 };
             }
@@ -284,15 +361,15 @@ impl Supervisor {
                 }
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Probation::Failed {
-                    reason: "exited_before_ready".to_owned(),
+                return Held::Failed {
+                    reason: FailureReason::ExitedBeforeReady,
                     detail: format!("the new version exited ({status}) before becoming ready"),
                 };
             }
             if Instant::now() >= ready_deadline {
                 let _ = child.kill().await;
-                return Probation::Failed {
-                    reason: "not_ready".to_owned(),
+                return Held::Failed {
+                    reason: FailureReason::NotReady,
                     detail: format!(
                         "not ready within {} s (hung?)",
                         self.config.ready_timeout_secs
@@ -311,24 +388,20 @@ impl Supervisor {
             tokio::time::sleep(self.config.probation()).await;
         };
         tokio::select! {
-            status = child.wait() => Probation::Failed {
-                reason: "died_in_probation".to_owned(),
+            status = child.wait() => Held::Failed {
+                reason: FailureReason::DiedInProbation,
                 detail: format!("the new version exited ({}) during probation", status.map_or_else(|e| e.to_string(), |s| s.to_string())),
             },
-            () = hold => Probation::Passed(child),
+            () = hold => Held::Passed(child),
         }
     }
 
     /// Swaps the install path: previous kept, staged renamed over it, directory fsync'd.
     fn commit(&self, pending: &Pending) -> std::io::Result<()> {
         let install = &self.install_path;
-        let dir = install.parent().unwrap_or(Path::new("/"));
-        let name = install
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let previous = dir.join(format!("{name}.previous"));
-        let previous_tmp = dir.join(format!(".{name}.previous.tmp"));
+        let dir = handover::install_dir(install);
+        let previous = handover::previous_path(install);
+        let previous_tmp = handover::previous_tmp_path(install);
         let _ = std::fs::remove_file(&previous_tmp);
         std::fs::hard_link(install, &previous_tmp)?;
         std::fs::rename(&previous_tmp, &previous)?;
@@ -341,36 +414,46 @@ impl Supervisor {
         sync_dir(dir)
     }
 
-    /// Records the outcome for the child to count and report, and cleans up.
-    fn finish(&self, pending: &Pending, outcome: &str, reason: &str, detail: Option<&str>) {
-        let duration_ms = finish_update(&self.state, &self.config, pending, outcome, reason);
-        tracing::info!(%outcome, %reason, detail = ?detail, duration_ms, "update finished");
+    async fn discard(&self, child: Child) {
+        // Killed on drop.
+        drop(child);
     }
 }
 
 /// Re-checks a staged file against the release's signature chain (its root from the state
 /// directory) and the signed hash and size: nothing is executed that was not verified here.
-/// Errors are the failure's reason label. (The fleet simulator calls this too.)
 pub fn verify_staged(
     state: &StateDir,
     config: &AgentConfig,
     pending: &Pending,
-) -> Result<(), String> {
+) -> Result<(), UpdateFailure> {
     let trust = state
         .load_trust(&config.root, &config.channel)
-        .map_err(|e| format!("trust_state: {e}"))?;
+        .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
     let root = &trust.root.signed;
-    root.verify_signed(RoleName::Release, &pending.release)
-        .map_err(|e| e.reason().as_str().to_owned())?;
+    root.verify_signed(RoleName::Release, &pending.release)?;
     let release = &pending.release.signed;
+    let staged = pending.staged_path.display();
     if release.version != pending.to_version {
-        return Err("manifest_mismatch".to_owned());
+        return Err(UpdateFailure::fatal(
+            FailureReason::Verification(manifests::Reason::ManifestMismatch),
+            format!(
+                "{staged}: the release is {}, not {}",
+                release.version, pending.to_version
+            ),
+        ));
     }
-    let artifact = release
-        .artifact_for(&pending.platform)
-        .ok_or_else(|| "wrong_platform".to_owned())?;
-    manifests::verify_file(&pending.staged_path, artifact)
-        .map_err(|e| e.reason().as_str().to_owned())
+    let artifact = release.artifact_for(&pending.platform).ok_or_else(|| {
+        UpdateFailure::fatal(
+            FailureReason::Verification(manifests::Reason::WrongPlatform),
+            format!(
+                "{staged}: the release has no artifact for {}",
+                pending.platform
+            ),
+        )
+    })?;
+    manifests::verify_file(&pending.staged_path, artifact)?;
+    Ok(())
 }
 
 /// Ends a pending update: removes a staged file that was not installed, quarantines a
@@ -379,24 +462,15 @@ pub fn verify_staged(
 /// clears `pending.json`. Returns the attempt's duration in milliseconds.
 pub fn finish_update(
     state: &StateDir,
-    config: &AgentConfig,
     pending: &Pending,
-    outcome: &str,
-    reason: &str,
+    outcome: Outcome,
+    reason: Option<FailureReason>,
 ) -> u64 {
-    if outcome != "success" {
+    if outcome != Outcome::Success {
         let _ = std::fs::remove_file(&pending.staged_path);
     }
-    if outcome == "rolled_back" {
-        match state.load_trust(&config.root, &config.channel) {
-            Ok(mut trust) => {
-                trust.quarantined.insert(pending.to_version.clone());
-                if let Err(error) = state.save_trust(&trust) {
-                    tracing::error!(%error, "could not record the quarantine");
-                }
-            }
-            Err(error) => tracing::error!(%error, "could not record the quarantine"),
-        }
+    if outcome == Outcome::RolledBack {
+        handover::quarantine(state, &pending.to_version);
     }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -405,13 +479,13 @@ pub fn finish_update(
     let duration_ms =
         u64::try_from(now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)))
             .unwrap_or(u64::MAX);
-    let record = Outcome {
+    let record = OutcomeRecord {
         correlation_id: pending.correlation_id.clone(),
         channel: pending.channel.clone(),
         from_version: pending.from_version.to_string(),
         to_version: pending.to_version.to_string(),
-        outcome: outcome.to_owned(),
-        reason: reason.to_owned(),
+        outcome,
+        reason: reason.map(FailureReason::label).unwrap_or_default(),
         duration_ms,
         at: Timestamp::now().to_string(),
     };
@@ -422,9 +496,4 @@ pub fn finish_update(
         tracing::error!(%error, "could not clear the pending update");
     }
     duration_ms
-}
-
-/// True when this process is the child (the worker), not the supervisor.
-pub fn is_child() -> bool {
-    std::env::var(ROLE_ENV).is_ok_and(|role| role == "child")
 }

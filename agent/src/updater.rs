@@ -1,9 +1,9 @@
 //! The child's update loop: poll (or long-poll) the server, follow root rotations, decide with
 //! `manifests`, download and verify into the install directory, stage, wait for running tasks,
-//! then hand over to the supervisor (exit code [`EXIT_STAGED`]) for probation.
+//! then hand over to the supervisor (exit code [`handover::EXIT_STAGED`]) for probation.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,25 +12,21 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::client::{Latest, Poll, UpdateClient};
+use crate::client::{Handshake, Latest, Poll, UpdateClient};
 use crate::config::AgentConfig;
 use crate::download::{download, DownloadOptions};
-use crate::error::UpdateFailure;
+use crate::error::{FailureReason, UpdateFailure};
+use crate::handover::{self, flush_outbox, spawn_outbox_flusher, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
-use crate::state::{Outcome, Pending, StateDir, TrustState};
+use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
-
-/// Exit code of a child that staged a verified update: "restart me into it".
-pub const EXIT_STAGED: i32 = 75;
-/// Exit code of a child that refuses to run (below the channel's minimum version).
-pub const EXIT_REFUSED: i32 = 78;
 
 /// What the update loop ended with.
 #[derive(Debug)]
 pub enum LoopEnd {
     /// Shutdown requested.
     Shutdown,
-    /// A verified update is staged and tasks are drained: exit with [`EXIT_STAGED`].
+    /// A verified update is staged and tasks are drained: exit with [`handover::EXIT_STAGED`].
     Staged,
 }
 
@@ -54,8 +50,8 @@ pub trait UpdateObserver: Send + Sync + std::fmt::Debug {
     fn attempt_started(&self, version: &Version) {
         let _ = version;
     }
-    /// That attempt ended without staging the update (`reason`: the failure label, or `busy`).
-    fn attempt_failed(&self, version: &Version, reason: &str) {
+    /// That attempt ended without staging the update (`reason`: the failure, or `busy`).
+    fn attempt_failed(&self, version: &Version, reason: FailureReason) {
         let _ = (version, reason);
     }
 }
@@ -65,18 +61,8 @@ pub trait UpdateObserver: Send + Sync + std::fmt::Debug {
 pub struct Updater {
     /// Configuration.
     pub config: AgentConfig,
-    /// State directory.
-    pub state: StateDir,
-    /// Server client.
-    pub client: UpdateClient,
-    /// Metrics.
-    pub telemetry: Arc<Telemetry>,
-    /// Identity.
-    pub worker_id: String,
-    /// Running version.
-    pub version: Version,
-    /// Platform (target triple).
-    pub platform: String,
+    /// The worker it updates (state directory, server client, metrics, identity, version).
+    pub session: WorkerSession,
     /// The task gate.
     pub gate: TaskGate,
     /// The install path (resolved by the supervisor).
@@ -92,105 +78,129 @@ pub struct Updater {
     observer: Option<Arc<dyn UpdateObserver>>,
 }
 
-/// Sends queued outcomes (decided by the supervisor) to the server, counts them, and applies
-/// quarantine for rolled-back versions. Safe to call from any task: outcome files are removed
-/// only once reported.
-pub async fn flush_outbox(
-    state: &StateDir,
-    client: &UpdateClient,
-    telemetry: &Telemetry,
-    worker_id: &str,
-) {
-    let outcomes = match state.outcomes() {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            tracing::warn!(%error, "outbox unreadable");
-            return;
-        }
-    };
-    for (path, outcome) in outcomes {
-        let counted = crate::state::counted_mark(&path);
-        if !counted.exists() {
-            match outcome.outcome.as_str() {
-                "success" => telemetry.success(),
-                "rolled_back" => {
-                    telemetry.rollback(&outcome.reason);
-                    if let Ok(version) = outcome.to_version.parse::<Version>() {
-                        quarantine(state, &version);
+/// A worker's side of the update protocol, the same for the real worker and the fleet
+/// simulator's: registration, the outbox flusher (counting and reporting what the supervisor
+/// decided) and the updater's construction.
+#[derive(Debug, Clone)]
+pub struct WorkerSession {
+    /// The state directory.
+    pub state: StateDir,
+    /// The update server's client.
+    pub client: UpdateClient,
+    /// The worker's metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// The worker's stable id.
+    pub worker_id: String,
+    /// The version this worker runs.
+    pub version: Version,
+    /// Its platform (target triple).
+    pub platform: String,
+}
+
+/// The outbox flusher of a [`WorkerSession`], stopped by [`WorkerSession::finish`].
+#[derive(Debug)]
+pub struct Reporting {
+    stop: CancellationToken,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerSession {
+    /// Registers with the update server, retrying with backoff (500 ms doubling to 30 s) until
+    /// it answers; `None` when `shutdown` comes first. `on_failure` sees each failed attempt.
+    pub async fn register(
+        &self,
+        channel: &str,
+        shutdown: &CancellationToken,
+        on_failure: impl Fn(&UpdateFailure),
+    ) -> Option<Handshake> {
+        // The task types a worker registers with: its runner layer's one list.
+        let task_types = esup_runner::TaskType::ALL.map(|t| t.as_str().to_owned());
+        let version = self.version.to_string();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self
+                .client
+                .register(
+                    &self.worker_id,
+                    &version,
+                    &self.platform,
+                    channel,
+                    &task_types,
+                )
+                .await
+            {
+                Ok(handshake) => return Some(handshake),
+                Err(failure) => {
+                    tracing::warn!(reason = %failure.reason, error = %failure.message, "registration with the update server failed; retrying");
+                    on_failure(&failure);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return None,
                     }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                "failure" => telemetry.failure(&outcome.reason),
-                "deferred" => telemetry.deferred(),
-                _ => {}
-            }
-            if matches!(outcome.outcome.as_str(), "success" | "rolled_back") {
-                // The whole attempt, download to verdict, probation included.
-                #[allow(clippy::cast_precision_loss)]
-                telemetry
-                    .durations
-                    .with_label_values(&["total"])
-                    .observe(outcome.duration_ms as f64 / 1000.0);
-            }
-            let _ = std::fs::write(&counted, b"");
-        }
-        match client.report(worker_id, &outcome).await {
-            Ok(()) => {
-                tracing::info!(correlation_id = %outcome.correlation_id, outcome = %outcome.outcome, reason = %outcome.reason, to_version = %outcome.to_version, "update outcome reported");
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(&counted);
-            }
-            Err(error) => {
-                tracing::warn!(correlation_id = %outcome.correlation_id, %error, "could not report the outcome yet; will retry");
-                return;
             }
         }
     }
-}
 
-fn quarantine(state: &StateDir, version: &Version) {
-    let path = state.path().join("trust.json");
-    let result = std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<TrustState>(&bytes).ok())
-        .map(|mut trust| {
-            trust.quarantined.insert(version.clone());
-            state.save_trust(&trust)
-        });
-    match result {
-        Some(Ok(())) => {
-            tracing::warn!(%version, "version quarantined: it will not be retried until a newer release")
-        }
-        Some(Err(error)) => tracing::error!(%error, %version, "could not record the quarantine"),
-        None => tracing::error!(%version, "trust state unreadable; quarantine not recorded"),
+    /// Counts (and quarantines) what the supervisor decided, before the first update check,
+    /// then keeps doing so in the background (an outcome is reported promptly whatever the
+    /// update loop is doing, e.g. sitting in a long poll) until `stop` or [`Self::finish`].
+    pub async fn start_reporting(&self, stop: CancellationToken) -> Reporting {
+        flush_outbox(&self.state, &self.client, &self.telemetry, &self.worker_id).await;
+        let stop = stop.child_token();
+        let flusher = spawn_outbox_flusher(
+            self.state.clone(),
+            self.client.clone(),
+            self.telemetry.clone(),
+            self.worker_id.clone(),
+            stop.clone(),
+        );
+        Reporting { stop, flusher }
+    }
+
+    /// The update loop of this worker, polling at the server's suggested interval at first.
+    pub fn updater(
+        &self,
+        config: &AgentConfig,
+        gate: TaskGate,
+        install_path: PathBuf,
+        handshake: &Handshake,
+    ) -> Result<Updater, UpdateFailure> {
+        Updater::new(
+            config.clone(),
+            self.clone(),
+            gate,
+            install_path,
+            Duration::from_secs(handshake.poll_interval_s.max(1)),
+        )
+    }
+
+    /// Stops the background reporting, reports what is left, and persists the counters.
+    pub async fn finish(&self, reporting: Reporting) {
+        reporting.stop.cancel();
+        let _ = reporting.flusher.await;
+        flush_outbox(&self.state, &self.client, &self.telemetry, &self.worker_id).await;
+        self.telemetry.flush();
     }
 }
 
 impl Updater {
-    /// An updater starting from the persisted trust state.
-    #[allow(clippy::too_many_arguments)]
+    /// An updater of `session`'s worker, starting from the persisted trust state.
     pub fn new(
         config: AgentConfig,
-        state: StateDir,
-        client: UpdateClient,
-        telemetry: Arc<Telemetry>,
-        worker_id: String,
-        version: Version,
-        platform: String,
+        session: WorkerSession,
         gate: TaskGate,
         install_path: PathBuf,
         poll_interval: Duration,
     ) -> Result<Self, UpdateFailure> {
-        let trust = state
+        let trust = session
+            .state
             .load_trust(&config.root, &config.channel)
-            .map_err(|e| UpdateFailure::fatal("trust_state", e.to_string()))?;
+            .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
         Ok(Updater {
             config,
-            state,
-            client,
-            telemetry,
-            worker_id,
-            version,
-            platform,
+            session,
             gate,
             install_path,
             trust,
@@ -225,7 +235,7 @@ impl Updater {
         {
             Some((channel, release)) => format!(
                 "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {:?}",
-                self.version,
+                self.session.version,
                 channel.signed.channel,
                 channel.signed.serial,
                 release.signed.version,
@@ -239,7 +249,7 @@ impl Updater {
             ),
             None => format!(
                 "running {}; channel {} offers nothing yet",
-                self.version, self.config.channel
+                self.session.version, self.config.channel
             ),
         }
     }
@@ -299,19 +309,21 @@ impl Updater {
                     .map_or(self.poll_interval, Duration::from_secs)
             });
         let poll = self
+            .session
             .client
             .latest(
                 &self.config.channel,
-                &self.platform,
-                &self.version.to_string(),
-                &self.worker_id,
+                &self.session.platform,
+                &self.session.version.to_string(),
+                &self.session.worker_id,
                 self.etag.as_deref(),
                 wait,
             )
             .await?;
         self.observe(|o| o.polled(matches!(poll, Poll::Changed { .. })));
         #[allow(clippy::cast_precision_loss)]
-        self.telemetry
+        self.session
+            .telemetry
             .last_check
             .set(Timestamp::now().unix() as f64);
         if let Poll::Changed { latest, etag } = poll {
@@ -322,7 +334,8 @@ impl Updater {
         let Some(latest) = self.latest.clone() else {
             return Ok(false);
         };
-        self.telemetry
+        self.session
+            .telemetry
             .durations
             .with_label_values(&["check"])
             .observe(started.elapsed().as_secs_f64());
@@ -339,10 +352,10 @@ impl Updater {
         };
         let local = LocalState {
             product: manifests::PRODUCT.to_owned(),
-            platform: self.platform.clone(),
-            worker_id: self.worker_id.clone(),
+            platform: self.session.platform.clone(),
+            worker_id: self.session.worker_id.clone(),
             channel: self.config.channel.clone(),
-            current_version: self.version.clone(),
+            current_version: self.session.version.clone(),
             accepted_serial: self.trust.accepted_serial,
             accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
             quarantined: self.current_quarantine(),
@@ -381,7 +394,7 @@ impl Updater {
             return Ok(false);
         }
         let correlation_id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.version, to = %plan.version);
+        let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.session.version, to = %plan.version);
         self.attempt(plan, release.clone(), statement.urgent, correlation_id)
             .instrument(span)
             .await
@@ -389,7 +402,8 @@ impl Updater {
 
     fn current_quarantine(&self) -> BTreeSet<Version> {
         // The supervisor's outcomes may have added to it since we loaded it.
-        self.state
+        self.session
+            .state
             .load_trust(&self.config.root, &self.config.channel)
             .map(|t| t.quarantined)
             .unwrap_or_else(|_| self.trust.quarantined.clone())
@@ -397,10 +411,12 @@ impl Updater {
 
     fn accept(&mut self, statement: &manifests::AcceptedStatement, offered: &Version) {
         #[allow(clippy::cast_precision_loss)]
-        self.telemetry
+        self.session
+            .telemetry
             .manifest_expiry
             .set(statement.expires.unix() as f64);
         let mut trust = self
+            .session
             .state
             .load_trust(&self.config.root, &self.config.channel)
             .unwrap_or_else(|_| self.trust.clone());
@@ -419,7 +435,7 @@ impl Updater {
             trust.highest_version_seen = Some(offered.clone());
         }
         if changed {
-            if let Err(error) = self.state.save_trust(&trust) {
+            if let Err(error) = self.session.state.save_trust(&trust) {
                 tracing::error!(%error, "could not persist the trust state");
             }
         }
@@ -438,13 +454,13 @@ impl Updater {
             return;
         }
         tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
-        self.telemetry.failure(&failure.reason);
+        self.session.telemetry.failure(&failure.reason.label());
         if let Some(to) = to_version {
             self.queue_outcome(
                 &uuid::Uuid::new_v4().to_string(),
                 to,
-                "failure",
-                &failure.reason,
+                Outcome::Failure,
+                failure.reason,
                 0,
             );
         }
@@ -454,22 +470,26 @@ impl Updater {
         &self,
         correlation_id: &str,
         to: &str,
-        outcome: &str,
-        reason: &str,
+        outcome: Outcome,
+        reason: FailureReason,
         duration_ms: u64,
     ) {
-        let record = Outcome {
+        let record = OutcomeRecord {
             correlation_id: correlation_id.to_owned(),
             channel: self.config.channel.clone(),
-            from_version: self.version.to_string(),
+            from_version: self.session.version.to_string(),
             to_version: to.to_owned(),
-            outcome: outcome.to_owned(),
-            reason: reason.to_owned(),
+            outcome,
+            reason: reason.label(),
             duration_ms,
             at: Timestamp::now().to_string(),
         };
         // Counted by the outbox flusher, except failures, which the caller counted already.
-        if let Err(error) = self.state.push_outcome(&record, outcome == "failure") {
+        if let Err(error) = self
+            .session
+            .state
+            .push_outcome(&record, outcome == Outcome::Failure)
+        {
             tracing::error!(%error, "could not queue the outcome report");
         }
     }
@@ -480,7 +500,7 @@ impl Updater {
             return Ok(());
         }
         while current.signed.version < server_version {
-            let next = self.client.root(current.signed.version + 1).await?;
+            let next = self.session.client.root(current.signed.version + 1).await?;
             manifests::verify_rotation(&current.signed, &next)?;
             tracing::info!(
                 from = current.signed.version,
@@ -494,9 +514,10 @@ impl Updater {
             .check_expiry(Timestamp::now(), ExpirationEnforcement::Safe)?;
         let mut trust = self.trust.clone();
         trust.root = current;
-        self.state
+        self.session
+            .state
             .save_trust(&trust)
-            .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
+            .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?;
         self.trust = trust;
         Ok(())
     }
@@ -516,37 +537,39 @@ impl Updater {
                 .as_millis(),
         )
         .unwrap_or(0);
-        self.telemetry.attempt();
+        self.session.telemetry.attempt();
         self.observe(|o| o.attempt_started(&plan.version));
         tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
         let to = plan.version.to_string();
         match self.download_and_stage(&plan).await {
             Ok(staged) => {
-                self.telemetry
+                self.session
+                    .telemetry
                     .durations
                     .with_label_values(&["download"])
                     .observe(started.elapsed().as_secs_f64());
                 let pending = Pending {
                     correlation_id: correlation_id.clone(),
                     channel: self.config.channel.clone(),
-                    from_version: self.version.clone(),
+                    from_version: self.session.version.clone(),
                     to_version: plan.version.clone(),
                     staged_path: staged,
                     install_path: self.install_path.clone(),
                     release,
-                    platform: self.platform.clone(),
+                    platform: self.session.platform.clone(),
                     is_rollback: plan.is_rollback,
                     started_at_ms,
                     probation_attempts: 0,
                 };
                 if !self.wait_until_idle(urgent, &correlation_id, &to).await {
                     let _ = std::fs::remove_file(&pending.staged_path);
-                    self.observe(|o| o.attempt_failed(&plan.version, "busy"));
+                    self.observe(|o| o.attempt_failed(&plan.version, FailureReason::Busy));
                     return Ok(false);
                 }
-                self.state
+                self.session
+                    .state
                     .save_pending(&pending)
-                    .map_err(|e| UpdateFailure::fatal("io", e.to_string()))?;
+                    .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?;
                 tracing::info!(
                     staged = %pending.staged_path.display(),
                     download_verify_stage_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -557,7 +580,7 @@ impl Updater {
             }
             Err(failure) => {
                 tracing::warn!(reason = %failure.reason, error = %failure.message, retryable = failure.retryable, "update attempt failed; the running binary is untouched");
-                self.observe(|o| o.attempt_failed(&plan.version, &failure.reason));
+                self.observe(|o| o.attempt_failed(&plan.version, failure.reason));
                 if !failure.retryable {
                     self.condemned.insert(plan.artifact.sha256.clone());
                 }
@@ -567,9 +590,15 @@ impl Updater {
                     .reported
                     .insert(format!("attempt/{to}/{}", failure.reason))
                 {
-                    self.telemetry.failure(&failure.reason);
+                    self.session.telemetry.failure(&failure.reason.label());
                     let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    self.queue_outcome(&correlation_id, &to, "failure", &failure.reason, duration);
+                    self.queue_outcome(
+                        &correlation_id,
+                        &to,
+                        Outcome::Failure,
+                        failure.reason,
+                        duration,
+                    );
                 }
                 Ok(false)
             }
@@ -607,17 +636,17 @@ impl Updater {
         }
         self.gate.undrain();
         tracing::warn!("update deferred: tasks still running after the maximum deferral");
-        let record = Outcome {
+        let record = OutcomeRecord {
             correlation_id: correlation_id.to_owned(),
             channel: self.config.channel.clone(),
-            from_version: self.version.to_string(),
+            from_version: self.session.version.to_string(),
             to_version: to.to_owned(),
-            outcome: "deferred".to_owned(),
-            reason: "busy".to_owned(),
+            outcome: Outcome::Deferred,
+            reason: FailureReason::Busy.label(),
             duration_ms: self.config.max_deferral_secs * 1000,
             at: Timestamp::now().to_string(),
         };
-        if let Err(error) = self.state.push_outcome(&record, false) {
+        if let Err(error) = self.session.state.push_outcome(&record, false) {
             tracing::error!(%error, "could not queue the deferral report");
         }
         false
@@ -627,12 +656,11 @@ impl Updater {
         &self,
         plan: &manifests::InstallPlan,
     ) -> Result<PathBuf, UpdateFailure> {
-        let dir = self.install_path.parent().unwrap_or(Path::new("/"));
+        let dir = handover::install_dir(&self.install_path);
         let artifact = &plan.artifact;
-        let short = artifact.sha256.get(..16).unwrap_or(&artifact.sha256);
-        let part = dir.join(format!(".worker-agent-{short}.part"));
-        let staged = dir.join(format!(".worker-agent-{}-{short}.staged", plan.version));
-        let url = self.client.resolve(&artifact.url);
+        let part = handover::part_path(&self.install_path, &artifact.sha256);
+        let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
+        let url = self.session.client.resolve(&artifact.url);
         let same_server = url.starts_with(self.config.server_base());
         let options = DownloadOptions {
             attempts: self.config.download_attempts,
@@ -641,8 +669,8 @@ impl Updater {
             rate_window: Duration::from_secs(10),
             backoff: Duration::from_secs(1),
         };
-        let telemetry = self.telemetry.clone();
-        let state_dir = self.state.path().to_owned();
+        let telemetry = self.session.telemetry.clone();
+        let state_dir = self.session.state.path().to_owned();
         let first_chunk = std::sync::atomic::AtomicBool::new(false);
         let on_bytes = move |n: u64| {
             telemetry.downloaded(n);
@@ -651,18 +679,18 @@ impl Updater {
             }
         };
         download(
-            self.client.http(),
+            self.session.client.http(),
             &url,
             // Only the update server gets the worker token, never a mirror.
-            same_server.then(|| self.client.token()),
+            same_server.then(|| self.session.client.token()),
             artifact,
             &part,
             &options,
             &on_bytes,
         )
         .await?;
-        self.telemetry.flush();
-        crate::failpoint::hit("verifying", self.state.path()).await;
+        self.session.telemetry.flush();
+        crate::failpoint::hit("verifying", self.session.state.path()).await;
         // Same mode as the running binary, then into its verified name in one rename.
         let mode = std::fs::metadata(&self.install_path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
@@ -671,11 +699,11 @@ impl Updater {
             &part,
             std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
         )
-        .map_err(|e| UpdateFailure::io("setting the mode of the download", &e))?;
+        .map_err(|e| UpdateFailure::io("setting the mode of", &part, &e))?;
         std::fs::rename(&part, &staged)
-            .map_err(|e| UpdateFailure::io("staging the download", &e))?;
+            .map_err(|e| UpdateFailure::io("staging the download as", &staged, &e))?;
         crate::state::sync_dir(dir)
-            .map_err(|e| UpdateFailure::io("syncing the install directory", &e))?;
+            .map_err(|e| UpdateFailure::io("syncing the install directory", dir, &e))?;
         Ok(staged)
     }
 }
@@ -688,4 +716,368 @@ fn peak_rss_kib() -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The updater's decisions given a channel statement, a release and the local state, with real
+/// signed documents (made with the format crate's key generation and signing) and the artifact
+/// served over HTTP by a local server, as the update server would.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use clap::Parser;
+    use manifests::{
+        Artifact, ChannelStatement, DocType, Key, PrivateKey, Release, ReleasePointer, Role, Roles,
+        Rollout, Root, Signed,
+    };
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: AgentConfig,
+    }
+
+    /// What the updater told its observer.
+    #[derive(Debug, Default)]
+    struct Seen {
+        attempts: Mutex<Vec<Version>>,
+        failures: Mutex<Vec<(Version, FailureReason)>>,
+    }
+
+    impl UpdateObserver for Seen {
+        fn attempt_started(&self, version: &Version) {
+            self.attempts.lock().expect("lock").push(version.clone());
+        }
+        fn attempt_failed(&self, version: &Version, reason: FailureReason) {
+            let mut failures = self.failures.lock().expect("lock");
+            failures.push((version.clone(), reason));
+        }
+    }
+
+    fn key_entry(key: &PrivateKey) -> (String, Key) {
+        let public = key.public();
+        let key = Key {
+            scheme: public.scheme,
+            public: public.public,
+            extra: BTreeMap::new(),
+        };
+        (public.keyid, key)
+    }
+
+    /// An agent running 1.0.0 with a fresh state directory, its trust rooted in new keys.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        release_key: PrivateKey,
+        channel_key: PrivateKey,
+        /// The artifact's bytes, served at `artifact_url`.
+        artifact: Vec<u8>,
+        artifact_url: String,
+        state: StateDir,
+        updater: Updater,
+        seen: Arc<Seen>,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let root_key = PrivateKey::generate("root").expect("key");
+            let release_key = PrivateKey::generate("release").expect("key");
+            let channel_key = PrivateKey::generate("channel").expect("key");
+            let root = Root {
+                doc_type: DocType::Root,
+                version: 1,
+                expires: Timestamp::now().plus_secs(86_400),
+                keys: [&root_key, &release_key, &channel_key]
+                    .into_iter()
+                    .map(key_entry)
+                    .collect(),
+                roles: Roles {
+                    root: Role::new(vec![root_key.keyid()], 1),
+                    release: Role::new(vec![release_key.keyid()], 1),
+                    channel: Role::new(vec![channel_key.keyid()], 1),
+                    extra: BTreeMap::new(),
+                },
+                extra: BTreeMap::new(),
+            };
+            let root = Signed::sign(root, &[&root_key]).expect("sign root");
+            let root_path = dir.path().join("root.json");
+            std::fs::write(&root_path, root.to_json_pretty().expect("json")).expect("root");
+
+            let artifact = b"#!/bin/sh\necho version 2\n".repeat(100);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let base = format!("http://{}", listener.local_addr().expect("address"));
+            let app = axum::Router::new().route(
+                "/artifact",
+                axum::routing::get({
+                    let bytes = artifact.clone();
+                    move || async move { bytes }
+                }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+
+            let install_dir = dir.path().join("install");
+            std::fs::create_dir_all(&install_dir).expect("install dir");
+            let install_path = install_dir.join("worker-agent");
+            std::fs::write(&install_path, b"version 1").expect("install");
+            let state_dir = dir.path().join("state");
+            let config = Cli::try_parse_from([
+                "worker-agent",
+                "--update-server",
+                &base,
+                "--token",
+                "t",
+                "--root",
+                &root_path.to_string_lossy(),
+                "--state-dir",
+                &state_dir.to_string_lossy(),
+                "--long-poll",
+                "false",
+                "--download-attempts",
+                "1",
+            ])
+            .expect("agent arguments")
+            .config;
+            let state = StateDir::open(&state_dir).expect("state dir");
+            let seen = Arc::new(Seen::default());
+            let session = WorkerSession {
+                state: state.clone(),
+                client: UpdateClient::new(&config).expect("client"),
+                telemetry: Arc::new(Telemetry::new(state.clone(), "1.0.0")),
+                worker_id: "worker-1".to_owned(),
+                version: "1.0.0".parse().expect("version"),
+                platform: manifests::BUILD_PLATFORM.to_owned(),
+            };
+            let updater = Updater::new(
+                config.clone(),
+                session,
+                TaskGate::new(),
+                install_path,
+                Duration::from_secs(60),
+            )
+            .expect("updater")
+            .with_observer(seen.clone());
+            Fixture {
+                artifact_url: format!("{base}/artifact"),
+                dir,
+                release_key,
+                channel_key,
+                artifact,
+                state,
+                updater,
+                seen,
+            }
+        }
+
+        /// A signed release of `version` whose artifact is the served one.
+        fn release(&self, version: &str) -> Signed<Release> {
+            let (sha256, size) = (
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&self.artifact)),
+                self.artifact.len() as u64,
+            );
+            let release = Release {
+                doc_type: DocType::Release,
+                product: manifests::PRODUCT.to_owned(),
+                version: version.parse().expect("version"),
+                released_at: Timestamp::now(),
+                minimum_version: "0.0.0".parse().expect("version"),
+                artifacts: vec![Artifact {
+                    platform: manifests::BUILD_PLATFORM.to_owned(),
+                    sha256,
+                    size,
+                    url: self.artifact_url.clone(),
+                    extra: BTreeMap::new(),
+                }],
+                notes: String::new(),
+                extra: BTreeMap::new(),
+            };
+            Signed::sign(release, &[&self.release_key]).expect("sign release")
+        }
+
+        /// `/latest` offering `release` to the whole `stable` channel at `serial`, the
+        /// statement signed by `signer`.
+        fn latest(&self, serial: u64, release: &Signed<Release>, signer: &PrivateKey) -> Latest {
+            let now = Timestamp::now();
+            let version = release.signed.version.clone();
+            let statement = ChannelStatement {
+                doc_type: DocType::Channel,
+                channel: "stable".to_owned(),
+                serial,
+                issued_at: now,
+                expires: now.plus_secs(86_400),
+                release: ReleasePointer {
+                    version: version.clone(),
+                    manifest_sha256: release.signed_sha256().expect("hash"),
+                    extra: BTreeMap::new(),
+                },
+                rollout: Rollout {
+                    percent: 100,
+                    salt: "salt".to_owned(),
+                    extra: BTreeMap::new(),
+                },
+                minimum_version: "0.0.0".parse().expect("version"),
+                recommended_version: version,
+                halted: false,
+                urgent: false,
+                extra: BTreeMap::new(),
+            };
+            Latest {
+                root_version: 1,
+                channel: Some(Signed::sign(statement, &[signer]).expect("sign statement")),
+                release: Some(release.clone()),
+                rollback: None,
+                poll_interval_s: 60,
+            }
+        }
+
+        /// Decides on `latest` as a poll that returned it does (`check_once`).
+        async fn decide(&mut self, latest: Latest) -> Result<bool, UpdateFailure> {
+            self.updater.latest = Some(latest.clone());
+            self.updater.decide_and_apply(latest).await
+        }
+
+        fn attempts(&self) -> Vec<Version> {
+            self.seen.attempts.lock().expect("lock").clone()
+        }
+
+        fn outbox(&self) -> Vec<OutcomeRecord> {
+            let outcomes = self.state.outcomes().expect("outbox");
+            outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_release_offered_to_everyone_is_downloaded_verified_and_staged() {
+        let mut fixture = Fixture::new().await;
+        let release = fixture.release("2.0.0");
+        let latest = fixture.latest(1, &release, &fixture.channel_key);
+        let staged = fixture.decide(latest).await;
+        assert_eq!(staged, Ok(true));
+        assert_eq!(fixture.attempts(), ["2.0.0".parse::<Version>().expect("v")]);
+        let pending = fixture.state.pending().expect("readable").expect("pending");
+        assert_eq!(pending.to_version.to_string(), "2.0.0");
+        assert_eq!(pending.from_version.to_string(), "1.0.0");
+        assert_eq!(pending.probation_attempts, 0);
+        assert_eq!(
+            std::fs::read(&pending.staged_path).expect("staged file"),
+            fixture.artifact
+        );
+        assert!(pending
+            .staged_path
+            .starts_with(fixture.dir.path().join("install")));
+        let trust = fixture
+            .state
+            .load_trust(&fixture.updater.config.root, "stable")
+            .expect("trust");
+        assert_eq!(trust.accepted_serial, Some(1));
+        assert!(fixture.outbox().is_empty(), "nothing to report yet");
+    }
+
+    #[tokio::test]
+    async fn the_running_version_on_offer_is_nothing_to_do_but_its_statement_is_accepted() {
+        let mut fixture = Fixture::new().await;
+        let release = fixture.release("1.0.0");
+        let latest = fixture.latest(4, &release, &fixture.channel_key);
+        assert_eq!(fixture.decide(latest).await, Ok(false));
+        assert!(fixture.attempts().is_empty());
+        assert!(fixture.state.pending().expect("readable").is_none());
+        let trust = fixture
+            .state
+            .load_trust(&fixture.updater.config.root, "stable")
+            .expect("trust");
+        assert_eq!(trust.accepted_serial, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_forged_statement_is_rejected_and_reported_once_per_statement_and_reason() {
+        let mut fixture = Fixture::new().await;
+        let release = fixture.release("2.0.0");
+        // Signed by the release key: not a key of the channel role.
+        let forged = fixture.latest(1, &release, &fixture.release_key);
+        for _ in 0..3 {
+            let decided = fixture.decide(forged.clone()).await;
+            assert_eq!(decided, Ok(false));
+        }
+        assert!(fixture.attempts().is_empty(), "nothing downloaded");
+        let reported = fixture.outbox();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0].outcome, Outcome::Failure);
+        assert_eq!(reported[0].to_version, "2.0.0");
+        let counters = fixture.state.counters().expect("counters");
+        assert_eq!(
+            counters.failures,
+            BTreeMap::from([(reported[0].reason.clone(), 1)])
+        );
+        assert_eq!(reported[0].reason, "threshold");
+
+        // Another statement with the same problem is another report.
+        let forged_again = fixture.latest(2, &release, &fixture.release_key);
+        let decided = fixture.decide(forged_again).await;
+        assert_eq!(decided, Ok(false));
+        assert_eq!(fixture.outbox().len(), 2);
+        let counters = fixture.state.counters().expect("counters");
+        assert_eq!(counters.failures.get("threshold"), Some(&2));
+        let trust = fixture
+            .state
+            .load_trust(&fixture.updater.config.root, "stable")
+            .expect("trust");
+        assert_eq!(
+            trust.accepted_serial, None,
+            "a forged statement is never accepted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_quarantined_version_is_not_installed_again() {
+        let mut fixture = Fixture::new().await;
+        let release = fixture.release("2.0.0");
+        handover::quarantine(&fixture.state, &release.signed.version);
+        let latest = fixture.latest(1, &release, &fixture.channel_key);
+        assert_eq!(fixture.decide(latest).await, Ok(false));
+        assert!(fixture.attempts().is_empty());
+        assert!(fixture.state.pending().expect("readable").is_none());
+        assert!(fixture.outbox().is_empty());
+
+        // A newer release is installed.
+        let newer = fixture.release("2.0.1");
+        let latest = fixture.latest(2, &newer, &fixture.channel_key);
+        assert_eq!(fixture.decide(latest).await, Ok(true));
+        assert_eq!(fixture.attempts(), ["2.0.1".parse::<Version>().expect("v")]);
+    }
+
+    #[tokio::test]
+    async fn an_artifact_that_does_not_match_its_release_is_reported_once_and_not_fetched_again() {
+        let mut fixture = Fixture::new().await;
+        let mut release = fixture.release("2.0.0");
+        release.signed.artifacts[0].sha256 = "0".repeat(64);
+        let release = Signed::sign(release.signed, &[&fixture.release_key]).expect("sign");
+        let latest = fixture.latest(1, &release, &fixture.channel_key);
+        for _ in 0..2 {
+            let decided = fixture.decide(latest.clone()).await;
+            assert_eq!(decided, Ok(false));
+        }
+        assert_eq!(
+            fixture.attempts().len(),
+            1,
+            "a condemned artifact is not retried"
+        );
+        let reported = fixture.outbox();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0].reason, "hash_mismatch");
+        assert!(fixture.state.pending().expect("readable").is_none());
+        let install_dir = fixture.dir.path().join("install");
+        let leftovers: Vec<_> = std::fs::read_dir(install_dir)
+            .expect("install dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            ["worker-agent"],
+            "no partial or staged file left"
+        );
+    }
 }
