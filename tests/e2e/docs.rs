@@ -66,7 +66,7 @@ fn env_vars_in_sources() -> BTreeMap<String, String> {
     ];
     let root = workspace_root();
     let mut files = Vec::new();
-    for dir in ["agent/src", "update-server/src", "manifests/src/bin"] {
+    for dir in ["agent/src", "update-server/src", "release-cli/src"] {
         files.extend(rust_files(&root.join(dir)));
     }
     files.push(root.join("scripts/build_info.rs"));
