@@ -13,7 +13,14 @@ mod offline;
 
 /// Sign, verify and inspect worker-agent release documents; publish and roll them out.
 #[derive(Debug, Parser)]
-#[command(name = "worker-release", version = manifests::long_version!(), about, long_about = None)]
+// `about` is the text `--help` has always led with (the package description of `manifests`, when
+// the CLI lived there), so the help output stays the same.
+#[command(
+    name = "worker-release",
+    version = manifests::long_version!(),
+    about = "Signed release format for worker-agent fleets, and the worker-release signing CLI",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
