@@ -74,7 +74,7 @@ fi
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 
 step "building update-server and worker-release (release profile)"
-cargo build --release --quiet -p update-server -p manifests
+cargo build --release --quiet -p update-server -p worker-release
 bin="$root_dir/target/release"
 wr="$bin/worker-release"
 server_bin="$bin/update-server"

@@ -100,7 +100,7 @@ fi
 command -v openssl >/dev/null || die "openssl is needed for the tokens"
 
 log "building update-server and worker-release (release profile)"
-cargo build --release --quiet -p update-server -p manifests
+cargo build --release --quiet -p update-server -p worker-release
 server_bin="$root_dir/target/release/update-server"
 wr="$root_dir/target/release/worker-release"
 

@@ -70,7 +70,7 @@ if ! command -v ffmpeg >/dev/null; then
 fi
 
 say "building update-server, worker-release and the ESUP Manager stand-in, then the agent at $V1 and $V2"
-cargo build --quiet --manifest-path "$root_dir/Cargo.toml" -p update-server -p manifests -p e2e --bins
+cargo build --quiet --manifest-path "$root_dir/Cargo.toml" -p update-server -p worker-release -p e2e --bins
 bin="$root_dir/target/debug"
 wr="$bin/worker-release"
 # Both agent versions share one target directory: only the agent crate is rebuilt per version.

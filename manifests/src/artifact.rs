@@ -7,7 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::documents::Artifact;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Hashes an artifact as it streams and refuses one byte more than the signed size.
 #[derive(Debug, Clone)]

@@ -6,9 +6,11 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::doc_type::DocType;
+use crate::error::{Error, Result};
 use crate::keys::decode_hex;
 use crate::signed::Document;
-use crate::{DocType, Error, Result, Timestamp};
+use crate::timestamp::Timestamp;
 
 /// The product name agents accept releases for.
 pub const PRODUCT: &str = "worker-agent";

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use semver::Version;
 
-use crate::Timestamp;
+use crate::timestamp::Timestamp;
 
 /// A stable, machine-readable name for why something was rejected.
 ///

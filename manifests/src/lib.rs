@@ -21,81 +21,35 @@
 #![deny(missing_docs)]
 
 mod artifact;
+mod doc_type;
 mod documents;
 mod error;
 mod keys;
+mod role;
 mod root;
 mod signed;
 mod time;
+mod timestamp;
 mod verify;
 
 pub use artifact::{hash_file, verify_file, ArtifactVerifier};
+pub use doc_type::DocType;
 pub use documents::{
     Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
 pub use keys::{keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
-pub use root::{follow_root_chain, verify_rotation, Key, Role, RoleName, Roles, Root};
+pub use role::{Key, Role};
+pub use root::{follow_root_chain, verify_rotation, RoleName, Roles, Root};
 pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX, MAX_EXACT_INTEGER};
-pub use time::{parse_duration_secs, Timestamp};
+pub use time::parse_duration_secs;
+pub use timestamp::{ExpirationEnforcement, Timestamp};
 pub use verify::{
     cohort_bucket, in_rollout, verify_update, AcceptedStatement, Decision, Idle, InstallPlan,
     LocalState, UpdateCheck,
 };
 
 pub use semver::Version;
-
-/// The four document types, as written in each document's `type` field.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum DocType {
-    /// `root`
-    Root,
-    /// `release`
-    Release,
-    /// `channel`
-    Channel,
-    /// `rollback`
-    Rollback,
-}
-
-impl DocType {
-    /// The type tag.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DocType::Root => "root",
-            DocType::Release => "release",
-            DocType::Channel => "channel",
-            DocType::Rollback => "rollback",
-        }
-    }
-}
-
-impl std::fmt::Display for DocType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whether to refuse expired documents. Only forensic tools (`worker-release inspect`,
-/// `verify --allow-expired`) ever use [`ExpirationEnforcement::Unsafe`]; the agent never does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpirationEnforcement {
-    /// Expired documents are refused.
-    Safe,
-    /// Expiry is ignored.
-    Unsafe,
-}
 
 /// The target triple this crate was built for (the platform an agent asks artifacts for).
 pub const BUILD_PLATFORM: &str = env!("BUILD_TARGET");

@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::doc_type::DocType;
+use crate::error::{Error, Result};
 use crate::keys::{decode_hex, PrivateKey};
-use crate::root::{Key, Role};
-use crate::{DocType, Error, Result};
+use crate::role::{Key, Role};
 
 /// Prefix of the signing context; the document type follows it.
 pub const CONTEXT_PREFIX: &str = "worker-release/v1/";

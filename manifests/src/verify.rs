@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::documents::{Artifact, ChannelStatement, Release, Rollback};
+use crate::error::{Error, Reason, Result};
 use crate::root::{check_expiry, RoleName, Root};
 use crate::signed::Signed;
-use crate::{Error, ExpirationEnforcement, Reason, Result, Timestamp};
+use crate::timestamp::{ExpirationEnforcement, Timestamp};
 
 /// What the agent knows about itself and remembers between checks. The agent persists it
 /// (atomically) in its state directory.

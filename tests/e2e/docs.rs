@@ -70,7 +70,7 @@ fn env_vars_in_sources() -> BTreeMap<String, String> {
         "agent/src",
         "agent/runner/src",
         "update-server/src",
-        "manifests/src/bin",
+        "release-cli/src",
     ] {
         files.extend(rust_files(&root.join(dir)));
     }

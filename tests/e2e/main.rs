@@ -5,6 +5,7 @@ mod agent_crash;
 mod agent_download;
 mod agent_trust;
 mod agent_update;
+mod architecture;
 mod docs;
 mod esup_media;
 mod esup_protocol;

@@ -5,16 +5,178 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use manifests::{
     hash_file, verify_file, Artifact, ChannelStatement, DocType, Document, ExpirationEnforcement,
     Key, PrivateKey, PublicKeyFile, Release, ReleasePointer, Role, RoleName, Roles, Rollback,
     Rollout, Root, Signed, Timestamp, Version,
 };
 
-use crate::{
-    InitRootArgs, RoleKeys, RotateRootArgs, SignChannelArgs, SignReleaseArgs, SignRollbackArgs,
-    VerifyArgs,
-};
+/// Role key sets for a root: public key files and thresholds.
+#[derive(Debug, Args)]
+pub struct RoleKeys {
+    /// Public key file(s) of the root role.
+    #[arg(long = "root-key")]
+    root_keys: Vec<PathBuf>,
+    /// Signatures needed for the root role.
+    #[arg(long, default_value_t = 1)]
+    root_threshold: u32,
+    /// Public key file(s) of the release role.
+    #[arg(long = "release-key")]
+    release_keys: Vec<PathBuf>,
+    /// Signatures needed for the release role.
+    #[arg(long, default_value_t = 1)]
+    release_threshold: u32,
+    /// Public key file(s) of the channel role (the update server's online key).
+    #[arg(long = "channel-key")]
+    channel_keys: Vec<PathBuf>,
+    /// Signatures needed for the channel role.
+    #[arg(long, default_value_t = 1)]
+    channel_threshold: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct InitRootArgs {
+    #[command(flatten)]
+    roles: RoleKeys,
+    /// Expiry: a duration from now (365d, 52w) or a timestamp (2027-01-01T00:00:00Z).
+    #[arg(long, default_value = "365d")]
+    expires: String,
+    /// Root private key(s) to sign with.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Where to write root.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateRootArgs {
+    /// The currently trusted root.
+    #[arg(long)]
+    root: PathBuf,
+    /// New role key sets; a role given no keys keeps its keys and threshold from the old root.
+    #[command(flatten)]
+    roles: RoleKeys,
+    /// Expiry of the new root.
+    #[arg(long, default_value = "365d")]
+    expires: String,
+    /// Private keys to sign with: old root keys and new root keys.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Where to write the new root.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignReleaseArgs {
+    /// The release version (semver).
+    #[arg(long)]
+    version: String,
+    /// PLATFORM=PATH[=URL], one per platform. URL defaults to the update server's
+    /// /api/worker-updates/artifacts/<sha256>.
+    #[arg(long = "artifact", required = true)]
+    artifacts: Vec<String>,
+    /// Oldest version allowed to update straight to this one (default: 0.0.0, any).
+    #[arg(long, default_value = "0.0.0")]
+    minimum_version: String,
+    /// Release notes.
+    #[arg(long, default_value = "")]
+    notes: String,
+    /// Product name.
+    #[arg(long, default_value = manifests::PRODUCT)]
+    product: String,
+    /// Release private key(s).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Where to write release.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignRollbackArgs {
+    /// Version(s) allowed to move down.
+    #[arg(long = "from", required = true)]
+    from: Vec<String>,
+    /// The version to move down to.
+    #[arg(long)]
+    to: String,
+    /// Expiry: a duration from now or a timestamp.
+    #[arg(long, default_value = "7d")]
+    expires: String,
+    /// Why (kept in the audit trail).
+    #[arg(long)]
+    reason: String,
+    /// Product name.
+    #[arg(long, default_value = manifests::PRODUCT)]
+    product: String,
+    /// Release private key(s).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Where to write rollback.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignChannelArgs {
+    /// Channel name.
+    #[arg(long)]
+    channel: String,
+    /// Serial (must exceed every serial agents have seen on this channel).
+    #[arg(long)]
+    serial: u64,
+    /// The signed release the channel points to.
+    #[arg(long)]
+    release: PathBuf,
+    /// Rollout percentage.
+    #[arg(long, default_value_t = 100)]
+    percent: u8,
+    /// Cohort salt (default: the release version).
+    #[arg(long)]
+    salt: Option<String>,
+    /// Expiry: a duration from now or a timestamp.
+    #[arg(long, default_value = "24h")]
+    expires: String,
+    /// Minimum version (default: 0.0.0).
+    #[arg(long, default_value = "0.0.0")]
+    minimum_version: String,
+    /// Recommended version (default: the release's).
+    #[arg(long)]
+    recommended_version: Option<String>,
+    /// Mark the channel halted.
+    #[arg(long)]
+    halted: bool,
+    /// Mark the update urgent.
+    #[arg(long)]
+    urgent: bool,
+    /// Channel private key(s).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Where to write the statement.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The trusted root.
+    #[arg(long)]
+    root: PathBuf,
+    /// The document to verify (root, release, channel or rollback).
+    doc: PathBuf,
+    /// With a release: check this file against the artifact with the same hash, or PLATFORM=PATH.
+    #[arg(long)]
+    artifact: Option<String>,
+    /// Do not refuse expired documents (forensics only).
+    #[arg(long)]
+    allow_expired: bool,
+    /// Verify as of this time instead of now.
+    #[arg(long)]
+    now: Option<String>,
+}
 
 pub fn keygen(out: &Path, name: &str) -> Result<()> {
     if name.is_empty()

@@ -1,0 +1,21 @@
+//! The server commands: publish releases, artifacts and roots, move channels, read the fleet
+//! status and the audit trail, through the update server's admin API
+//! (`wiki/operations/update-server-api.md`). They carry an admin token, never a private key: every
+//! document they send was signed offline beforehand.
+//!
+//! `client` is the authenticated connection (token, timeouts, uploads, how answers and refusals
+//! are read); `publish`, `channel` and `status` are the commands; `output` renders the server's
+//! answers as tables.
+
+mod channel;
+mod client;
+mod output;
+mod publish;
+mod status;
+
+pub use channel::{
+    halt, promote, resume, rollback, HaltArgs, PromoteArgs, ResumeArgs, RollbackArgs,
+};
+pub use client::ServerRefused;
+pub use publish::{publish, publish_root, PublishArgs, PublishRootArgs};
+pub use status::{audit, status, AuditArgs, StatusArgs};
