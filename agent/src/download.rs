@@ -39,9 +39,18 @@ pub async fn download(
     options: &DownloadOptions,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), UpdateFailure> {
+    let transfer = Transfer {
+        http,
+        url,
+        token,
+        artifact,
+        part,
+        options,
+        on_bytes,
+    };
     let mut last = UpdateFailure::retryable(FailureReason::Download, "no attempt made");
     for attempt in 1..=options.attempts.max(1) {
-        match attempt_once(http, url, token, artifact, part, options, on_bytes).await {
+        match attempt_once(&transfer).await {
             Ok(()) => return Ok(()),
             Err(failure) if failure.retryable && attempt < options.attempts => {
                 let backoff = options
@@ -63,24 +72,36 @@ pub async fn download(
     Err(last)
 }
 
-async fn attempt_once(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-    artifact: &Artifact,
-    part: &Path,
-    options: &DownloadOptions,
-    on_bytes: &(dyn Fn(u64) + Send + Sync),
-) -> Result<(), UpdateFailure> {
-    let what = format!("artifact {url}");
+/// One download's inputs, shared by its attempts.
+struct Transfer<'a> {
+    /// Client the requests go out on.
+    http: &'a reqwest::Client,
+    /// Where the artifact is served.
+    url: &'a str,
+    /// Bearer token, when the server wants one.
+    token: Option<&'a str>,
+    /// The signed size and hash the bytes must match.
+    artifact: &'a Artifact,
+    /// The partial file, kept between attempts.
+    part: &'a Path,
+    /// Timeouts, rate floor and retry policy.
+    options: &'a DownloadOptions,
+    /// Told the length of every chunk written (progress metrics).
+    on_bytes: &'a (dyn Fn(u64) + Send + Sync),
+}
+
+/// One attempt: resume (or restart) the partial file and stream the rest into it.
+async fn attempt_once(transfer: &Transfer<'_>) -> Result<(), UpdateFailure> {
+    let (artifact, part, options) = (transfer.artifact, transfer.part, transfer.options);
+    let what = format!("artifact {}", transfer.url);
     // Re-hash what an earlier attempt left, so the resumed stream continues one verification.
     let (mut verifier, mut have) = rehash(part, artifact, &what).await?;
     if have == artifact.size {
         verifier.finish()?;
         return Ok(());
     }
-    let mut request = http.get(url);
-    if let Some(token) = token {
+    let mut request = transfer.http.get(transfer.url);
+    if let Some(token) = transfer.token {
         request = request.bearer_auth(token);
     }
     if have > 0 {
@@ -144,7 +165,7 @@ async fn attempt_once(
             .map_err(|e| UpdateFailure::io("writing the download", part, &e))?;
         have += chunk.len() as u64;
         window_bytes += chunk.len() as u64;
-        on_bytes(chunk.len() as u64);
+        (transfer.on_bytes)(chunk.len() as u64);
         let elapsed = window_start.elapsed();
         if elapsed >= options.rate_window {
             let rate = window_bytes as f64 / elapsed.as_secs_f64();

@@ -654,7 +654,7 @@ pub async fn run(ctx: &TaskContext) -> PipelineResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::probe::AudioStream;
+    use crate::encoding::testing;
     use crate::media::testkit;
     use serde_json::{json, Value};
 
@@ -845,20 +845,8 @@ mod tests {
                 format_name: "mp4".to_owned(),
                 size: None,
                 bit_rate: None,
-                video: (width > 0).then(|| VideoStream {
-                    index: 0,
-                    codec: "h264".to_owned(),
-                    width,
-                    height,
-                    sample_aspect_ratio: (1, 1),
-                    frame_rate: Some(25.0),
-                }),
-                audio: audio.then(|| AudioStream {
-                    index: 1,
-                    codec: "aac".to_owned(),
-                    channels: 2,
-                    sample_rate: 48000,
-                }),
+                video: (width > 0).then(|| testing::video(width, height)),
+                audio: audio.then(testing::audio),
             },
         }
     }

@@ -39,9 +39,9 @@ pub use overview::{overview_grid, sprite_args, thumbnail_args, thumbnail_times, 
 pub(crate) use run::encode;
 pub use run::run;
 
-/// Streams the tests of every encoding module describe.
+/// Streams the tests of every encoding module (and the studio's) describe.
 #[cfg(test)]
-mod testing {
+pub(crate) mod testing {
     use super::Rung;
     use crate::media::probe::{AudioStream, VideoStream};
 
