@@ -7,8 +7,10 @@
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    register_gauge_with_registry, register_histogram_vec_with_registry,
+    register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_vec_with_registry, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
 use crate::state::{Counters, StateDir};
@@ -41,51 +43,50 @@ impl Telemetry {
     /// Registers the metrics, starting the counters from the persisted values.
     pub fn new(state: StateDir, running_version: &str) -> Self {
         let registry = Registry::new();
-        macro_rules! register {
-            ($metric:expr) => {{
-                let metric = $metric.expect("metric definition is valid");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("metric registered once");
-                metric
-            }};
-        }
         let counters = state.counters().unwrap_or_else(|error| {
             tracing::warn!(%error, "counters unreadable; starting from zero");
             Counters::default()
         });
         let telemetry = Telemetry {
-            attempts: register!(IntCounter::new(
+            attempts: register_int_counter_with_registry!(
                 "worker_update_attempt_total",
-                "Update attempts started"
-            )),
-            successes: register!(IntCounter::new(
+                "Update attempts started",
+                registry
+            )
+            .expect("metric registered once"),
+            successes: register_int_counter_with_registry!(
                 "worker_update_success_total",
-                "Updates that passed probation"
-            )),
-            failures: register!(IntCounterVec::new(
-                Opts::new(
-                    "worker_update_failure_total",
-                    "Rejected or failed updates, by reason"
-                ),
-                &["reason"]
-            )),
-            rollbacks: register!(IntCounterVec::new(
-                Opts::new(
-                    "worker_update_rollback_total",
-                    "Updates rolled back after probation failed, by reason"
-                ),
-                &["reason"]
-            )),
-            deferred: register!(IntCounter::new(
+                "Updates that passed probation",
+                registry
+            )
+            .expect("metric registered once"),
+            failures: register_int_counter_vec_with_registry!(
+                "worker_update_failure_total",
+                "Rejected or failed updates, by reason",
+                &["reason"],
+                registry
+            )
+            .expect("metric registered once"),
+            rollbacks: register_int_counter_vec_with_registry!(
+                "worker_update_rollback_total",
+                "Updates rolled back after probation failed, by reason",
+                &["reason"],
+                registry
+            )
+            .expect("metric registered once"),
+            deferred: register_int_counter_with_registry!(
                 "worker_update_deferred_total",
-                "Updates deferred past the maximum busy wait"
-            )),
-            download_bytes: register!(IntCounter::new(
+                "Updates deferred past the maximum busy wait",
+                registry
+            )
+            .expect("metric registered once"),
+            download_bytes: register_int_counter_with_registry!(
                 "worker_update_download_bytes_total",
-                "Artifact bytes downloaded"
-            )),
-            durations: register!(HistogramVec::new(
+                "Artifact bytes downloaded",
+                registry
+            )
+            .expect("metric registered once"),
+            durations: register_histogram_vec_with_registry!(
                 HistogramOpts::new(
                     "worker_update_duration_seconds",
                     "Time spent per update phase"
@@ -93,20 +94,29 @@ impl Telemetry {
                 .buckets(vec![
                     0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0
                 ]),
-                &["phase"]
-            )),
-            last_check: register!(Gauge::new(
+                &["phase"],
+                registry
+            )
+            .expect("metric registered once"),
+            last_check: register_gauge_with_registry!(
                 "worker_update_last_check_timestamp_seconds",
-                "When the agent last checked for an update (Unix seconds)"
-            )),
-            manifest_expiry: register!(Gauge::new(
+                "When the agent last checked for an update (Unix seconds)",
+                registry
+            )
+            .expect("metric registered once"),
+            manifest_expiry: register_gauge_with_registry!(
                 "worker_update_manifest_expiry_timestamp_seconds",
-                "Expiry of the last verified channel statement (Unix seconds)"
-            )),
-            version: register!(IntGaugeVec::new(
-                Opts::new("worker_version_current", "1 for the running version"),
-                &["version"]
-            )),
+                "Expiry of the last verified channel statement (Unix seconds)",
+                registry
+            )
+            .expect("metric registered once"),
+            version: register_int_gauge_vec_with_registry!(
+                "worker_version_current",
+                "1 for the running version",
+                &["version"],
+                registry
+            )
+            .expect("metric registered once"),
             tasks: TaskMetrics::register(&registry).expect("task metrics registered once"),
             registry,
             state,

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the server (names are a contract with dashboards and alert rules).
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    register_gauge_vec_with_registry, register_histogram_vec_with_registry,
+    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry, Encoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
 /// Every metric the server exports.
@@ -35,21 +36,15 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        macro_rules! register {
-            ($metric:expr) => {{
-                let metric = $metric.expect("metric definition is valid");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("metric registered once");
-                metric
-            }};
-        }
         Metrics {
-            http_requests: register!(IntCounterVec::new(
-                Opts::new("http_requests_total", "HTTP requests by route and status"),
-                &["route", "status"]
-            )),
-            http_duration: register!(HistogramVec::new(
+            http_requests: register_int_counter_vec_with_registry!(
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+                registry
+            )
+            .expect("metric registered once"),
+            http_duration: register_histogram_vec_with_registry!(
                 HistogramOpts::new(
                     "http_request_duration_seconds",
                     "HTTP request latency by route"
@@ -58,55 +53,66 @@ impl Metrics {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     10.0, 30.0, 60.0
                 ]),
-                &["route"]
-            )),
-            fleet_workers: register!(IntGaugeVec::new(
-                Opts::new(
-                    "fleet_workers",
-                    "Workers seen recently, by version and channel"
-                ),
-                &["version", "channel"]
-            )),
-            fleet_workers_stale: register!(IntGaugeVec::new(
-                Opts::new(
-                    "fleet_workers_stale",
-                    "Known workers not seen within the stale window"
-                ),
-                &["channel"]
-            )),
-            update_reports: register!(IntCounterVec::new(
-                Opts::new("update_reports_total", "Update attempts reported by agents"),
-                &["outcome", "reason", "version"]
-            )),
-            channel_serial: register!(IntGaugeVec::new(
-                Opts::new("channel_serial", "Serial of the channel statement served"),
-                &["channel"]
-            )),
-            channel_rollout_percent: register!(IntGaugeVec::new(
-                Opts::new(
-                    "channel_rollout_percent",
-                    "Rollout percentage of the channel's release"
-                ),
-                &["channel"]
-            )),
-            channel_halted: register!(IntGaugeVec::new(
-                Opts::new("channel_halted", "1 when the channel is halted"),
-                &["channel"]
-            )),
-            channel_statement_expiry: register!(GaugeVec::new(
-                Opts::new(
-                    "channel_statement_expiry_timestamp_seconds",
-                    "Expiry of the channel statement served (Unix seconds)"
-                ),
-                &["channel"]
-            )),
-            channel_release: register!(IntGaugeVec::new(
-                Opts::new(
-                    "channel_release_info",
-                    "1 for the version each channel offers"
-                ),
-                &["channel", "version"]
-            )),
+                &["route"],
+                registry
+            )
+            .expect("metric registered once"),
+            fleet_workers: register_int_gauge_vec_with_registry!(
+                "fleet_workers",
+                "Workers seen recently, by version and channel",
+                &["version", "channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            fleet_workers_stale: register_int_gauge_vec_with_registry!(
+                "fleet_workers_stale",
+                "Known workers not seen within the stale window",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            update_reports: register_int_counter_vec_with_registry!(
+                "update_reports_total",
+                "Update attempts reported by agents",
+                &["outcome", "reason", "version"],
+                registry
+            )
+            .expect("metric registered once"),
+            channel_serial: register_int_gauge_vec_with_registry!(
+                "channel_serial",
+                "Serial of the channel statement served",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            channel_rollout_percent: register_int_gauge_vec_with_registry!(
+                "channel_rollout_percent",
+                "Rollout percentage of the channel's release",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            channel_halted: register_int_gauge_vec_with_registry!(
+                "channel_halted",
+                "1 when the channel is halted",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            channel_statement_expiry: register_gauge_vec_with_registry!(
+                "channel_statement_expiry_timestamp_seconds",
+                "Expiry of the channel statement served (Unix seconds)",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            channel_release: register_int_gauge_vec_with_registry!(
+                "channel_release_info",
+                "1 for the version each channel offers",
+                &["channel", "version"],
+                registry
+            )
+            .expect("metric registered once"),
             registry,
         }
     }

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{
-    AuditRecord, ChannelRecord, FailureGroup, OutcomeCounts, PutRelease, ReleaseRecord,
-    ReportRecord, Store, StoreError, StoreResult, WorkerRecord,
+    AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts, OutcomeQuery,
+    PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, StoreResult, WorkerRecord,
 };
 
 /// Migrations, in order; the position + 1 is the schema version.
@@ -198,13 +198,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn save_channel(
-        &self,
-        record: &ChannelRecord,
-        serial: u64,
-        audit: &AuditRecord,
-        promotion: Option<(&str, u8)>,
-    ) -> StoreResult<()> {
+    fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -213,17 +207,17 @@ impl Store for SqliteStore {
                  ON CONFLICT (channel) DO UPDATE SET statement = excluded.statement,
                    rollback = excluded.rollback, halt_reason = excluded.halt_reason,
                    updated_at = excluded.updated_at",
-                params![record.channel, record.statement, record.rollback, record.halt_reason, audit.at],
+                params![change.record.channel, change.record.statement, change.record.rollback, change.record.halt_reason, change.audit.at],
             )?;
             tx.execute(
                 "INSERT INTO statements (channel, serial, body, signed_at) VALUES (?1, ?2, ?3, ?4)",
-                params![record.channel, i64::try_from(serial).unwrap_or(i64::MAX), record.statement, audit.at],
+                params![change.record.channel, i64::try_from(change.serial).unwrap_or(i64::MAX), change.record.statement, change.audit.at],
             )?;
-            insert_audit(&tx, audit)?;
-            if let Some((version, percent)) = promotion {
+            insert_audit(&tx, change.audit)?;
+            if let Some((version, percent)) = change.promotion {
                 tx.execute(
                     "INSERT INTO promotions (channel, version, percent, at) VALUES (?1, ?2, ?3, ?4)",
-                    params![record.channel, version, percent, audit.at],
+                    params![change.record.channel, version, percent, change.audit.at],
                 )?;
             }
             tx.commit()
@@ -307,13 +301,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn release_outcomes(
-        &self,
-        channel: &str,
-        version: &str,
-        not_defects: &[&str],
-    ) -> StoreResult<OutcomeCounts> {
-        let excluded = serde_json::to_string(not_defects).unwrap_or_else(|_| "[]".to_owned());
+    fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts> {
+        let excluded = serde_json::to_string(query.not_defects).unwrap_or_else(|_| "[]".to_owned());
         self.with(|c| {
             c.query_row(
                 "SELECT
@@ -323,7 +312,7 @@ impl Store for SqliteStore {
                    COUNT(DISTINCT CASE WHEN outcome IN ('success', 'failure', 'rolled_back')
                         AND reason NOT IN (SELECT value FROM json_each(?3)) THEN worker_id END)
                  FROM reports WHERE channel = ?1 AND to_version = ?2",
-                params![channel, version, excluded],
+                params![query.channel, query.version, excluded],
                 |row| {
                     Ok(OutcomeCounts {
                         failed: count(row.get(0)?),

@@ -144,6 +144,31 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// What [`Store::save_channel`] writes for one channel change, in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelWrite<'a> {
+    /// The channel's new state (replaces the stored one).
+    pub record: &'a ChannelRecord,
+    /// Serial of `record.statement`, for the statement history (signed at `audit.at`).
+    pub serial: u64,
+    /// The audit entry of the change; its time is the change's time.
+    pub audit: &'a AuditRecord,
+    /// The promotion the change makes, if any: (version, percent).
+    pub promotion: Option<(&'a str, u8)>,
+}
+
+/// Which reports [`Store::release_outcomes`] counts.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeQuery<'a> {
+    /// Channel the reports are about.
+    pub channel: &'a str,
+    /// Version the reports attempted (`to_version`).
+    pub version: &'a str,
+    /// Failure reasons that are not the release's fault (e.g. `downgrade`: the agent refused);
+    /// failures with one of them are not counted as failed nor as tried.
+    pub not_defects: &'a [&'a str],
+}
+
 /// Distinct workers per outcome for one release on one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutcomeCounts {
@@ -191,13 +216,7 @@ pub trait Store: Send + Sync + 'static {
     fn channels(&self) -> StoreResult<Vec<ChannelRecord>>;
     /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
     /// in the same transaction, the audit entry and the promotion (version, percent) if any.
-    fn save_channel(
-        &self,
-        record: &ChannelRecord,
-        serial: u64,
-        audit: &AuditRecord,
-        promotion: Option<(&str, u8)>,
-    ) -> StoreResult<()>;
+    fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()>;
     /// When `version` was first promoted on `channel` (Unix seconds).
     fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>>;
 
@@ -208,15 +227,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores an update report.
     fn add_report(&self, report: &ReportRecord) -> StoreResult<()>;
-    /// Distinct workers per outcome for `version` on `channel`; failures whose reason is in
-    /// `not_defects` (e.g. `downgrade`: the agent refused, the release is not at fault) are not
-    /// counted as failed.
-    fn release_outcomes(
-        &self,
-        channel: &str,
-        version: &str,
-        not_defects: &[&str],
-    ) -> StoreResult<OutcomeCounts>;
+    /// Distinct workers per outcome for `query.version` on `query.channel`; failures whose reason
+    /// is in `query.not_defects` (e.g. `downgrade`: the agent refused, the release is not at
+    /// fault) are not counted as failed.
+    fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts>;
     /// `failure` and `rolled_back` reports received since `since`, grouped.
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>>;
 

@@ -4,7 +4,9 @@
 //! registry of whoever embeds the layer, so they show up in its `/metrics`.
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    register_gauge_vec_with_registry, register_histogram_vec_with_registry,
+    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry, GaugeVec,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Registry,
 };
 
 use crate::status::TaskStatus;
@@ -35,45 +37,40 @@ impl TaskMetrics {
     /// final status), so that the first task shows up in `rate()` / `increase()`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = TaskMetrics {
-            tasks_running: IntGaugeVec::new(
-                Opts::new("worker_tasks_running", "ESUP tasks running now, by type"),
+            tasks_running: register_int_gauge_vec_with_registry!(
+                "worker_tasks_running",
+                "ESUP tasks running now, by type",
                 &["task_type"],
+                registry
             )?,
-            tasks_finished: IntCounterVec::new(
-                Opts::new(
-                    "worker_task_total",
-                    "ESUP tasks finished, by type and final status",
-                ),
+            tasks_finished: register_int_counter_vec_with_registry!(
+                "worker_task_total",
+                "ESUP tasks finished, by type and final status",
                 &["task_type", "status"],
+                registry
             )?,
-            task_durations: HistogramVec::new(
+            task_durations: register_histogram_vec_with_registry!(
                 HistogramOpts::new(
                     "worker_task_duration_seconds",
                     "Run time of finished ESUP tasks, by type",
                 )
                 .buckets(DURATION_BUCKETS.to_vec()),
                 &["task_type"],
+                registry
             )?,
-            task_progress: GaugeVec::new(
-                Opts::new(
-                    "worker_task_progress_percent",
-                    "Progress of the task a runner instance runs (0 when idle)",
-                ),
+            task_progress: register_gauge_vec_with_registry!(
+                "worker_task_progress_percent",
+                "Progress of the task a runner instance runs (0 when idle)",
                 &["runner_id"],
+                registry
             )?,
-            runner_registered: IntGaugeVec::new(
-                Opts::new(
-                    "worker_runner_registered",
-                    "1 while the runner instance is registered with the ESUP Manager",
-                ),
+            runner_registered: register_int_gauge_vec_with_registry!(
+                "worker_runner_registered",
+                "1 while the runner instance is registered with the ESUP Manager",
                 &["runner_id"],
+                registry
             )?,
         };
-        registry.register(Box::new(metrics.tasks_running.clone()))?;
-        registry.register(Box::new(metrics.tasks_finished.clone()))?;
-        registry.register(Box::new(metrics.task_durations.clone()))?;
-        registry.register(Box::new(metrics.task_progress.clone()))?;
-        registry.register(Box::new(metrics.runner_registered.clone()))?;
         for task_type in TaskType::ALL {
             let task_type = task_type.as_str();
             let _ = metrics.task_durations.with_label_values(&[task_type]);

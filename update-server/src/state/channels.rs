@@ -16,7 +16,7 @@ use super::{
 };
 use crate::api::{ChannelSummary, PromoteRequest};
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, ChannelRecord};
+use crate::store::{AuditRecord, ChannelRecord, ChannelWrite, OutcomeQuery};
 
 /// A `/latest` response, serialised once.
 #[derive(Debug, Clone)]
@@ -87,7 +87,11 @@ impl App {
         let (channel_owned, version_owned) = (channel.to_owned(), version.to_owned());
         let counts = self
             .db(move |store| {
-                store.release_outcomes(&channel_owned, &version_owned, NOT_RELEASE_DEFECTS)
+                store.release_outcomes(OutcomeQuery {
+                    channel: &channel_owned,
+                    version: &version_owned,
+                    not_defects: NOT_RELEASE_DEFECTS,
+                })
             })
             .await?;
         let ratio = if counts.tried == 0 {
@@ -231,7 +235,13 @@ impl App {
             });
         }
         let counts = self
-            .db(move |store| store.release_outcomes("canary", &v2, NOT_RELEASE_DEFECTS))
+            .db(move |store| {
+                store.release_outcomes(OutcomeQuery {
+                    channel: "canary",
+                    version: &v2,
+                    not_defects: NOT_RELEASE_DEFECTS,
+                })
+            })
             .await?;
         if counts.succeeded == 0 {
             return Err(Error::NoCanarySuccess {
@@ -458,12 +468,12 @@ impl App {
         let version_text = release.signed.version.to_string();
         let stored = record.clone();
         self.db(move |store| {
-            store.save_channel(
-                &stored,
+            store.save_channel(ChannelWrite {
+                record: &stored,
                 serial,
-                &audit,
-                promotion_percent.map(|p| (version_text.as_str(), p)),
-            )
+                audit: &audit,
+                promotion: promotion_percent.map(|p| (version_text.as_str(), p)),
+            })
         })
         .await?;
         self.install_view(record)?;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
-    AuditRecord, ChannelRecord, FailureGroup, OutcomeCounts, PutRelease, ReleaseRecord,
-    ReportRecord, Store, StoreResult, WorkerRecord,
+    AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts, OutcomeQuery,
+    PutRelease, ReleaseRecord, ReportRecord, Store, StoreResult, WorkerRecord,
 };
 
 /// A promotion, for the soak gate.
@@ -142,24 +142,20 @@ impl Store for MemoryStore {
         Ok(self.contents().channels.values().cloned().collect())
     }
 
-    fn save_channel(
-        &self,
-        record: &ChannelRecord,
-        serial: u64,
-        audit: &AuditRecord,
-        promotion: Option<(&str, u8)>,
-    ) -> StoreResult<()> {
+    fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
         let mut contents = self.contents();
         contents
             .channels
-            .insert(record.channel.clone(), record.clone());
-        contents.statements.push((record.channel.clone(), serial));
-        contents.audit.push(audit.clone());
-        if let Some((version, _percent)) = promotion {
+            .insert(change.record.channel.clone(), change.record.clone());
+        contents
+            .statements
+            .push((change.record.channel.clone(), change.serial));
+        contents.audit.push(change.audit.clone());
+        if let Some((version, _percent)) = change.promotion {
             contents.promotions.push(Promotion {
-                channel: record.channel.clone(),
+                channel: change.record.channel.clone(),
                 version: version.to_owned(),
-                at: audit.at,
+                at: change.audit.at,
             });
         }
         Ok(())
@@ -191,12 +187,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn release_outcomes(
-        &self,
-        channel: &str,
-        version: &str,
-        not_defects: &[&str],
-    ) -> StoreResult<OutcomeCounts> {
+    fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts> {
         let contents = self.contents();
         let mut failed = std::collections::BTreeSet::new();
         let mut succeeded = std::collections::BTreeSet::new();
@@ -204,9 +195,9 @@ impl Store for MemoryStore {
         for report in contents
             .reports
             .iter()
-            .filter(|r| r.channel == channel && r.to_version == version)
+            .filter(|r| r.channel == query.channel && r.to_version == query.version)
         {
-            if !counts_as_tried(report, not_defects) {
+            if !counts_as_tried(report, query.not_defects) {
                 continue;
             }
             tried.insert(report.worker_id.as_str());
