@@ -183,7 +183,8 @@ pub fn token() -> String {
 }
 
 impl Server {
-    /// Starts a server for `trust` in `dir` with extra command-line arguments.
+    /// Starts a server for `trust` in `dir` with extra command-line arguments (`--listen ADDR`
+    /// among them replaces the default, a free loopback port).
     pub fn start(dir: &Path, trust: &Trust, extra: &[&str]) -> Self {
         let admin_token = token();
         let worker_token = token();
@@ -209,6 +210,10 @@ impl Server {
         .iter()
         .map(ToString::to_string)
         .collect();
+        if extra.contains(&"--listen") {
+            // Drop the default `--listen 127.0.0.1:0`: clap refuses a flag given twice.
+            args.drain(1..=2);
+        }
         args.extend(extra.iter().map(ToString::to_string));
         let log = dir.join("update-server.log");
         let (child, url) = spawn(&args, &log);

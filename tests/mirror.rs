@@ -1,5 +1,6 @@
 //! Fakes for parties outside our control: [`HostileMirror`] (an artifact mirror feeding the agent
-//! bad bytes) and [`ForgingProxy`] (a compromised update server serving forged documents).
+//! bad bytes, or good ones while it watches what the agent sends) and [`ForgingProxy`] (a
+//! compromised update server serving forged documents).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 /// How a [`HostileMirror`] misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
+    /// The signed artifact, byte for byte (a mirror that only snoops: see
+    /// [`HostileMirror::saw_authorization`]).
+    Faithful,
     /// The signed length, but one byte (in the middle) differs from the signed artifact.
     Tampered,
     /// `Content-Length` and body 100 bytes shorter than the signed size, then it closes.
@@ -62,11 +66,16 @@ struct Shared {
 impl HostileMirror {
     /// Starts a mirror serving (a corruption of) the file `artifact` at [`HostileMirror::url`].
     pub fn start(behaviour: Behaviour, artifact: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mirror");
+        Self::start_on(listener, behaviour, artifact)
+    }
+
+    /// Like [`HostileMirror::start`], on a loopback `listener` the test chose the port of.
+    pub fn start_on(listener: TcpListener, behaviour: Behaviour, artifact: &Path) -> Self {
         let size = std::fs::metadata(artifact)
             .unwrap_or_else(|e| panic!("{}: {e}", artifact.display()))
             .len();
         assert!(size > 200, "the artifact is too small to corrupt");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mirror");
         listener.set_nonblocking(true).expect("non-blocking");
         let url = format!(
             "http://{}/mirror/worker-agent",
@@ -198,6 +207,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let size = shared.size;
     let _ = match shared.behaviour {
+        Behaviour::Faithful => send_head(&mut stream, "200 OK", Some(size))
+            .and_then(|()| send_body(&mut stream, shared, size, None)),
         Behaviour::Tampered => send_head(&mut stream, "200 OK", Some(size))
             .and_then(|()| send_body(&mut stream, shared, size, Some(size / 2))),
         Behaviour::Truncated => send_head(&mut stream, "200 OK", Some(size - 100))

@@ -97,9 +97,12 @@ impl UpdateClient {
         &self.http
     }
 
-    /// The bearer token.
-    pub fn token(&self) -> &str {
-        &self.token
+    /// The bearer token to send with a download from `url`: only when `url` is on the update
+    /// server's own origin. A mirror gets none, even one whose URL merely starts with the
+    /// server's address (for a server on port 6553: `http://127.0.0.1:65530`,
+    /// `http://127.0.0.1:6553@mirror`).
+    pub fn token_for(&self, url: &str) -> Option<&str> {
+        same_origin(url, &self.base).then_some(self.token.as_str())
     }
 
     /// An artifact URL: absolute, or relative to the update server.
@@ -273,4 +276,60 @@ async fn json<T: serde::de::DeserializeOwned>(
             format!("update server answer from {url}: {e}"),
         )
     })
+}
+
+/// Whether two absolute URLs have the same origin: scheme, host and port (an explicit default
+/// port equals none). Userinfo and paths do not count; a URL that does not parse, or one with an
+/// opaque origin, matches nothing.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            let origin = a.origin();
+            origin.is_tuple() && origin == b.origin()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    const SERVER: &str = "http://127.0.0.1:6553";
+
+    #[test]
+    fn the_update_server_itself_is_the_same_origin() {
+        for url in [
+            "http://127.0.0.1:6553/api/artifacts/abc",
+            "http://127.0.0.1:6553",
+            "HTTP://127.0.0.1:6553/x",
+            // Credentials in the URL do not change where it goes.
+            "http://user:secret@127.0.0.1:6553/x",
+        ] {
+            assert!(same_origin(url, SERVER), "{url}");
+        }
+        assert!(same_origin(
+            "https://updates.example.com:443/a",
+            "https://updates.example.com"
+        ));
+    }
+
+    #[test]
+    fn a_url_sharing_the_servers_prefix_is_another_origin() {
+        for url in [
+            // Another port whose digits start with the server's.
+            "http://127.0.0.1:65530/mirror",
+            // The server's address as userinfo, then the real host.
+            "http://127.0.0.1:6553@127.0.0.1:9000/mirror",
+            "http://127.0.0.1:6553@evil.example/mirror",
+            "https://127.0.0.1:6553/x",
+            "http://127.0.0.10:6553/x",
+            "http://localhost:6553/x",
+            // Does not parse (not a port): nothing to send a token to.
+            "http://127.0.0.1:6553.evil.example/x",
+            "/api/artifacts/abc",
+        ] {
+            assert!(!same_origin(url, SERVER), "{url}");
+        }
+    }
 }

@@ -661,7 +661,6 @@ impl Updater {
         let part = handover::part_path(&self.install_path, &artifact.sha256);
         let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
         let url = self.session.client.resolve(&artifact.url);
-        let same_server = url.starts_with(self.config.server_base());
         let options = DownloadOptions {
             attempts: self.config.download_attempts,
             read_timeout: Duration::from_secs(self.config.read_timeout_secs),
@@ -682,7 +681,7 @@ impl Updater {
             self.session.client.http(),
             &url,
             // Only the update server gets the worker token, never a mirror.
-            same_server.then(|| self.session.client.token()),
+            self.session.client.token_for(&url),
             artifact,
             &part,
             &options,

@@ -2,8 +2,10 @@
 //! binaries built from this source at two versions, a hostile mirror serving the artifact (bad
 //! bytes, wrong sizes, too slowly, errors, silence), and a full or read-only install directory.
 //! Every case must end with a `failure <reason>` report, the reason counted on `/metrics`, v1
-//! still serving and the install path untouched.
+//! still serving and the install path untouched. One more case checks that a good mirror, whose
+//! URL starts with the update server's address, installs v2 without ever seeing the worker token.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -178,6 +180,65 @@ fn a_silent_mirror_times_out() {
     );
 }
 
+/// A port `P` for the update server (free now) and a loopback listener on a port `10 P + d`, so
+/// that the mirror's `http://127.0.0.1:Pd` starts with the server's `http://127.0.0.1:P` but is
+/// another origin. `P` stays below 6554 (the ten ports must exist), far below the ephemeral range
+/// the other tests' `127.0.0.1:0` binds are given, so nobody takes it before the server binds it.
+fn ports_sharing_a_prefix() -> (u16, TcpListener) {
+    let first = 1024 + u16::try_from(std::process::id() % 5000).unwrap_or(0);
+    for server_port in (first..=6553).chain(1024..first) {
+        if TcpListener::bind(("127.0.0.1", server_port)).is_err() {
+            continue;
+        }
+        let longer = (0..10).filter_map(|d| u16::try_from(u32::from(server_port) * 10 + d).ok());
+        for mirror_port in longer {
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", mirror_port)) {
+                return (server_port, listener);
+            }
+        }
+    }
+    panic!("no free pair of loopback ports P and 10 P + d");
+}
+
+#[test]
+fn a_mirror_whose_url_starts_with_the_servers_never_gets_the_worker_token() {
+    let (server_port, listener) = ports_sharing_a_prefix();
+    let w = World::builder()
+        .server_args(&["--listen", &format!("127.0.0.1:{server_port}")])
+        .start();
+    let file = agent_at_version(V2);
+    let mirror = HostileMirror::start_on(listener, Behaviour::Faithful, &file);
+    assert!(
+        mirror.url().starts_with(&w.server.url),
+        "the construction: {} must start with {}",
+        mirror.url(),
+        w.server.url
+    );
+    w.roll_out_from(V2, &file, mirror.url());
+    let agent = v1_agent(&w, &ONE_CHECK);
+
+    agent.wait_until("v2 serving", Duration::from_secs(120), |a| {
+        a.serves_version(V2)
+    });
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(60),
+    );
+    assert!(mirror.requests() >= 1, "v2 came from the mirror");
+    assert!(
+        !mirror.saw_authorization(),
+        "the worker token went to {}, another origin than the update server {}",
+        mirror.url(),
+        w.server.url
+    );
+    let installed = agent.installed_version();
+    assert!(
+        installed.starts_with(&format!("worker-agent {V2} ")),
+        "v2 installed: {installed}"
+    );
+}
+
 /// A mount made by a test, lazily unmounted when dropped.
 struct MountGuard {
     path: PathBuf,
@@ -269,6 +330,13 @@ fn the_hostile_mirror_misbehaves_as_documented() {
         .build()
         .expect("client");
     let get = |mirror: &HostileMirror| client.get(mirror.url()).send().expect("an answer");
+
+    let faithful = HostileMirror::start(Behaviour::Faithful, &file);
+    assert_eq!(get(&faithful).bytes().expect("body")[..], artifact[..]);
+    assert!(!faithful.saw_authorization());
+    let with_token = client.get(faithful.url()).bearer_auth("secret").send();
+    assert!(with_token.expect("an answer").status().is_success());
+    assert!(faithful.saw_authorization(), "a token is noticed");
 
     let tampered = HostileMirror::start(Behaviour::Tampered, &file);
     let body = get(&tampered).bytes().expect("body");
