@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
-use crate::handover::{Ready, EXIT_REFUSED, EXIT_STAGED};
+use crate::handover::{self, Ready, EXIT_REFUSED, EXIT_STAGED};
 use crate::metrics::Telemetry;
 use crate::state::StateDir;
 use crate::tasks::TaskGate;
@@ -136,7 +136,14 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     let updater = session
         .updater(&config, gate.clone(), install_path, &handshake)
         .map_err(|e| e.to_string())?;
-    let end = updater.run(shutdown.clone()).await;
+    let end = if session
+        .wait_for_commit(handover::in_probation(), &shutdown)
+        .await
+    {
+        updater.run(shutdown.clone()).await
+    } else {
+        LoopEnd::Shutdown
+    };
     if let Some(layer) = esup {
         match end {
             // The updater drained the task layer and waited for it to be idle.

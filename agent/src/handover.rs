@@ -33,6 +33,11 @@ pub const INSTALL_PATH_ENV: &str = "WORKER_AGENT_INSTALL_PATH";
 /// Environment variable naming the version a child runs in probation (unset otherwise).
 pub const PROBATION_ENV: &str = "WORKER_AGENT_PROBATION";
 
+/// True when the supervisor started this process to hold it in probation ([`PROBATION_ENV`]).
+pub fn in_probation() -> bool {
+    std::env::var_os(PROBATION_ENV).is_some()
+}
+
 /// True when this process is the child (the worker), not the supervisor.
 pub fn is_child() -> bool {
     std::env::var(ROLE_ENV).is_ok_and(|role| role == ROLE_CHILD)
@@ -249,6 +254,37 @@ pub async fn flush_outbox(
                 tracing::warn!(correlation_id = %outcome.correlation_id, %error, "could not report the outcome yet; will retry");
                 return;
             }
+        }
+    }
+}
+
+/// How often a worker in probation looks whether it was committed.
+const COMMIT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Waits until the supervisor has judged `version`, the version this worker runs in probation:
+/// `pending.json` no longer names it (a commit clears it; a rollback stops this worker). A
+/// worker in probation must not update itself: its exit with [`EXIT_STAGED`] would be taken
+/// for a death in probation and roll back a good version, and its staged update would replace
+/// the record being judged. So the update loop starts only once this returns `true`; `false`
+/// when `stop` is cancelled first.
+pub async fn wait_for_commit(
+    state: &StateDir,
+    version: &Version,
+    stop: &CancellationToken,
+) -> bool {
+    let judged = || !matches!(state.pending(), Ok(Some(pending)) if pending.to_version == *version);
+    if judged() {
+        return true;
+    }
+    tracing::info!(%version, "in probation: no update checks until the supervisor commits this version");
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(COMMIT_POLL_INTERVAL) => {}
+            () = stop.cancelled() => return false,
+        }
+        if judged() {
+            tracing::info!(%version, "committed: update checks start");
+            return true;
         }
     }
 }

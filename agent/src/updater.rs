@@ -159,6 +159,12 @@ impl WorkerSession {
         Reporting { stop, flusher }
     }
 
+    /// In probation, waits until the supervisor commits this worker's version
+    /// ([`handover::wait_for_commit`]); at once otherwise. `false` when `shutdown` comes first.
+    pub async fn wait_for_commit(&self, in_probation: bool, shutdown: &CancellationToken) -> bool {
+        !in_probation || handover::wait_for_commit(&self.state, &self.version, shutdown).await
+    }
+
     /// The update loop of this worker, polling at the server's suggested interval at first.
     pub fn updater(
         &self,

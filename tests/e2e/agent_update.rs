@@ -95,6 +95,45 @@ fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
     );
 }
 
+#[test]
+fn a_release_promoted_during_probation_waits_for_the_commit_then_installs() {
+    const V3: &str = "3.0.0";
+    let v3 = agent_at_version(V3);
+    let w = World::new();
+    // A probation long enough to promote v3 while v2 is still in it.
+    let agent = v1_agent(&w, &["--probation-secs", "15"]);
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    w.roll_out(V2, &agent_at_version(V2), 100);
+    agent.wait_until("v2 in probation", Duration::from_secs(90), |a| {
+        a.log().contains("holding it in probation") && a.serves_version(V2)
+    });
+    w.roll_out(V3, &v3, 100);
+    // v2 is judged on its own merits: committed, not rolled back because v3 came.
+    w.wait_for_report(&agent, &format!("success {V1}->{V2}"), REPORT_WAIT);
+    // Then the committed v2 installs v3.
+    agent.wait_until("v3 committed", Duration::from_secs(120), |a| {
+        a.serves_version(V3)
+            && a.installed_version()
+                .starts_with(&format!("worker-agent {V3} "))
+    });
+    w.wait_for_report(&agent, &format!("success {V2}->{V3}"), REPORT_WAIT);
+    let reports = w.server.reports();
+    assert!(!reports.contains("rolled_back"), "{reports}");
+    let trust: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(agent.state_dir.join("trust.json")).expect("trust.json"),
+    )
+    .expect("json");
+    assert_eq!(trust["quarantined"], serde_json::json!([]), "{trust}");
+    let log = agent.log();
+    assert!(!log.contains("died_in_probation"), "{log}");
+    assert!(
+        log.contains("in probation: no update checks until the supervisor commits"),
+        "{log}"
+    );
+}
+
 /// Rolls out a bad "release" (an executable that is not a working agent) and checks it is
 /// rolled back: v1 serving again in a new process, version quarantined, `rolled_back` report,
 /// rollback metric, install path untouched.

@@ -298,6 +298,8 @@ impl WorkerRun {
                 handshake.minimum_version, self.config.channel
             ));
         }
+        // Only a version in probation is told to announce its readiness.
+        let in_probation = ready.is_some();
         if let Some(ready) = ready {
             let _ = ready.send(());
         }
@@ -314,7 +316,11 @@ impl WorkerRun {
                     return ChildEnd::Stopped(failure.to_string());
                 }
             };
-        let end = updater.run(shutdown.clone()).await;
+        let end = if session.wait_for_commit(in_probation, &shutdown).await {
+            updater.run(shutdown.clone()).await
+        } else {
+            LoopEnd::Shutdown
+        };
         session.finish(reporting).await;
         ChildEnd::Loop(end)
     }
