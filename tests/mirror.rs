@@ -1,6 +1,6 @@
 //! Fakes for parties outside our control: [`HostileMirror`] (an artifact mirror feeding the agent
 //! bad bytes, or good ones while it watches what the agent sends) and [`ForgingProxy`] (a
-//! compromised update server serving forged documents).
+//! compromised update server serving forged or oversized documents).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -321,36 +321,79 @@ fn drip(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a [`ForgingProxy`] answers `GET /api/worker-updates/latest` with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LatestAnswer {
+    /// This forged body (with its `Content-Length`).
+    Forged(Vec<u8>),
+    /// The real server's answer behind `padding` bytes of JSON whitespace: still a genuine,
+    /// valid answer, only too big. Sent chunked, without a `Content-Length`, 64 KiB at a time
+    /// until the agent hangs up or all of it is sent (so it ends by itself).
+    Padded(u64),
+    /// The real server's answer, passed through unchanged (the server behaves again).
+    Genuine,
+}
+
 /// A fake for a compromised update server (or a man in the middle), which is outside our
-/// control: it answers `GET /api/worker-updates/latest` with a forged body chosen by the test and
-/// passes every other request (register, report, roots, artifacts) through to the real server.
-/// The real server verifies what it stores and serves, so forged signatures can only reach an
-/// agent this way.
+/// control: it answers `GET /api/worker-updates/latest` as the test chooses ([`LatestAnswer`],
+/// changeable while it runs) and passes every other request (register, report, roots,
+/// artifacts) through to the real server. The real server verifies what it stores and serves,
+/// so forged signatures or oversized answers can only reach an agent this way.
+///
+/// Each connection is served on its own thread (a long poll passed through must not hold up
+/// the agent's reports); every thread is bounded by its socket and upstream timeouts.
 #[derive(Debug)]
 pub struct ForgingProxy {
     url: String,
     stop: Arc<AtomicBool>,
+    forgery: Arc<Forgery>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the proxy's connection threads share.
+#[derive(Debug)]
+struct Forgery {
+    /// The current answer to `/latest`.
+    latest: Mutex<LatestAnswer>,
+    /// How many `/latest` requests got a [`LatestAnswer::Padded`] answer (begun).
+    padded_answers: AtomicUsize,
 }
 
 impl ForgingProxy {
     /// Starts the proxy in front of `upstream`, answering `/latest` with `forged_latest`.
     pub fn start(upstream: &str, forged_latest: Vec<u8>) -> Self {
+        Self::answering(upstream, LatestAnswer::Forged(forged_latest))
+    }
+
+    /// Starts the proxy in front of `upstream`, answering `/latest` with `latest`.
+    pub fn answering(upstream: &str, latest: LatestAnswer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = Arc::new(AtomicBool::new(false));
-        let upstream = upstream.trim_end_matches('/').to_owned();
+        let forgery = Arc::new(Forgery {
+            latest: Mutex::new(latest),
+            padded_answers: AtomicUsize::new(0),
+        });
+        let upstream = Arc::new(upstream.trim_end_matches('/').to_owned());
         let thread = std::thread::spawn({
-            let stop = stop.clone();
+            let (stop, forgery) = (stop.clone(), forgery.clone());
             move || {
-                let client = reqwest::blocking::Client::new();
+                // Longer than any long poll the agent asks for; bounded all the same.
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .expect("HTTP client");
                 // Bounded: the proxy lives as long as its test (at most 10 minutes).
                 let deadline = Instant::now() + Duration::from_secs(600);
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let _ = proxy_one(stream, &client, &upstream, &forged_latest);
+                            let (client, upstream) = (client.clone(), upstream.clone());
+                            let (stop, forgery) = (stop.clone(), forgery.clone());
+                            std::thread::spawn(move || {
+                                let _ = proxy_one(stream, &client, &upstream, &forgery, &stop);
+                            });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -360,6 +403,7 @@ impl ForgingProxy {
         ForgingProxy {
             url,
             stop,
+            forgery,
             thread: Some(thread),
         }
     }
@@ -367,6 +411,20 @@ impl ForgingProxy {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Answers the following `/latest` requests with `latest`.
+    pub fn answer_latest(&self, latest: LatestAnswer) {
+        *self
+            .forgery
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = latest;
+    }
+
+    /// How many `/latest` requests got a [`LatestAnswer::Padded`] answer so far.
+    pub fn padded_answers(&self) -> usize {
+        self.forgery.padded_answers.load(Ordering::SeqCst)
     }
 }
 
@@ -379,11 +437,43 @@ impl Drop for ForgingProxy {
     }
 }
 
+/// Sends `genuine` behind `padding` spaces as a chunked body, 64 KiB per chunk; stops early
+/// when the proxy stops or the peer hangs up (a write error).
+fn send_padded(
+    stream: &mut TcpStream,
+    padding: u64,
+    genuine: &[u8],
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    // An agent that stops reading (without hanging up) ends the answer, too.
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )?;
+    let spaces = vec![b' '; 64 * 1024];
+    let mut sent = 0u64;
+    while sent < padding {
+        if stop.load(Ordering::SeqCst) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        let n = usize::try_from((padding - sent).min(spaces.len() as u64)).unwrap_or(0);
+        write!(stream, "{n:x}\r\n")?;
+        stream.write_all(&spaces[..n])?;
+        stream.write_all(b"\r\n")?;
+        sent += n as u64;
+    }
+    write!(stream, "{:x}\r\n", genuine.len())?;
+    stream.write_all(genuine)?;
+    stream.write_all(b"\r\n0\r\n\r\n")?;
+    stream.flush()
+}
+
 fn proxy_one(
     mut stream: TcpStream,
     client: &reqwest::blocking::Client,
     upstream: &str,
-    forged_latest: &[u8],
+    forgery: &Forgery,
+    stop: &AtomicBool,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -419,39 +509,24 @@ fn proxy_one(
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
-    let (status, content_type, answer) = if method == "GET"
-        && target.starts_with("/api/worker-updates/latest")
-    {
-        (200, "application/json".to_owned(), forged_latest.to_vec())
-    } else {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut request = client
-            .request(method, format!("{upstream}{target}"))
-            .body(body);
-        for (name, value) in &headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        match request.send() {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let content_type = response
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/octet-stream")
-                    .to_owned();
-                (
-                    status,
-                    content_type,
-                    response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
-                )
-            }
-            Err(_) => (
-                502,
-                "text/plain".to_owned(),
-                b"upstream unreachable".to_vec(),
-            ),
-        }
+    let is_latest = method == "GET" && target.starts_with("/api/worker-updates/latest");
+    let latest = is_latest.then(|| {
+        forgery
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    });
+    if let Some(LatestAnswer::Padded(padding)) = latest {
+        forgery.padded_answers.fetch_add(1, Ordering::SeqCst);
+        // The genuine answer in full (no ETag sent: a 200, never a 304).
+        headers.retain(|(name, _)| name != "if-none-match");
+        let genuine = forward(client, upstream, &method, &target, &headers, body).2;
+        return send_padded(&mut stream, padding, &genuine, stop);
+    }
+    let (status, content_type, answer) = match latest {
+        Some(LatestAnswer::Forged(forged)) => (200, "application/json".to_owned(), forged),
+        _ => forward(client, upstream, &method, &target, &headers, body),
     };
     write!(
         stream,
@@ -460,4 +535,44 @@ fn proxy_one(
     )?;
     stream.write_all(&answer)?;
     stream.flush()
+}
+
+/// Passes one request on to `upstream`: its status, content type and body (`502` when the
+/// upstream does not answer).
+fn forward(
+    client: &reqwest::blocking::Client,
+    upstream: &str,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> (u16, String, Vec<u8>) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut request = client
+        .request(method, format!("{upstream}{target}"))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    match request.send() {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            (
+                status,
+                content_type,
+                response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
+            )
+        }
+        Err(_) => (
+            502,
+            "text/plain".to_owned(),
+            b"upstream unreachable".to_vec(),
+        ),
+    }
 }

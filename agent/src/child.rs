@@ -3,6 +3,7 @@
 //! loop. The runner layer and the updater share the [`TaskGate`]: an update waits for running
 //! tasks, and tasks are refused while it does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
+use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{self, Ready, EXIT_REFUSED, EXIT_STAGED};
 use crate::metrics::Telemetry;
 use crate::state::StateDir;
@@ -95,7 +97,20 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         version,
         platform: manifests::BUILD_PLATFORM.to_owned(),
     };
-    let Some(handshake) = session.register(&config.channel, &shutdown, |_| {}).await else {
+    // An oversized handshake is a verdict on what the server sent: counted (once) like a
+    // refused document. Transport trouble is only logged while registration retries.
+    let oversized_counted = AtomicBool::new(false);
+    let count_oversized = |failure: &UpdateFailure| {
+        if failure.reason == FailureReason::TooLarge
+            && !oversized_counted.swap(true, Ordering::Relaxed)
+        {
+            telemetry.failure(&failure.reason.label());
+        }
+    };
+    let Some(handshake) = session
+        .register(&config.channel, &shutdown, count_oversized)
+        .await
+    else {
         return Ok(0);
     };
     if handshake.below_minimum {

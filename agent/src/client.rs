@@ -9,6 +9,14 @@ use crate::config::AgentConfig;
 use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::OutcomeRecord;
 
+/// The most the agent reads of a metadata answer (the handshake, `/latest`, a root document):
+/// far above any genuine one (a few KiB), small enough that a hostile or broken server cannot
+/// grow the worker's memory with it. A longer answer is refused as `too_large`.
+pub const METADATA_LIMIT: usize = 1024 * 1024;
+
+/// The most the agent reads of an error answer's body (only its start goes into the message).
+const ERROR_BODY_LIMIT: usize = 4096;
+
 /// The handshake answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Handshake {
@@ -202,7 +210,7 @@ impl UpdateClient {
             .await
             .map_err(network)?;
         let response = check_status(response).await?;
-        let bytes = response.bytes().await.map_err(network)?;
+        let bytes = read_metadata(response).await?;
         Ok(Signed::<Root>::from_slice(&bytes)?)
     }
 
@@ -249,10 +257,15 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
         return Ok(response);
     }
     let url = response.url().to_string();
-    let body = response.text().await.unwrap_or_default();
+    let (body, _) = read_at_most(response, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
     let message = format!(
         "update server answered {status} for {url}: {}",
-        body.chars().take(300).collect::<String>()
+        String::from_utf8_lossy(&body)
+            .chars()
+            .take(300)
+            .collect::<String>()
     );
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         Err(UpdateFailure::retryable(FailureReason::Server, message))
@@ -269,7 +282,7 @@ async fn json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, UpdateFailure> {
     let response = check_status(response).await?;
     let url = response.url().to_string();
-    let bytes = response.bytes().await.map_err(network)?;
+    let bytes = read_metadata(response).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         UpdateFailure::fatal(
             FailureReason::Malformed,
@@ -291,9 +304,59 @@ fn same_origin(a: &str, b: &str) -> bool {
     }
 }
 
+/// The body of a metadata answer, at most [`METADATA_LIMIT`] bytes, else `too_large`. A
+/// declared `Content-Length` over the limit is refused before reading; an answer without one
+/// (chunked, or until the connection closes) is read chunk by chunk and abandoned as soon as it
+/// passes the limit, so the agent never holds more than the limit and one chunk.
+async fn read_metadata(response: reqwest::Response) -> Result<Vec<u8>, UpdateFailure> {
+    let url = response.url().to_string();
+    let too_large = || {
+        UpdateFailure::fatal(
+            FailureReason::TooLarge,
+            format!("update server answer from {url} is larger than {METADATA_LIMIT} bytes"),
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > METADATA_LIMIT as u64)
+    {
+        return Err(too_large());
+    }
+    match read_at_most(response, METADATA_LIMIT)
+        .await
+        .map_err(network)?
+    {
+        (body, true) => Ok(body),
+        (_, false) => Err(too_large()),
+    }
+}
+
+/// The first `limit` bytes of `response`'s body, read chunk by chunk, and whether that was all
+/// of it. The rest is never read: dropping the response closes its connection.
+async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::same_origin;
+    use axum::body::{Body, Bytes};
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use clap::Parser;
+
+    use super::*;
 
     const SERVER: &str = "http://127.0.0.1:6553";
 
@@ -331,5 +394,74 @@ mod tests {
         ] {
             assert!(!same_origin(url, SERVER), "{url}");
         }
+    }
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: AgentConfig,
+    }
+
+    /// `chunks` chunks of 64 KiB of spaces, streamed (chunked, no `Content-Length`).
+    fn streamed_spaces(chunks: usize) -> Body {
+        let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+        Body::from_stream(futures_util::stream::iter(
+            std::iter::repeat_n(chunk, chunks).map(Ok::<_, std::io::Error>),
+        ))
+    }
+
+    /// A client of a real HTTP server on loopback whose metadata answers are too large: a root
+    /// streamed without a length, a handshake with a declared length, and a 500 with a huge
+    /// error body.
+    async fn client_of_oversized_server() -> UpdateClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let app = axum::Router::new()
+            .route(
+                "/api/worker-updates/root/2.json",
+                get(|| async { streamed_spaces(128) }),
+            )
+            .route(
+                "/api/worker-updates/root/3.json",
+                get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, streamed_spaces(128)) }),
+            )
+            .route(
+                "/api/workers/register",
+                post(|| async { vec![b' '; METADATA_LIMIT + 1] }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = Cli::try_parse_from([
+            "worker-agent",
+            "--update-server",
+            &base,
+            "--token",
+            "t",
+            "--root",
+            "/nonexistent/root.json",
+            "--state-dir",
+            "/nonexistent/state",
+        ])
+        .expect("agent arguments")
+        .config;
+        UpdateClient::new(&config).expect("client")
+    }
+
+    #[tokio::test]
+    async fn oversized_metadata_answers_are_refused_as_too_large() {
+        let client = client_of_oversized_server().await;
+        let streamed = client.root(2).await.expect_err("8 MiB root");
+        assert_eq!(streamed.reason, FailureReason::TooLarge, "{streamed}");
+        assert_eq!(streamed.reason.label(), "too_large");
+        let declared = client
+            .register("w", "1.0.0", "p", "stable", &[])
+            .await
+            .expect_err("1 MiB + 1 handshake");
+        assert_eq!(declared.reason, FailureReason::TooLarge, "{declared}");
+        // An error answer's body is read only as far as its message needs.
+        let error = client.root(3).await.expect_err("500");
+        assert_eq!(error.reason, FailureReason::Server, "{error}");
+        assert!(error.message.len() < 1000, "{}", error.message);
     }
 }

@@ -22,6 +22,9 @@ pub enum FailureReason {
     Server,
     /// `malformed`: the update server's answer could not be read.
     Malformed,
+    /// `too_large`: a metadata answer of the update server (handshake, `/latest`, a root
+    /// document) was larger than the agent reads ([`crate::client::METADATA_LIMIT`]).
+    TooLarge,
     /// `no_space`: the disk is full.
     NoSpace,
     /// `read_only`: the file system is read-only.
@@ -61,6 +64,7 @@ impl FailureReason {
             FailureReason::Http(_) => return None,
             FailureReason::Server => "server",
             FailureReason::Malformed => "malformed",
+            FailureReason::TooLarge => "too_large",
             FailureReason::NoSpace => "no_space",
             FailureReason::ReadOnly => "read_only",
             FailureReason::PermissionDenied => "permission_denied",

@@ -325,7 +325,14 @@ impl Updater {
                 self.etag.as_deref(),
                 wait,
             )
-            .await?;
+            .await
+            .inspect_err(|failure| {
+                // An oversized answer is a verdict on what the server sent, counted (once) like
+                // a refused document; transport trouble is only logged by the loop.
+                if failure.reason == FailureReason::TooLarge {
+                    self.reject(failure, None);
+                }
+            })?;
         self.observe(|o| o.polled(matches!(poll, Poll::Changed { .. })));
         #[allow(clippy::cast_precision_loss)]
         self.session

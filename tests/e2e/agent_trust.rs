@@ -7,13 +7,15 @@
 //! `worker_update_failure_total{reason}`, reported to the server (`failure <reason>
 //! <from>-><to>` in the audit), nothing installed, the old version still serving. The last test
 //! checks the server side: a forgery written into its database is neither served nor re-signed.
+//! An oversized answer (a genuine `/latest` behind 256 MiB of whitespace) is refused as
+//! `too_large` without being read whole, and the agent updates once the server behaves again.
 
 use std::path::Path;
 use std::time::Duration;
 
 use e2e::agent_at_version;
 use e2e::fleet::{metric, Agent, PLATFORM};
-use e2e::mirror::ForgingProxy;
+use e2e::mirror::{ForgingProxy, LatestAnswer};
 use e2e::world::World;
 use manifests::{ChannelStatement, Release, Signed, Timestamp};
 
@@ -289,6 +291,83 @@ fn a_release_altered_after_signing_is_refused_as_bad_signature() {
     let statement = Signed::sign(statement, &[&w.trust.channel_key]).expect("sign");
     let proxy = w.serve_forged(&statement.to_json_pretty().expect("json"), Some(&forged));
     w.v1_refuses(Some(&proxy), "bad_signature");
+}
+
+/// Padding in front of the genuine `/latest` answer: far over the agent's 1 MiB cap, and more
+/// than [`WORKER_PEAK_RSS_LIMIT`], so an agent that reads it whole cannot stay under that limit.
+const OVERSIZED_PADDING: u64 = 256 * 1024 * 1024;
+
+/// The worker's peak resident memory (`VmHWM`) it must stay under while refusing oversized
+/// answers.
+const WORKER_PEAK_RSS_LIMIT: u64 = 200 * 1024 * 1024;
+
+/// `VmHWM` (peak resident set) of process `pid`, in bytes.
+fn peak_rss(pid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+#[test]
+fn an_oversized_latest_answer_is_refused_as_too_large_and_the_agent_updates_afterwards() {
+    let w = World::new();
+    w.roll_out_v2(100);
+    let proxy = ForgingProxy::answering(&w.server.url, LatestAnswer::Padded(OVERSIZED_PADDING));
+    let agent = w.v1_agent_in(w.sandbox.path(), Some(&proxy));
+    let counter = "worker_update_failure_total{reason=\"too_large\"}";
+    agent.wait_until(&format!("{counter} == 1"), Duration::from_secs(90), |a| {
+        metric(&a.metrics(), counter) == Some(1.0)
+    });
+    // Several oversized answers, each refused (and counted once: the same refusal).
+    agent.wait_until("3 oversized answers", Duration::from_secs(60), |_| {
+        proxy.padded_answers() >= 3
+    });
+    let worker = agent
+        .ready()
+        .and_then(|r| r["pid"].as_u64())
+        .expect("worker pid");
+    assert!(agent.serves_version(V1), "{}", agent.log());
+    let metrics = agent.metrics();
+    assert_eq!(metric(&metrics, counter), Some(1.0), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "worker_update_attempt_total"),
+        Some(0.0),
+        "nothing downloaded: {metrics}"
+    );
+    let peak = peak_rss(worker);
+    assert!(
+        peak < WORKER_PEAK_RSS_LIMIT,
+        "worker {worker} peaked at {} MiB reading oversized answers",
+        peak / (1024 * 1024)
+    );
+    assert_eq!(
+        manifests::hash_file(&agent.install_path).expect("hash").0,
+        manifests::hash_file(&agent_at_version(V1)).expect("hash").0,
+        "install path untouched"
+    );
+    assert!(agent.log().contains("too_large"), "{}", agent.log());
+
+    // The server behaves again: the same agent takes the update.
+    proxy.answer_latest(LatestAnswer::Genuine);
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(120),
+    );
+    agent.wait_until(&format!("{V2} serving"), Duration::from_secs(30), |a| {
+        a.serves_version(V2)
+    });
+    assert!(
+        agent
+            .installed_version()
+            .starts_with(&format!("worker-agent {V2} ")),
+        "{}",
+        agent.installed_version()
+    );
 }
 
 #[test]
