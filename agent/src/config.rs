@@ -31,7 +31,8 @@ pub struct AgentConfig {
     /// `AUTO_UPDATE` from the environment (`0`/`false`/`no`/`off` disables updates).
     #[arg(long, env = "AUTO_UPDATE", default_value = "1", hide = true)]
     pub auto_update_env: String,
-    /// Check and apply now, ignoring cohort, jitter and busy deferral (never the signature chain).
+    /// Check and apply now, once, ignoring cohort, jitter and busy deferral (never the signature
+    /// chain); later checks, and the version it installs, run unforced.
     #[arg(long)]
     pub force_update: bool,
     /// Start even when the update server says this version is below the channel's minimum.

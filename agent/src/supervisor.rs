@@ -48,6 +48,9 @@ pub fn resolve_install_path(config: &AgentConfig) -> std::io::Result<PathBuf> {
     }
 }
 
+/// The command-line flag that forces one update (see `AgentConfig::force_update`).
+const FORCE_UPDATE_FLAG: &str = "--force-update";
+
 /// The supervisor.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -206,7 +209,7 @@ impl Supervisor {
     }
 
     /// Supervises until SIGTERM/SIGINT (exit 0) or a child refusing to run (exit 78).
-    pub async fn run(self) -> i32 {
+    pub async fn run(mut self) -> i32 {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(signal) => signal,
@@ -220,6 +223,9 @@ impl Supervisor {
         loop {
             if child.is_none() && self.updater {
                 if let Some(pending) = self.pending() {
+                    // `--force-update` was for this update: the version it installs (in
+                    // probation, after the commit, on every restart) runs unforced.
+                    self.child_args.retain(|arg| arg != FORCE_UPDATE_FLAG);
                     child = self.update(pending).await;
                 }
             }

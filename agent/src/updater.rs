@@ -289,6 +289,11 @@ impl Updater {
                 outcome = self.check_once() => outcome,
                 () = shutdown.cancelled() => return LoopEnd::Shutdown,
             };
+            if outcome.is_ok() {
+                // A forced update is one attempt (the check that reached the server and what it
+                // decided); after it, the agent polls at the normal cadence, unforced.
+                self.config.force_update = false;
+            }
             match outcome {
                 Ok(true) => return LoopEnd::Staged,
                 Ok(false) => {}

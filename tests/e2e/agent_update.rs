@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::fleet::{metric, Agent, PLATFORM};
+use e2e::fleet::{metric, Agent, Api, PLATFORM};
 use e2e::world::World;
 use e2e::{agent_at_version, Sandbox};
 
@@ -294,6 +294,46 @@ fn force_update_installs_outside_the_rollout_cohort() {
     forced.wait_until("v2 committed", Duration::from_secs(90), |a| {
         a.serves_version(V2) && a.installed_version().starts_with("worker-agent 2.0.0 ")
     });
+    // The force was for that one update: the version it installed runs unforced.
+    let pid = forced.ready().expect("ready")["pid"]
+        .as_u64()
+        .expect("pid in ready.json");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the worker's cmdline");
+    let args: Vec<_> = cmdline
+        .split(|b| *b == 0)
+        .map(String::from_utf8_lossy)
+        .collect();
+    assert!(
+        !args.iter().any(|a| a == "--force-update"),
+        "the updated worker still runs forced: {args:?}"
+    );
+}
+
+/// `/latest` requests the update server has answered, whatever their status.
+fn latest_requests(w: &World) -> f64 {
+    let metrics = Api::new(&w.server.url, None).get("/metrics").text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{route=\"/api/worker-updates/latest\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn force_update_with_nothing_to_install_polls_at_the_normal_cadence() {
+    let w = World::new();
+    let forced = v1_agent(&w, &["--force-update"]);
+    forced.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    let before = latest_requests(&w);
+    std::thread::sleep(Duration::from_secs(5));
+    let polls = latest_requests(&w) - before;
+    assert!(
+        polls <= 5.0,
+        "an idle forced agent made {polls} /latest requests in 5 s"
+    );
+    assert!(forced.serves_version(V1));
 }
 
 #[test]
