@@ -325,3 +325,31 @@ fn update_server_with_an_unusable_tls_key_refuses_to_start_naming_the_files() {
     );
     assert!(run.failure().contains("--tls-key"), "{}", run.stderr());
 }
+
+#[test]
+fn worker_release_reaches_the_https_admin_api_with_the_ca_bundle_only() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let ca = InternalCa::new(certs.path());
+    let w = tls_world(&ca);
+    w.sandbox
+        .write("admin.token", format!("{}\n", w.server.admin_token));
+    let status = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--server",
+            &w.server.url,
+            "--token-file",
+            "admin.token",
+        ];
+        args.extend_from_slice(extra);
+        w.sandbox.release_cli(&args)
+    };
+    let bundle = ca.bundle.to_string_lossy();
+    let trusted = status(&["--ca-bundle", &bundle]).success();
+    assert!(trusted.contains("root version: 1"), "{trusted}");
+    let refused = status(&[]).failure();
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
+    let empty = w.sandbox.write("empty.pem", "");
+    let refused = status(&["--ca-bundle", &empty.to_string_lossy()]).failure();
+    assert!(refused.contains("holds no PEM certificate"), "{refused}");
+}
