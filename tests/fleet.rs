@@ -173,6 +173,8 @@ pub struct Server {
     pub worker_token: String,
     /// Data directory (kept across restarts).
     pub data_dir: PathBuf,
+    /// The CA bundle the test's API clients trust (a server with `--tls-cert`).
+    pub ca_bundle: Option<PathBuf>,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -186,6 +188,17 @@ impl Server {
     /// Starts a server for `trust` in `dir` with extra command-line arguments (`--listen ADDR`
     /// among them replaces the default, a free loopback port).
     pub fn start(dir: &Path, trust: &Trust, extra: &[&str]) -> Self {
+        Self::start_with_ca(dir, trust, extra, None)
+    }
+
+    /// [`Server::start`] for a server whose certificate (`--tls-cert` in `extra`) the CA of
+    /// `ca_bundle` issued: its API clients trust that CA.
+    pub fn start_with_ca(
+        dir: &Path,
+        trust: &Trust,
+        extra: &[&str],
+        ca_bundle: Option<&Path>,
+    ) -> Self {
         let admin_token = token();
         let worker_token = token();
         std::fs::write(dir.join("admin.tokens"), format!("ops={admin_token}\n")).expect("tokens");
@@ -223,6 +236,7 @@ impl Server {
             admin_token,
             worker_token,
             data_dir,
+            ca_bundle: ca_bundle.map(Path::to_owned),
             args,
             log,
         }
@@ -244,12 +258,20 @@ impl Server {
 
     /// An API client with the admin token.
     pub fn admin(&self) -> Api {
-        Api::new(&self.url, Some(&self.admin_token))
+        Api::trusting(
+            &self.url,
+            Some(&self.admin_token),
+            self.ca_bundle.as_deref(),
+        )
     }
 
     /// An API client with the worker token.
     pub fn worker(&self) -> Api {
-        Api::new(&self.url, Some(&self.worker_token))
+        Api::trusting(
+            &self.url,
+            Some(&self.worker_token),
+            self.ca_bundle.as_deref(),
+        )
     }
 
     /// The update reports in the audit trail, one per line (`<outcome> <reason> <from>-><to> in
@@ -375,11 +397,19 @@ impl Reply {
 impl Api {
     /// A client for `base` sending `token`.
     pub fn new(base: &str, token: Option<&str>) -> Self {
+        Self::trusting(base, token, None)
+    }
+
+    /// [`Api::new`] also trusting the CA certificates of the PEM file `ca_bundle`.
+    pub fn trusting(base: &str, token: Option<&str>, ca_bundle: Option<&Path>) -> Self {
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(path) = ca_bundle {
+            let pem = std::fs::read(path).expect("read the CA bundle");
+            builder = builder
+                .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("CA bundle"));
+        }
         Api {
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client"),
+            client: builder.build().expect("client"),
             base: base.trim_end_matches('/').to_owned(),
             token: token.map(str::to_owned),
         }

@@ -35,6 +35,7 @@ pub struct World {
 #[derive(Debug, Default)]
 pub struct WorldBuilder {
     server_args: Vec<String>,
+    server_ca: Option<PathBuf>,
     manager: bool,
 }
 
@@ -43,6 +44,13 @@ impl WorldBuilder {
     pub fn server_args(mut self, args: &[&str]) -> Self {
         self.server_args
             .extend(args.iter().map(ToString::to_string));
+        self
+    }
+
+    /// The CA that issued the server's certificate (`--tls-cert` in the server arguments):
+    /// the test's API clients trust it.
+    pub fn server_ca(mut self, ca_bundle: &Path) -> Self {
+        self.server_ca = Some(ca_bundle.to_owned());
         self
     }
 
@@ -57,7 +65,8 @@ impl WorldBuilder {
         let sandbox = Sandbox::new();
         let trust = Trust::new(sandbox.path());
         let args: Vec<&str> = self.server_args.iter().map(String::as_str).collect();
-        let server = Server::start(sandbox.path(), &trust, &args);
+        let server =
+            Server::start_with_ca(sandbox.path(), &trust, &args, self.server_ca.as_deref());
         let media = sandbox.join("media");
         let manager = self.manager.then(|| {
             std::fs::create_dir_all(&media).expect("media dir");

@@ -14,6 +14,9 @@ pub enum FailureReason {
     Download,
     /// `timeout`: no answer or no data within the read timeout.
     Timeout,
+    /// `tls`: the TLS handshake with the update server (or a mirror) failed, most often because
+    /// its certificate is not trusted (an internal CA not given with `--ca-bundle`).
+    Tls,
     /// `too_slow`: the transfer stayed below the minimum rate.
     TooSlow,
     /// `http_<status>`: the server answered with a status retrying will not change.
@@ -60,6 +63,7 @@ impl FailureReason {
             FailureReason::Verification(reason) => reason.as_str(),
             FailureReason::Download => "download",
             FailureReason::Timeout => "timeout",
+            FailureReason::Tls => "tls",
             FailureReason::TooSlow => "too_slow",
             FailureReason::Http(_) => return None,
             FailureReason::Server => "server",

@@ -12,4 +12,5 @@ pub mod simulate;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;
+pub mod tls;
 pub mod updater;

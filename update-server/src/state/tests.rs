@@ -92,6 +92,8 @@ impl Server {
             auto_halt_min_tried: 5,
             stale_after: Duration::from_secs(900),
             max_artifact_bytes: 1 << 20,
+            tls_cert: None,
+            tls_key: None,
             drain_timeout: Duration::from_secs(1),
         };
         tune(&mut config);
