@@ -114,6 +114,9 @@ pub(crate) enum Verdict<W> {
         /// Why.
         reason: FailureReason,
     },
+    /// An earlier commit installed it, then the agent stopped (crashed) before clearing
+    /// `pending.json`: recorded now as the success it was; the install path holds it, start it.
+    Installed,
     /// No verdict (another install path's record, a state directory that cannot record the
     /// attempt, an interruption): nothing recorded, but for an interruption its
     /// `probation_interrupted` report (see [`record_interruption`]).
@@ -134,6 +137,14 @@ pub(crate) async fn judge<H: Handover>(
         tracing::warn!(staged_for = %pending.install_path.display(), "pending update is for another install path; discarding it");
         let _ = state.clear_pending();
         return Verdict::Abandoned;
+    }
+    if already_installed(state, config, &pending) {
+        tracing::info!(
+            "the install path already holds this version: it was committed before the agent stopped"
+        );
+        let duration_ms = finish_update(state, &pending, Outcome::Success, None);
+        tracing::info!(outcome = %Outcome::Success, reason = "", duration_ms, "update finished");
+        return Verdict::Installed;
     }
     if let Err(failure) = verify_staged(state, config, &pending) {
         tracing::error!(reason = %failure.reason, error = %failure.message, "staged update does not verify; discarding it");
@@ -381,7 +392,7 @@ impl Supervisor {
     async fn update_in_span(&self, pending: Pending) -> Option<Child> {
         match judge(self, &self.state, &self.config, &self.install_path, pending).await {
             Verdict::Committed(child) => Some(child),
-            Verdict::Ended { .. } | Verdict::Abandoned => None,
+            Verdict::Installed | Verdict::Ended { .. } | Verdict::Abandoned => None,
         }
     }
 }
@@ -477,7 +488,10 @@ impl Handover for Supervisor {
         let _ = std::fs::remove_file(&previous_tmp);
         crate::failpoint::hit_blocking("swapping", self.state.path());
         std::fs::rename(&pending.staged_path, install)?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        // Installed, but `pending.json` not yet cleared: recovery must see the commit happened.
+        crate::failpoint::hit_blocking("swapped", self.state.path());
+        Ok(())
     }
 
     async fn discard(&self, child: Child) {
@@ -493,18 +507,37 @@ pub fn verify_staged(
     config: &AgentConfig,
     pending: &Pending,
 ) -> Result<(), UpdateFailure> {
+    verify_release_file(state, config, pending, &pending.staged_path)
+}
+
+/// Whether `pending` was committed already: its staged file is gone and the install path is
+/// the release's artifact (signature chain, SHA-256 and size). A crash between the commit's
+/// rename and the clearing of `pending.json` leaves exactly that.
+fn already_installed(state: &StateDir, config: &AgentConfig, pending: &Pending) -> bool {
+    !pending.staged_path.exists()
+        && verify_release_file(state, config, pending, &pending.install_path).is_ok()
+}
+
+/// Checks `file` against `pending`'s release: signed by the release role of the trusted root,
+/// the version announced, and the artifact's signed hash and size for its platform.
+fn verify_release_file(
+    state: &StateDir,
+    config: &AgentConfig,
+    pending: &Pending,
+    file: &Path,
+) -> Result<(), UpdateFailure> {
     let trust = state
         .load_trust(&config.root, &config.channel)
         .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
     let root = &trust.root.signed;
     root.verify_signed(RoleName::Release, &pending.release)?;
     let release = &pending.release.signed;
-    let staged = pending.staged_path.display();
+    let shown = file.display();
     if release.version != pending.to_version {
         return Err(UpdateFailure::fatal(
             FailureReason::Verification(manifests::Reason::ManifestMismatch),
             format!(
-                "{staged}: the release is {}, not {}",
+                "{shown}: the release is {}, not {}",
                 release.version, pending.to_version
             ),
         ));
@@ -513,12 +546,12 @@ pub fn verify_staged(
         UpdateFailure::fatal(
             FailureReason::Verification(manifests::Reason::WrongPlatform),
             format!(
-                "{staged}: the release has no artifact for {}",
+                "{shown}: the release has no artifact for {}",
                 pending.platform
             ),
         )
     })?;
-    manifests::verify_file(&pending.staged_path, artifact)?;
+    manifests::verify_file(file, artifact)?;
     Ok(())
 }
 
