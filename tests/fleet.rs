@@ -506,6 +506,9 @@ pub struct Agent {
     /// The supervisor's stderr log.
     pub log_path: PathBuf,
     args: Vec<String>,
+    /// Whether the supervisor leads its own process group (as in a terminal session or under a
+    /// service manager), so that a test can signal the whole group as Ctrl-C does.
+    own_group: bool,
 }
 
 impl Agent {
@@ -529,10 +532,13 @@ impl Agent {
             channel,
             extra,
             env,
+            false,
         )
     }
 
-    /// [`Agent::start_with_env`] against any update-server URL (e.g. a proxy in front of the server).
+    /// [`Agent::start_with_env`] against any update-server URL (e.g. a proxy in front of the
+    /// server), with the supervisor leading its own process group when `own_group` (see
+    /// [`Agent::signal_process_group`]).
     #[allow(clippy::too_many_arguments)]
     pub fn start_at(
         dir: &Path,
@@ -543,6 +549,7 @@ impl Agent {
         channel: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+        own_group: bool,
     ) -> Self {
         let install_dir = dir.join("install");
         std::fs::create_dir_all(&install_dir).expect("install dir");
@@ -577,7 +584,7 @@ impl Agent {
         }
         args.extend(extra.iter().map(ToString::to_string));
         let log_path = dir.join("agent.log");
-        let child = spawn_agent(&install_path, &args, &log_path, env);
+        let child = spawn_agent(&install_path, &args, &log_path, env, own_group);
         Agent {
             child,
             install_path,
@@ -585,12 +592,41 @@ impl Agent {
             metrics_addr,
             log_path,
             args,
+            own_group,
         }
     }
 
     /// Starts it again (same install, same state), with extra environment.
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
-        self.child = spawn_agent(&self.install_path, &self.args, &self.log_path, env);
+        self.child = spawn_agent(
+            &self.install_path,
+            &self.args,
+            &self.log_path,
+            env,
+            self.own_group,
+        );
+    }
+
+    /// Sends `signal` (a `kill -s` name: `INT`, `TERM`) to the supervisor alone.
+    pub fn signal_supervisor(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} the supervisor");
+    }
+
+    /// Sends `signal` to the supervisor's process group (the supervisor, its worker and what
+    /// they started), as a terminal's Ctrl-C does; the agent must have been launched in its own
+    /// group.
+    pub fn signal_process_group(&self, signal: &str) {
+        assert!(self.own_group, "this agent shares the test's process group");
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("kill")
+            .args(["-s", signal, "--", &group])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} -- {group}");
     }
 
     /// The supervisor's pid.
@@ -706,7 +742,13 @@ impl Drop for Agent {
     }
 }
 
-fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]) -> Child {
+fn spawn_agent(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    env: &[(&str, &str)],
+    own_group: bool,
+) -> Child {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -721,6 +763,9 @@ fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]
         .stderr(stderr);
     for (key, value) in env {
         command.env(key, value);
+    }
+    if own_group {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
     }
     // A binary copied a moment ago can be "busy" (ETXTBSY) while another test thread's fork
     // still holds the copy's write descriptor between fork and exec: retry briefly.

@@ -153,6 +153,7 @@ impl World {
             url: None,
             flags: Vec::new(),
             env: Vec::new(),
+            own_group: false,
         }
     }
 
@@ -183,6 +184,7 @@ pub struct AgentLauncher<'w> {
     url: Option<String>,
     flags: Vec<String>,
     env: Vec<(String, String)>,
+    own_group: bool,
 }
 
 impl AgentLauncher<'_> {
@@ -213,6 +215,13 @@ impl AgentLauncher<'_> {
         self
     }
 
+    /// Runs the supervisor as the leader of its own process group (as a terminal session or a
+    /// service manager does), so [`Agent::signal_process_group`] reaches it and its worker.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
+        self
+    }
+
     /// Starts the agent.
     pub fn start(self) -> Agent {
         let world = self.world;
@@ -231,6 +240,7 @@ impl AgentLauncher<'_> {
             CHANNEL,
             &flags,
             &env,
+            self.own_group,
         )
     }
 }

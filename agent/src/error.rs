@@ -48,7 +48,9 @@ pub enum FailureReason {
     NotReady,
     /// `died_in_probation`: the new version exited during probation.
     DiedInProbation,
-    /// `probation_interrupted`: probation was interrupted (the supervisor killed) too often.
+    /// `probation_interrupted`: probation was interrupted: by a stop (SIGINT/SIGTERM; outcome
+    /// `deferred`, the version is probed again), or, as a rollback, by the supervisor dying
+    /// without a word (`kill -9`) too often.
     ProbationInterrupted,
     /// `swap_failed`: the install path could not be replaced after probation passed.
     SwapFailed,

@@ -10,6 +10,7 @@ pub mod handover;
 pub mod metrics;
 pub mod simulate;
 pub mod state;
+pub mod stop;
 pub mod supervisor;
 pub mod tasks;
 pub mod tls;
