@@ -9,6 +9,8 @@
 //! checks the server side: a forgery written into its database is neither served nor re-signed.
 //! An oversized answer (a genuine `/latest` behind 256 MiB of whitespace) is refused as
 //! `too_large` without being read whole, and the agent updates once the server behaves again.
+//! A forged (unsigned) registration handshake claiming the agent is below the channel's minimum
+//! neither stops it nor its tasks, and it still updates.
 
 use std::path::Path;
 use std::time::Duration;
@@ -291,6 +293,46 @@ fn a_release_altered_after_signing_is_refused_as_bad_signature() {
     let statement = Signed::sign(statement, &[&w.trust.channel_key]).expect("sign");
     let proxy = w.serve_forged(&statement.to_json_pretty().expect("json"), Some(&forged));
     w.v1_refuses(Some(&proxy), "bad_signature");
+}
+
+#[test]
+fn a_forged_handshake_claiming_below_minimum_neither_stops_the_agent_nor_its_tasks() {
+    let w = World::new();
+    // A man in the middle rewrites the (unsigned) registration answer; `/latest` is genuine.
+    let proxy = ForgingProxy::answering(&w.server.url, LatestAnswer::Genuine);
+    let forged = serde_json::json!({
+        "minimum_version": "99.0.0", "recommended_version": "99.0.0", "poll_interval_s": 5,
+        "below_minimum": true, "root_version": 1,
+    });
+    proxy.answer_register(Some(serde_json::to_vec(&forged).expect("JSON")));
+    let mut agent = w.v1_agent_in(w.sandbox.path(), Some(&proxy));
+    agent.wait_until("v1 serving", Duration::from_secs(60), |a| {
+        a.serves_version(V1)
+    });
+    assert!(proxy.forged_registrations() >= 1, "the forgery was read");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.exited(), None, "still running: {}", agent.log());
+    let health = agent.health().expect("healthz");
+    assert_eq!(health["draining"], false, "takes tasks: {health}");
+    // It still updates itself, and the new version reads the same forgery without stopping.
+    w.roll_out_v2(100);
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(120),
+    );
+    agent.wait_until(&format!("{V2} serving"), Duration::from_secs(30), |a| {
+        a.serves_version(V2)
+    });
+    assert!(proxy.forged_registrations() >= 2, "v2 read the forgery too");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.exited(), None, "still running: {}", agent.log());
+    assert!(agent.serves_version(V2), "{}", agent.log());
+    assert!(
+        !agent.log().contains("below_minimum_refused"),
+        "{}",
+        agent.log()
+    );
 }
 
 /// Padding in front of the genuine `/latest` answer: far over the agent's 1 MiB cap, and more
