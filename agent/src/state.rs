@@ -121,7 +121,9 @@ pub struct TrustState {
 
 impl TrustState {
     /// Forgets the accepted statement (serial, hash, minimum): the next genuine statement is
-    /// accepted whatever its serial.
+    /// accepted whatever its serial. Done when the channel changes, and when a new root changes
+    /// the channel role's keys (`manifests::Root::channel_role_changed`): a key rotated out
+    /// for good may have signed a serial that would otherwise freeze this agent forever.
     pub fn forget_statement(&mut self) {
         self.accepted_serial = None;
         self.accepted_statement_sha256 = None;
@@ -210,6 +212,9 @@ impl StateDir {
             if let Ok(installed) = Signed::<Root>::load(installed_root) {
                 if installed.signed.version == trust.root.signed.version + 1 {
                     manifests::verify_rotation(&trust.root.signed, &installed)?;
+                    if trust.root.signed.channel_role_changed(&installed.signed) {
+                        trust.forget_statement();
+                    }
                     trust.root = installed;
                 }
             }

@@ -532,6 +532,7 @@ impl Updater {
         if server_version <= current.signed.version {
             return Ok(());
         }
+        let mut channel_role_changed = false;
         while current.signed.version < server_version {
             let next = self.session.client.root(current.signed.version + 1).await?;
             manifests::verify_rotation(&current.signed, &next)?;
@@ -540,6 +541,7 @@ impl Updater {
                 to = next.signed.version,
                 "root rotated"
             );
+            channel_role_changed |= current.signed.channel_role_changed(&next.signed);
             current = next;
         }
         current
@@ -547,6 +549,10 @@ impl Updater {
             .check_expiry(Timestamp::now(), ExpirationEnforcement::Safe)?;
         let mut trust = self.trust.clone();
         trust.root = current;
+        if channel_role_changed {
+            tracing::info!(root = trust.root.signed.version, forgotten_serial = ?trust.accepted_serial, "the new root changes the channel keys; the accepted channel serial is reset");
+            trust.forget_statement();
+        }
         self.session
             .state
             .save_trust(&trust)
