@@ -251,6 +251,24 @@ impl Server {
         self.url = url;
     }
 
+    /// `kill -9` the server and start it again on the same data directory and the same address
+    /// (agents and proxies keep reaching it), each `(flag, value)` replacing that flag's value
+    /// (e.g. `--root` and `--channel-key` for a channel-key rotation, as DEPLOYMENT.md says).
+    pub fn restart_with(&mut self, flags: &[(&str, &str)]) {
+        let address = self.url.trim_start_matches("http://").to_owned();
+        for (flag, value) in flags
+            .iter()
+            .copied()
+            .chain([("--listen", address.as_str())])
+        {
+            match self.args.iter().position(|a| a == flag) {
+                Some(at) => value.clone_into(&mut self.args[at + 1]),
+                None => self.args.extend([flag.to_owned(), value.to_owned()]),
+            }
+        }
+        self.crash_and_restart();
+    }
+
     /// The server's log so far (JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

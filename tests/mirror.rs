@@ -1,6 +1,6 @@
 //! Fakes for parties outside our control: [`HostileMirror`] (an artifact mirror feeding the agent
 //! bad bytes, or good ones while it watches what the agent sends) and [`ForgingProxy`] (a
-//! compromised update server serving forged or oversized documents).
+//! compromised update server serving forged or oversized documents, or a forged handshake).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -336,8 +336,9 @@ pub enum LatestAnswer {
 
 /// A fake for a compromised update server (or a man in the middle), which is outside our
 /// control: it answers `GET /api/worker-updates/latest` as the test chooses ([`LatestAnswer`],
-/// changeable while it runs) and passes every other request (register, report, roots,
-/// artifacts) through to the real server. The real server verifies what it stores and serves,
+/// changeable while it runs), the registration handshake too when told to
+/// ([`ForgingProxy::answer_register`]), and passes every other request (register, report,
+/// roots, artifacts) through to the real server. The real server verifies what it stores and serves,
 /// so forged signatures or oversized answers can only reach an agent this way.
 ///
 /// Each connection is served on its own thread (a long poll passed through must not hold up
@@ -357,6 +358,10 @@ struct Forgery {
     latest: Mutex<LatestAnswer>,
     /// How many `/latest` requests got a [`LatestAnswer::Padded`] answer (begun).
     padded_answers: AtomicUsize,
+    /// The forged answer to `POST /api/workers/register` (none: the real server's).
+    register: Mutex<Option<Vec<u8>>>,
+    /// How many registrations got the forged answer.
+    forged_registrations: AtomicUsize,
 }
 
 impl ForgingProxy {
@@ -374,6 +379,8 @@ impl ForgingProxy {
         let forgery = Arc::new(Forgery {
             latest: Mutex::new(latest),
             padded_answers: AtomicUsize::new(0),
+            register: Mutex::new(None),
+            forged_registrations: AtomicUsize::new(0),
         });
         let upstream = Arc::new(upstream.trim_end_matches('/').to_owned());
         let thread = std::thread::spawn({
@@ -425,6 +432,21 @@ impl ForgingProxy {
     /// How many `/latest` requests got a [`LatestAnswer::Padded`] answer so far.
     pub fn padded_answers(&self) -> usize {
         self.forgery.padded_answers.load(Ordering::SeqCst)
+    }
+
+    /// Answers the following registrations (`POST /api/workers/register`) with `forged`, or
+    /// passes them through again with `None` (the real server registers the worker either way).
+    pub fn answer_register(&self, forged: Option<Vec<u8>>) {
+        *self
+            .forgery
+            .register
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = forged;
+    }
+
+    /// How many registrations got the forged answer so far.
+    pub fn forged_registrations(&self) -> usize {
+        self.forgery.forged_registrations.load(Ordering::SeqCst)
     }
 }
 
@@ -524,8 +546,26 @@ fn proxy_one(
         let genuine = forward(client, upstream, &method, &target, &headers, body).2;
         return send_padded(&mut stream, padding, &genuine, stop);
     }
-    let (status, content_type, answer) = match latest {
-        Some(LatestAnswer::Forged(forged)) => (200, "application/json".to_owned(), forged),
+    let is_register = method == "POST" && target.starts_with("/api/workers/register");
+    let forged_register = is_register
+        .then(|| {
+            forgery
+                .register
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+        .flatten();
+    if forged_register.is_some() {
+        forgery.forged_registrations.fetch_add(1, Ordering::SeqCst);
+    }
+    let (status, content_type, answer) = match (latest, forged_register) {
+        (Some(LatestAnswer::Forged(forged)), _) => (200, "application/json".to_owned(), forged),
+        // A man in the middle: the real server registers the worker, the worker reads the forgery.
+        (_, Some(forged)) => {
+            let _ = forward(client, upstream, &method, &target, &headers, body);
+            (200, "application/json".to_owned(), forged)
+        }
         _ => forward(client, upstream, &method, &target, &headers, body),
     };
     write!(

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::UpdateClient;
 use crate::config::AgentConfig;
 use crate::error::{FailureReason, UpdateFailure};
-use crate::handover::{self, Ready, EXIT_REFUSED, EXIT_STAGED};
+use crate::handover::{self, Ready, EXIT_STAGED};
 use crate::metrics::Telemetry;
 use crate::state::StateDir;
 use crate::tasks::TaskGate;
@@ -24,8 +24,8 @@ use crate::updater::{LoopEnd, WorkerSession};
 /// The running version (`WORKER_AGENT_VERSION` at build time, else the package version).
 pub const VERSION: &str = env!("BUILD_VERSION");
 
-/// Runs the worker until shutdown (exit 0), a staged update ([`EXIT_STAGED`]) or a refusal to
-/// run below the channel's minimum version ([`EXIT_REFUSED`]).
+/// Runs the worker until shutdown (exit 0) or a staged update ([`EXIT_STAGED`]). Below the
+/// channel's signed minimum version it keeps running and updating (see [`crate::minimum`]).
 pub async fn run_child(config: AgentConfig) -> i32 {
     match run(config).await {
         Ok(code) => code,
@@ -114,16 +114,9 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         return Ok(0);
     };
     if handshake.below_minimum {
-        if config.force_start {
-            tracing::warn!(minimum = %handshake.minimum_version, version = VERSION, event = "below_minimum_forced", "this version is below the channel's minimum; starting anyway (--force-start)");
-        } else {
-            tracing::error!(minimum = %handshake.minimum_version, version = VERSION, event = "below_minimum_refused", "this version is below the channel's minimum; refusing to start");
-            eprintln!(
-                "worker-agent: error: version {VERSION} is below the minimum version {} of channel {}; update this agent, or start it with --force-start",
-                handshake.minimum_version, config.channel
-            );
-            return Ok(EXIT_REFUSED);
-        }
+        // Unsigned: anyone on the path can write it. Only a verified channel statement's
+        // signed minimum is acted on, by the update loop (`crate::minimum`).
+        tracing::info!(minimum = %handshake.minimum_version, version = VERSION, "the update server says this version is below the channel's minimum; acting on it only once a signed channel statement says so");
     }
     // The runner instances bind their ports before the worker calls itself ready: a new
     // version in probation must prove it can serve the Manager. (Registration with the Manager

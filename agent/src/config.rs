@@ -35,9 +35,11 @@ pub struct AgentConfig {
     /// chain); later checks, and the version it installs, run unforced.
     #[arg(long)]
     pub force_update: bool,
-    /// Start even when the update server says this version is below the channel's minimum.
-    #[arg(long)]
-    pub force_start: bool,
+    /// Keep serving tasks while a verified channel statement's signed `minimum_version` is
+    /// above this version (default: refuse new tasks until updated). Either way the agent runs
+    /// and installs the channel's release. `--force-start` is the older name.
+    #[arg(long, visible_alias = "force-start", env = "SERVE_BELOW_MINIMUM", value_parser = clap::builder::BoolishValueParser::new())]
+    pub serve_below_minimum: bool,
     /// How long a new version must stay up, once ready, before it is kept.
     #[arg(long, env = "PROBATION_SECS", default_value_t = 30)]
     pub probation_secs: u64,

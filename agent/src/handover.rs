@@ -20,7 +20,7 @@ use crate::state::{StateDir, TrustState};
 
 /// Exit code of a child that staged a verified update: "restart me into it".
 pub const EXIT_STAGED: i32 = 75;
-/// Exit code of a child that refuses to run (below the channel's minimum version).
+/// Exit code of a child that refuses to run: restarting it cannot help (systemd does not).
 pub const EXIT_REFUSED: i32 = 78;
 
 /// Environment variable that makes `worker-agent run` the child (the worker) instead of the

@@ -109,10 +109,26 @@ pub struct TrustState {
     pub accepted_serial: Option<u64>,
     /// Hash of the statement accepted at that serial.
     pub accepted_statement_sha256: Option<String>,
+    /// The signed `minimum_version` of that statement, acted on from the start (before the
+    /// first check answers, or while the server is unreachable).
+    #[serde(default)]
+    pub accepted_minimum_version: Option<Version>,
     /// Highest release version ever offered and verified.
     pub highest_version_seen: Option<Version>,
     /// Versions that failed probation here.
     pub quarantined: BTreeSet<Version>,
+}
+
+impl TrustState {
+    /// Forgets the accepted statement (serial, hash, minimum): the next genuine statement is
+    /// accepted whatever its serial. Done when the channel changes, and when a new root changes
+    /// the channel role's keys (`manifests::Root::channel_role_changed`): a key rotated out
+    /// for good may have signed a serial that would otherwise freeze this agent forever.
+    pub fn forget_statement(&mut self) {
+        self.accepted_serial = None;
+        self.accepted_statement_sha256 = None;
+        self.accepted_minimum_version = None;
+    }
 }
 
 /// Counters behind the `worker_update_*` metrics, kept across restarts and versions.
@@ -196,13 +212,15 @@ impl StateDir {
             if let Ok(installed) = Signed::<Root>::load(installed_root) {
                 if installed.signed.version == trust.root.signed.version + 1 {
                     manifests::verify_rotation(&trust.root.signed, &installed)?;
+                    if trust.root.signed.channel_role_changed(&installed.signed) {
+                        trust.forget_statement();
+                    }
                     trust.root = installed;
                 }
             }
             if trust.channel != channel {
                 trust.channel = channel.to_owned();
-                trust.accepted_serial = None;
-                trust.accepted_statement_sha256 = None;
+                trust.forget_statement();
             }
             return Ok(trust);
         }
@@ -213,6 +231,7 @@ impl StateDir {
             channel: channel.to_owned(),
             accepted_serial: None,
             accepted_statement_sha256: None,
+            accepted_minimum_version: None,
             highest_version_seen: None,
             quarantined: BTreeSet::new(),
         };

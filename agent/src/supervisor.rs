@@ -307,7 +307,7 @@ impl Supervisor {
                     backoff = Duration::from_secs(1);
                 }
                 Some(EXIT_REFUSED) => {
-                    tracing::error!("worker refused to start (below the channel's minimum version; see its log); stopping");
+                    tracing::error!("worker refused to start (see its log); stopping");
                     return EXIT_REFUSED;
                 }
                 _ => {

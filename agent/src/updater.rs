@@ -18,6 +18,7 @@ use crate::download::{download, DownloadOptions};
 use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{self, flush_outbox, spawn_outbox_flusher, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
+use crate::minimum::MinimumGuard;
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
 
@@ -75,6 +76,8 @@ pub struct Updater {
     /// Artifacts (by sha256) that failed with a verdict on their bytes (hash, size, disk):
     /// never downloaded again by this process; a new release brings a new artifact.
     condemned: BTreeSet<String>,
+    /// The signed minimum version, applied to the task gate.
+    minimum: MinimumGuard,
     observer: Option<Arc<dyn UpdateObserver>>,
 }
 
@@ -204,6 +207,14 @@ impl Updater {
             .state
             .load_trust(&config.root, &config.channel)
             .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
+        let mut minimum = MinimumGuard::new(
+            session.version.clone(),
+            gate.clone(),
+            config.serve_below_minimum,
+        );
+        if let Some(signed) = &trust.accepted_minimum_version {
+            minimum.apply(signed);
+        }
         Ok(Updater {
             config,
             session,
@@ -215,6 +226,7 @@ impl Updater {
             poll_interval,
             reported: BTreeSet::new(),
             condemned: BTreeSet::new(),
+            minimum,
             observer: None,
         })
     }
@@ -438,13 +450,16 @@ impl Updater {
             .state
             .load_trust(&self.config.root, &self.config.channel)
             .unwrap_or_else(|_| self.trust.clone());
+        self.minimum.apply(&statement.minimum_version);
         let changed = trust.accepted_serial != Some(statement.serial)
+            || trust.accepted_minimum_version.as_ref() != Some(&statement.minimum_version)
             || trust
                 .highest_version_seen
                 .as_ref()
                 .is_none_or(|v| v < offered);
         trust.accepted_serial = Some(statement.serial);
         trust.accepted_statement_sha256 = Some(statement.sha256.clone());
+        trust.accepted_minimum_version = Some(statement.minimum_version.clone());
         if trust
             .highest_version_seen
             .as_ref()
@@ -517,6 +532,7 @@ impl Updater {
         if server_version <= current.signed.version {
             return Ok(());
         }
+        let mut channel_role_changed = false;
         while current.signed.version < server_version {
             let next = self.session.client.root(current.signed.version + 1).await?;
             manifests::verify_rotation(&current.signed, &next)?;
@@ -525,6 +541,7 @@ impl Updater {
                 to = next.signed.version,
                 "root rotated"
             );
+            channel_role_changed |= current.signed.channel_role_changed(&next.signed);
             current = next;
         }
         current
@@ -532,6 +549,10 @@ impl Updater {
             .check_expiry(Timestamp::now(), ExpirationEnforcement::Safe)?;
         let mut trust = self.trust.clone();
         trust.root = current;
+        if channel_role_changed {
+            tracing::info!(root = trust.root.signed.version, forgotten_serial = ?trust.accepted_serial, "the new root changes the channel keys; the accepted channel serial is reset");
+            trust.forget_statement();
+        }
         self.session
             .state
             .save_trust(&trust)

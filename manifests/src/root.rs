@@ -145,6 +145,23 @@ impl Root {
         doc.verify_role(role.as_str(), self.role(role), &self.keys)
     }
 
+    /// Whether `next` gives the channel role other keys (ids, key material) or another
+    /// threshold than this root does. A client that accepted channel statements under this root
+    /// then forgets their serial (as TUF does when the timestamp key rotates): a rotated-out key
+    /// may have signed a serial no legitimate statement will ever reach.
+    pub fn channel_role_changed(&self, next: &Root) -> bool {
+        fn channel_keys(root: &Root) -> (BTreeMap<&String, Option<&Key>>, u32) {
+            let role = root.role(RoleName::Channel);
+            let keys = role
+                .keyids
+                .iter()
+                .map(|id| (id, root.keys.get(id)))
+                .collect();
+            (keys, role.threshold)
+        }
+        channel_keys(self) != channel_keys(next)
+    }
+
     /// Fails with [`Error::Expired`] when `expires` is before `now` and enforcement is on.
     pub fn check_expiry(&self, now: Timestamp, enforcement: ExpirationEnforcement) -> Result<()> {
         check_expiry("root", self.expires, now, enforcement)
@@ -208,5 +225,63 @@ pub(crate) fn check_expiry(
     match enforcement {
         ExpirationEnforcement::Safe if expires <= now => Err(Error::Expired { doc, expires, now }),
         ExpirationEnforcement::Safe | ExpirationEnforcement::Unsafe => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    fn entry(key: &PrivateKey) -> (String, Key) {
+        let public = key.public();
+        let key = Key {
+            scheme: public.scheme,
+            public: public.public,
+            extra: BTreeMap::new(),
+        };
+        (public.keyid, key)
+    }
+
+    fn root(keys: &[&PrivateKey; 3]) -> Root {
+        let [root, release, channel] = keys;
+        Root {
+            doc_type: DocType::Root,
+            version: 1,
+            expires: Timestamp::now().plus_secs(86_400),
+            keys: keys.iter().map(|k| entry(k)).collect(),
+            roles: Roles {
+                root: Role::new(vec![root.keyid()], 1),
+                release: Role::new(vec![release.keyid()], 1),
+                channel: Role::new(vec![channel.keyid()], 1),
+                extra: BTreeMap::new(),
+            },
+            extra: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_a_change_of_the_channel_role_counts_as_a_channel_role_change() {
+        let generate = |name: &str| PrivateKey::generate(name).expect("key");
+        let (root_key, release_key, channel_key) =
+            (generate("root"), generate("release"), generate("channel"));
+        let old = root(&[&root_key, &release_key, &channel_key]);
+        let mut next = old.clone();
+        next.version = 2;
+        next.roles.release = Role::new(vec![root_key.keyid()], 1);
+        assert!(!old.channel_role_changed(&next), "another role rotated");
+
+        let new_channel = generate("channel-2");
+        let rotated = root(&[&root_key, &release_key, &new_channel]);
+        assert!(old.channel_role_changed(&rotated), "new channel key");
+
+        let mut added = old.clone();
+        let (id, key) = entry(&new_channel);
+        added.keys.insert(id.clone(), key);
+        added.roles.channel = Role::new(vec![channel_key.keyid(), id], 1);
+        assert!(old.channel_role_changed(&added), "a key added");
+        let mut threshold = added.clone();
+        threshold.roles.channel.threshold = 2;
+        assert!(added.channel_role_changed(&threshold), "threshold");
     }
 }

@@ -141,8 +141,9 @@ pub struct UpdateCheck<'a> {
 /// attack), its channel name, serial monotonicity (replay), the halted flag, the release's
 /// signatures (release role) and its binding to the statement, the product, version monotonicity
 /// unless a valid rollback directive allows the downgrade (rollback attack), quarantine, the
-/// platform, `minimum_version` hops and cohort membership. The artifact's size in the plan is
-/// the cap the download must enforce (endless data).
+/// platform, `minimum_version` hops and cohort membership (which does not apply to a worker
+/// below the statement's signed `minimum_version`). The artifact's size in the plan is the cap
+/// the download must enforce (endless data).
 pub fn verify_update(
     root: &Root,
     channel_stmt: &Signed<ChannelStatement>,
@@ -290,7 +291,14 @@ impl UpdateCheck<'_> {
                 offered: release.version.clone(),
             });
         }
+        // A worker below the channel's signed minimum must not stay where it is: the cohort
+        // does not hold it back from the channel's release.
+        let below_minimum = local
+            .current_version
+            .cmp_precedence(&stmt.minimum_version)
+            .is_lt();
         if !self.ignore_cohort
+            && !below_minimum
             && !in_rollout(&local.worker_id, &stmt.rollout.salt, stmt.rollout.percent)
         {
             return Ok(Err(Idle::NotInCohort {

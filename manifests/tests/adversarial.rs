@@ -1350,6 +1350,30 @@ fn cases() -> Vec<Case> {
             fx.decide()
         }),
         case(
+            "a worker below the signed minimum installs at 0 %",
+            install("1.5.0"),
+            || {
+                Fx::new()
+                    .with_stmt(|s| {
+                        s.rollout.percent = 0;
+                        s.minimum_version = ver("1.4.1");
+                    })
+                    .decide()
+            },
+        ),
+        case(
+            "a worker at the signed minimum waits for its cohort",
+            Outcome::Idle(Idle::NotInCohort { percent: 0 }),
+            || {
+                Fx::new()
+                    .with_stmt(|s| {
+                        s.rollout.percent = 0;
+                        s.minimum_version = ver("1.4.0");
+                    })
+                    .decide()
+            },
+        ),
+        case(
             "ignore_cohort never skips a signature",
             Reject(Reason::BadSignature),
             || {

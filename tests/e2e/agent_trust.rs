@@ -9,6 +9,10 @@
 //! checks the server side: a forgery written into its database is neither served nor re-signed.
 //! An oversized answer (a genuine `/latest` behind 256 MiB of whitespace) is refused as
 //! `too_large` without being read whole, and the agent updates once the server behaves again.
+//! A forged (unsigned) registration handshake claiming the agent is below the channel's minimum
+//! neither stops it nor its tasks, and it still updates. A serial as high as JSON carries, signed
+//! by a channel key that a new root then rotates out, does not freeze the agent: after the
+//! rotation the old key's statement is refused and the new key's low serial is installed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +49,8 @@ trait Forgeries {
     fn assert_refused(&self, agent: &Agent, binary: &Path, reason: &str, from: &str, to: &str);
     /// Starts a v1 agent (after the forgery is served) and checks it refuses with `reason`.
     fn v1_refuses(&self, proxy: Option<&ForgingProxy>, reason: &str);
+    /// Waits until the agent reported its update from v1 to v2 and v2 serves.
+    fn updates_to_v2(&self, agent: &Agent);
 }
 
 impl Forgeries for World {
@@ -167,6 +173,18 @@ impl Forgeries for World {
     fn v1_refuses(&self, proxy: Option<&ForgingProxy>, reason: &str) {
         let agent = self.v1_agent_in(self.sandbox.path(), proxy);
         self.assert_refused(&agent, &agent_at_version(V1), reason, V1, V2);
+    }
+
+    #[track_caller]
+    fn updates_to_v2(&self, agent: &Agent) {
+        self.wait_for_report(
+            agent,
+            &format!("success {V1}->{V2}"),
+            Duration::from_secs(120),
+        );
+        agent.wait_until(&format!("{V2} serving"), Duration::from_secs(30), |a| {
+            a.serves_version(V2)
+        });
     }
 }
 
@@ -293,6 +311,120 @@ fn a_release_altered_after_signing_is_refused_as_bad_signature() {
     w.v1_refuses(Some(&proxy), "bad_signature");
 }
 
+#[test]
+fn a_forged_handshake_claiming_below_minimum_neither_stops_the_agent_nor_its_tasks() {
+    let w = World::new();
+    // A man in the middle rewrites the (unsigned) registration answer; `/latest` is genuine.
+    let proxy = ForgingProxy::answering(&w.server.url, LatestAnswer::Genuine);
+    let forged = serde_json::json!({
+        "minimum_version": "99.0.0", "recommended_version": "99.0.0", "poll_interval_s": 5,
+        "below_minimum": true, "root_version": 1,
+    });
+    proxy.answer_register(Some(serde_json::to_vec(&forged).expect("JSON")));
+    let mut agent = w.v1_agent_in(w.sandbox.path(), Some(&proxy));
+    agent.wait_until("v1 serving", Duration::from_secs(60), |a| {
+        a.serves_version(V1)
+    });
+    assert!(proxy.forged_registrations() >= 1, "the forgery was read");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.exited(), None, "still running: {}", agent.log());
+    let health = agent.health().expect("healthz");
+    assert_eq!(health["draining"], false, "takes tasks: {health}");
+    // It still updates itself, and the new version reads the same forgery without stopping.
+    w.roll_out_v2(100);
+    w.updates_to_v2(&agent);
+    assert!(proxy.forged_registrations() >= 2, "v2 read the forgery too");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.exited(), None, "still running: {}", agent.log());
+    assert!(agent.serves_version(V2), "{}", agent.log());
+    assert!(
+        !agent.log().contains("below_minimum_refused"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// The highest serial a JSON number carries exactly (2^53 - 1): what a channel-key holder signs
+/// to freeze every agent that accepts it.
+const FREEZING_SERIAL: u64 = (1 << 53) - 1;
+
+/// The channel serial the agent has accepted (its `trust.json`).
+fn accepted_serial(agent: &Agent) -> Option<u64> {
+    let trust = std::fs::read(agent.state_dir.join("trust.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&trust).ok()?["accepted_serial"].as_u64()
+}
+
+#[test]
+fn a_new_channel_key_resets_the_serial_a_rotated_out_key_froze() {
+    let mut w = World::new();
+    w.roll_out_v2(0);
+    // The holder of the (soon rotated out) channel key signs the highest serial.
+    let mut frozen = w.stored_statement().signed;
+    frozen.serial = FREEZING_SERIAL;
+    let frozen = Signed::sign(frozen, &[&w.trust.channel_key]).expect("sign");
+    let frozen = frozen.to_json_pretty().expect("json");
+    let proxy = w.serve_forged(&frozen, None);
+    let agent = w.v1_agent_in(&w.sandbox.join("agent"), Some(&proxy));
+    agent.wait_until(
+        "the freezing serial accepted",
+        Duration::from_secs(60),
+        |a| accepted_serial(a) == Some(FREEZING_SERIAL),
+    );
+
+    // DEPLOYMENT.md's channel-key rotation: root 2 whose channel role holds a new key, then the
+    // server restarted with that root and key (same address: the proxy keeps forwarding to it).
+    w.sandbox
+        .release_cli(&["keygen", "--out", "keys", "--name", "channel-2"])
+        .success();
+    w.sandbox
+        .release_cli(&[
+            "rotate-root",
+            "--root",
+            "root.json",
+            "--channel-key",
+            "keys/channel-2.pub",
+            "--key",
+            "keys/root.key",
+            "--out",
+            "root-2.json",
+        ])
+        .success();
+    let (root_2, key_2) = (
+        w.sandbox.join("root-2.json"),
+        w.sandbox.join("keys/channel-2.key"),
+    );
+    w.server.restart_with(&[
+        ("--root", &root_2.to_string_lossy()),
+        ("--channel-key", &key_2.to_string_lossy()),
+    ]);
+    w.server.promote("stable", V2, 100);
+    let genuine = w.server.worker().latest("stable", V1, "replay-base").json();
+    assert_eq!(genuine["root_version"], 2, "{genuine}");
+    let serial = genuine["channel"]["signed"]["serial"]
+        .as_u64()
+        .expect("serial");
+    assert!(serial < 100, "a low serial under the new key: {serial}");
+
+    // A replay of the old key's freezing statement (with root 2 on offer) is refused...
+    let mut replay = genuine.clone();
+    replay["channel"] = serde_json::from_slice(&frozen).expect("statement JSON");
+    proxy.answer_latest(LatestAnswer::Forged(
+        serde_json::to_vec(&replay).expect("JSON"),
+    ));
+    w.wait_for_report(
+        &agent,
+        &format!("failure threshold {V1}->{V2} "),
+        Duration::from_secs(90),
+    );
+    assert!(agent.serves_version(V1), "{}", agent.log());
+    // ...and the legitimate low serial under the new key is accepted and installed.
+    proxy.answer_latest(LatestAnswer::Genuine);
+    w.updates_to_v2(&agent);
+    assert_eq!(accepted_serial(&agent), Some(serial), "{}", agent.log());
+    let reports = w.server.reports();
+    assert!(!reports.contains("replayed_serial"), "{reports}");
+}
+
 /// Padding in front of the genuine `/latest` answer: far over the agent's 1 MiB cap, and more
 /// than [`WORKER_PEAK_RSS_LIMIT`], so an agent that reads it whole cannot stay under that limit.
 const OVERSIZED_PADDING: u64 = 256 * 1024 * 1024;
@@ -353,14 +485,7 @@ fn an_oversized_latest_answer_is_refused_as_too_large_and_the_agent_updates_afte
 
     // The server behaves again: the same agent takes the update.
     proxy.answer_latest(LatestAnswer::Genuine);
-    w.wait_for_report(
-        &agent,
-        &format!("success {V1}->{V2}"),
-        Duration::from_secs(120),
-    );
-    agent.wait_until(&format!("{V2} serving"), Duration::from_secs(30), |a| {
-        a.serves_version(V2)
-    });
+    w.updates_to_v2(&agent);
     assert!(
         agent
             .installed_version()

@@ -336,52 +336,87 @@ fn force_update_with_nothing_to_install_polls_at_the_normal_cadence() {
     assert!(forced.serves_version(V1));
 }
 
+/// Whether the agent's worker refuses new tasks (`/healthz` `draining`).
+fn refuses_tasks(agent: &Agent) -> bool {
+    agent.health().is_some_and(|h| h["draining"] == true)
+}
+
 #[test]
-fn below_the_minimum_version_it_refuses_to_start_unless_forced() {
+fn below_a_signed_minimum_it_refuses_tasks_unless_told_to_serve_and_installs_the_fix() {
     let w = World::new();
     w.publish(V2, &[(PLATFORM, &agent_at_version(V2))]);
+    // The signed statement says 1.5.0 is the oldest version allowed to serve; the release that
+    // fixes v1 agents is offered to nobody (0 %), and the channel is halted for now.
     let reply = w.server.admin().post_json(
         "/api/admin/channels/stable/promote",
         &serde_json::json!({"version": V2, "percent": 0, "minimum_version": "1.5.0", "override": true, "reason": "test"}),
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let mut refused = v1_agent(&w, &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = refused.exited() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running:\n{}",
-            refused.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(status.code(), Some(78), "{}", refused.log());
-    let log = refused.log();
-    assert!(
-        log.contains("is below the minimum version 1.5.0 of channel stable"),
-        "{log}"
+    let halt = w.server.admin().post_json(
+        "/api/admin/channels/stable/halt",
+        &serde_json::json!({"reason": "test: the fix is not reachable yet"}),
     );
-    assert!(
-        log.contains("below_minimum_refused"),
-        "a logged event: {log}"
-    );
-    drop(refused);
+    assert_eq!(halt.status, 200, "{}", halt.text());
 
+    // Default: it starts, keeps running and updating, but takes no task.
+    let mut refusing = v1_agent(&w, &[]);
+    refusing.wait_until("v1 up and refusing tasks", Duration::from_secs(60), |a| {
+        a.serves_version(V1) && refuses_tasks(a)
+    });
+    assert!(
+        refusing.log().contains("below_minimum_refused"),
+        "a logged event: {}",
+        refusing.log()
+    );
+    // The operator's choice: serve tasks anyway (the documented option, and the older flag).
+    let serving_dir = Sandbox::new();
+    let mut serving = w
+        .agent(V1)
+        .dir(serving_dir.path())
+        .env(&[("SERVE_BELOW_MINIMUM", "true")])
+        .start();
     let forced_dir = Sandbox::new();
-    let forced = w
+    let mut forced = w
         .agent(V1)
         .dir(forced_dir.path())
         .flags(&["--force-start"])
         .start();
-    forced.wait_until(
-        "v1 serving despite the minimum",
-        Duration::from_secs(30),
-        |a| a.serves_version(V1),
+    for agent in [&serving, &forced] {
+        agent.wait_until(
+            "v1 serving tasks below the minimum",
+            Duration::from_secs(60),
+            |a| a.serves_version(V1) && a.log().contains("below_minimum_forced"),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for agent in [&mut refusing, &mut serving, &mut forced] {
+        assert_eq!(agent.exited(), None, "still running: {}", agent.log());
+    }
+    assert!(refuses_tasks(&refusing), "{}", refusing.log());
+    assert!(!refuses_tasks(&serving), "{}", serving.log());
+    assert!(!refuses_tasks(&forced), "{}", forced.log());
+
+    // The fix becomes reachable: agents below the minimum install it, outside the cohort too,
+    // and the updated one takes tasks again.
+    let resume = w.server.admin().post_json(
+        "/api/admin/channels/stable/resume",
+        &serde_json::json!({"reason": "test: the fix is out"}),
     );
-    assert!(forced.log().contains("below_minimum_forced"));
+    assert_eq!(resume.status, 200, "{}", resume.text());
+    for agent in [&refusing, &serving, &forced] {
+        agent.wait_until("v2 installed and serving", Duration::from_secs(120), |a| {
+            a.serves_version(V2)
+                && a.installed_version()
+                    .starts_with(&format!("worker-agent {V2} "))
+        });
+    }
+    refusing.wait_until("v2 takes tasks", Duration::from_secs(30), |a| {
+        !refuses_tasks(a)
+    });
+    let success = format!("success {V1}->{V2}");
+    refusing.wait_until("the three reports", REPORT_WAIT, |_| {
+        w.server.reports().matches(&success).count() == 3
+    });
 }
 
 #[test]

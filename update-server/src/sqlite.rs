@@ -224,6 +224,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn last_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
+        let last: Option<i64> = self.with(|c| {
+            c.query_row(
+                "SELECT MAX(serial) FROM statements WHERE channel = ?1",
+                params![channel],
+                |row| row.get(0),
+            )
+        })?;
+        Ok(last.map(|serial| u64::try_from(serial).unwrap_or(0)))
+    }
+
     fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>> {
         self.with(|c| {
             c.query_row(

@@ -217,6 +217,8 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
     /// in the same transaction, the audit entry and the promotion (version, percent) if any.
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()>;
+    /// The highest serial ever signed for `channel` (its statement history), if any.
+    fn last_serial(&self, channel: &str) -> StoreResult<Option<u64>>;
     /// When `version` was first promoted on `channel` (Unix seconds).
     fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>>;
 

@@ -1,6 +1,8 @@
 //! The gate between the runner layer and whoever embeds it: how many tasks run, and a drain
 //! switch that makes the layer refuse new tasks (its instances show themselves `busy`) so the
 //! embedder can wait for the running ones to finish. Draining never cuts a running task.
+//! A hold refuses new tasks too, for as long as the embedder keeps it, whatever a drain does
+//! meanwhile (an undrain does not lift it).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ pub struct TaskGate {
 struct Inner {
     running: AtomicUsize,
     draining: AtomicBool,
+    held: AtomicBool,
     idle: Notify,
 }
 
@@ -42,14 +45,14 @@ impl TaskGate {
         Self::default()
     }
 
-    /// Starts a task, unless the gate is draining.
+    /// Starts a task, unless the gate is draining (or held).
     pub fn try_start(&self) -> Option<TaskGuard> {
-        if self.inner.draining.load(Ordering::SeqCst) {
+        if self.draining() {
             return None;
         }
         self.inner.running.fetch_add(1, Ordering::SeqCst);
         // Re-check: a drain that began in between must not miss this task.
-        if self.inner.draining.load(Ordering::SeqCst) {
+        if self.draining() {
             drop(TaskGuard {
                 inner: self.inner.clone(),
             });
@@ -65,9 +68,24 @@ impl TaskGate {
         self.inner.running.load(Ordering::SeqCst)
     }
 
-    /// Whether new tasks are refused.
+    /// Whether new tasks are refused (drained or held).
     pub fn draining(&self) -> bool {
-        self.inner.draining.load(Ordering::SeqCst)
+        self.inner.draining.load(Ordering::SeqCst) || self.held()
+    }
+
+    /// Whether new tasks are refused by a hold.
+    pub fn held(&self) -> bool {
+        self.inner.held.load(Ordering::SeqCst)
+    }
+
+    /// Refuse new tasks until [`Self::release`], whatever [`Self::undrain`] does meanwhile.
+    pub fn hold(&self) {
+        self.inner.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lifts the hold (a drain still in force stays).
+    pub fn release(&self) {
+        self.inner.held.store(false, Ordering::SeqCst);
     }
 
     /// Refuse new tasks from now on.
@@ -116,6 +134,21 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(task);
         assert!(waiter.await.expect("join"), "idle once the task finished");
+        gate.undrain();
+        assert!(gate.try_start().is_some());
+    }
+
+    #[test]
+    fn a_hold_outlasts_an_undrain_and_a_release_leaves_a_drain() {
+        let gate = TaskGate::new();
+        gate.hold();
+        assert!(gate.draining() && gate.held());
+        gate.drain();
+        gate.undrain();
+        assert!(gate.try_start().is_none(), "held after an undrain");
+        gate.drain();
+        gate.release();
+        assert!(gate.try_start().is_none(), "released, still drained");
         gate.undrain();
         assert!(gate.try_start().is_some());
     }

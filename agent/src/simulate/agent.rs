@@ -293,12 +293,8 @@ impl WorkerRun {
         let Some(handshake) = registered else {
             return ChildEnd::Loop(LoopEnd::Shutdown);
         };
-        if handshake.below_minimum {
-            return ChildEnd::Stopped(format!(
-                "version {version} is below the minimum version {} of channel {}",
-                handshake.minimum_version, self.config.channel
-            ));
-        }
+        // As the real worker: the handshake's unsigned `below_minimum` is not acted on (the
+        // updater applies a verified statement's signed minimum).
         // Only a version in probation is told to announce its readiness.
         let in_probation = ready.is_some();
         if let Some(ready) = ready {

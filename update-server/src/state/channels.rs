@@ -422,12 +422,17 @@ impl App {
         let release = next.release.clone().ok_or_else(|| Error::NoRelease {
             channel: channel.to_owned(),
         })?;
+        // From the history, not only the served statement: after a channel-key rotation the
+        // stored statement no longer verifies (it is not served), but its serial was signed.
+        let name = channel.to_owned();
+        let last = self.db(move |store| store.last_serial(&name)).await?;
+        let serial = next.serial.max(last.unwrap_or(0)).saturating_add(1);
         let issued = now();
         let ttl = i64::try_from(self.config.statement_ttl.as_secs()).unwrap_or(86_400);
         let statement = ChannelStatement {
             doc_type: DocType::Channel,
             channel: channel.to_owned(),
-            serial: next.serial + 1,
+            serial,
             issued_at: issued,
             expires: issued.plus_secs(ttl),
             release: ReleasePointer {

@@ -142,6 +142,10 @@ impl Store for MemoryStore {
         Ok(self.contents().channels.values().cloned().collect())
     }
 
+    fn last_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
+        Ok(self.statement_serials(channel).into_iter().max())
+    }
+
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
         let mut contents = self.contents();
         contents
