@@ -237,6 +237,20 @@ impl Server {
         self.url = url;
     }
 
+    /// Stops the server (`kill -9`): an outage, until [`Server::start_again`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again on its data directory. It answers on the same URL only
+    /// when it was started with a fixed `--listen` address (an outage the agents ride out).
+    pub fn start_again(&mut self) {
+        let (child, url) = spawn(&self.args, &self.log);
+        self.child = child;
+        self.url = url;
+    }
+
     /// The server's log so far (JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -597,6 +611,13 @@ impl Agent {
         std::fs::read(self.state_dir.join("ready.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// The versions quarantined in the stored trust state (`trust.json`).
+    pub fn quarantined(&self) -> serde_json::Value {
+        let bytes = std::fs::read(self.state_dir.join("trust.json")).expect("trust.json");
+        let trust: serde_json::Value = serde_json::from_slice(&bytes).expect("trust.json is JSON");
+        trust["quarantined"].clone()
     }
 
     /// `GET /healthz` of the worker (None while it is down).

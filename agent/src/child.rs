@@ -1,6 +1,6 @@
-//! The worker process: serves `/metrics` and `/healthz`, registers with the update server,
-//! starts the ESUP runner layer, announces readiness, reports outcomes, and runs the update
-//! loop. The runner layer and the updater share the [`TaskGate`]: an update waits for running
+//! The worker process: serves `/metrics` and `/healthz`, registers with the update server (or,
+//! when it does not answer, goes on with the cached handshake: [`crate::handshake`]), starts
+//! the ESUP runner layer, announces readiness, reports outcomes, and runs the update loop. The runner layer and the updater share the [`TaskGate`]: an update waits for running
 //! tasks, and tasks are refused while it does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,17 +99,22 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     };
     // An oversized handshake is a verdict on what the server sent: counted (once) like a
     // refused document. Transport trouble is only logged while registration retries.
-    let oversized_counted = AtomicBool::new(false);
-    let count_oversized = |failure: &UpdateFailure| {
-        if failure.reason == FailureReason::TooLarge
-            && !oversized_counted.swap(true, Ordering::Relaxed)
-        {
-            telemetry.failure(&failure.reason.label());
+    let oversized_counted = Arc::new(AtomicBool::new(false));
+    let count_oversized = {
+        let telemetry = telemetry.clone();
+        move |failure: &UpdateFailure| {
+            if failure.reason == FailureReason::TooLarge
+                && !oversized_counted.swap(true, Ordering::Relaxed)
+            {
+                telemetry.failure(&failure.reason.label());
+            }
         }
     };
-    let Some(handshake) = session
-        .register(&config.channel, &shutdown, count_oversized)
-        .await
+    // An unreachable update server does not hold the ESUP layer back: after a short wait the
+    // worker goes on with its cached handshake and registers in the background.
+    let Some(handshake) =
+        crate::handshake::register_or_cached(&session, &config.channel, &shutdown, count_oversized)
+            .await
     else {
         return Ok(0);
     };
