@@ -143,13 +143,22 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     )
     .await
     .map_err(|e| format!("ESUP runner layer: {e}"))?;
+    // In probation the new version proves it can do the job, not just stay alive.
+    let self_check_failed = match &esup {
+        Some(layer) if handover::in_probation() => probation_self_check(layer).await,
+        _ => None,
+    };
     state
         .write_ready(&Ready {
             pid: std::process::id(),
             version: VERSION.to_owned(),
             metrics: metrics_addr.to_string(),
+            self_check_failed: self_check_failed.clone(),
         })
         .map_err(|e| e.to_string())?;
+    if let Some(detail) = self_check_failed {
+        return Err(format!("probation self-check failed: {detail}"));
+    }
     tracing::info!(version = VERSION, %worker_id, metrics = %metrics_addr, channel = %config.channel, auto_update = config.auto_update(), "worker ready");
 
     let reporting = session.start_reporting(shutdown.clone()).await;
@@ -176,6 +185,28 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         LoopEnd::Staged => EXIT_STAGED,
         LoopEnd::Shutdown => 0,
     })
+}
+
+/// Runs the runner layer's self-check (`/runner/health` of every instance, a one-second
+/// synthetic encode); why it failed, or `None` when it passed.
+async fn probation_self_check(layer: &esup_runner::EsupLayer) -> Option<String> {
+    match layer.self_check().await {
+        Ok(report) => {
+            let encode_ms = report
+                .encode
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            tracing::info!(
+                instances = report.instances,
+                encode_ms,
+                "probation self-check passed"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::error!(%error, "probation self-check failed");
+            Some(error.to_string())
+        }
+    }
 }
 
 /// Cancels on SIGTERM/SIGINT, and when the supervisor dies (the parent changes): a worker never

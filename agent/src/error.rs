@@ -45,6 +45,9 @@ pub enum FailureReason {
     NotReady,
     /// `died_in_probation`: the new version exited during probation.
     DiedInProbation,
+    /// `self_check_failed`: the new version came up but its probation self-check failed (a
+    /// runner port did not answer `/runner/health`, or the synthetic encode failed).
+    SelfCheckFailed,
     /// `probation_interrupted`: probation was interrupted (the supervisor killed) too often.
     ProbationInterrupted,
     /// `swap_failed`: the install path could not be replaced after probation passed.
@@ -75,6 +78,7 @@ impl FailureReason {
             FailureReason::ExitedBeforeReady => "exited_before_ready",
             FailureReason::NotReady => "not_ready",
             FailureReason::DiedInProbation => "died_in_probation",
+            FailureReason::SelfCheckFailed => "self_check_failed",
             FailureReason::ProbationInterrupted => "probation_interrupted",
             FailureReason::SwapFailed => "swap_failed",
             FailureReason::Busy => "busy",

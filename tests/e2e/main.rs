@@ -4,6 +4,7 @@
 mod agent_crash;
 mod agent_download;
 mod agent_outage;
+mod agent_probation;
 mod agent_trust;
 mod agent_update;
 mod architecture;
