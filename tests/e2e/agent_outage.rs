@@ -87,10 +87,17 @@ fn a_release_in_probation_while_the_update_server_is_down_is_committed_then_repo
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     // The supervisor stops right after starting v2 in probation: the kill -9 below then leaves
     // a pending update that the restarted supervisor probes again.
+    agent_at_version(V1);
+    let started = Instant::now();
     let mut agent = w
         .runner(V1, base)
         .env(&[("WORKER_AGENT_FAILPOINT", "restarting")])
         .start();
+    let baseline = time_to_ping(base, started, Duration::from_secs(30));
+    eprintln!(
+        "measured: agent start to first /runner/ping with the update server up (baseline): {} ms",
+        baseline.as_millis()
+    );
     agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)
     });
@@ -132,6 +139,8 @@ fn a_release_in_probation_while_the_update_server_is_down_is_committed_then_repo
     );
     let log = agent.log();
     assert!(log.contains("using the cached handshake"), "{log}");
+    // Ready meant: its runner port answered and its self-check (real ffmpeg) passed.
+    assert!(log.contains("probation self-check passed"), "{log}");
 
     // The server comes back: the success is reported, nothing was rolled back.
     w.server.start_again();
