@@ -654,6 +654,12 @@ impl Agent {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// Whether the install path holds `version` (per its `--version`).
+    pub fn installed_is(&self, version: &str) -> bool {
+        self.installed_version()
+            .starts_with(&format!("worker-agent {version} "))
+    }
+
     /// Waits until `check` holds (polling every 200 ms), or panics with the log after `limit`.
     #[track_caller]
     pub fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut(&Agent) -> bool) {

@@ -51,15 +51,10 @@ fn a_release_that_cannot_encode_is_rolled_back_as_self_check_failed() {
         &format!("rolled_back self_check_failed {V1}->{V2}"),
         REPORT_WAIT,
     );
-    agent.wait_until("v1 serving again", Duration::from_secs(30), |a| {
-        a.serves_version(V1)
-    });
-    assert!(
-        agent
-            .installed_version()
-            .starts_with(&format!("worker-agent {V1} ")),
-        "install path untouched: {}",
-        agent.installed_version()
+    agent.wait_until(
+        "v1 serving again from an untouched install path",
+        Duration::from_secs(30),
+        |a| a.serves_version(V1) && a.installed_is(V1),
     );
     assert_eq!(agent.quarantined(), serde_json::json!([V2]));
     agent.wait_until("rollback counted", Duration::from_secs(30), |a| {
