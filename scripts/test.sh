@@ -20,6 +20,7 @@ command -v espeak-ng >/dev/null || need_pkgs+=(espeak-ng) # speech for the trans
 # A real Prometheus and promtool (observability tests), systemd-analyze (docs: unit files).
 { command -v prometheus && command -v promtool; } >/dev/null || need_pkgs+=(prometheus)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v tinyproxy >/dev/null || need_pkgs+=(tinyproxy)   # a real forward proxy (agent_network: HTTPS_PROXY/NO_PROXY)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -173,6 +173,8 @@ pub struct Server {
     pub worker_token: String,
     /// Data directory (kept across restarts).
     pub data_dir: PathBuf,
+    /// The CA bundle the test's API clients trust (a server with `--tls-cert`).
+    pub ca_bundle: Option<PathBuf>,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -186,6 +188,17 @@ impl Server {
     /// Starts a server for `trust` in `dir` with extra command-line arguments (`--listen ADDR`
     /// among them replaces the default, a free loopback port).
     pub fn start(dir: &Path, trust: &Trust, extra: &[&str]) -> Self {
+        Self::start_with_ca(dir, trust, extra, None)
+    }
+
+    /// [`Server::start`] for a server whose certificate (`--tls-cert` in `extra`) the CA of
+    /// `ca_bundle` issued: its API clients trust that CA.
+    pub fn start_with_ca(
+        dir: &Path,
+        trust: &Trust,
+        extra: &[&str],
+        ca_bundle: Option<&Path>,
+    ) -> Self {
         let admin_token = token();
         let worker_token = token();
         std::fs::write(dir.join("admin.tokens"), format!("ops={admin_token}\n")).expect("tokens");
@@ -223,6 +236,7 @@ impl Server {
             admin_token,
             worker_token,
             data_dir,
+            ca_bundle: ca_bundle.map(Path::to_owned),
             args,
             log,
         }
@@ -258,12 +272,20 @@ impl Server {
 
     /// An API client with the admin token.
     pub fn admin(&self) -> Api {
-        Api::new(&self.url, Some(&self.admin_token))
+        Api::trusting(
+            &self.url,
+            Some(&self.admin_token),
+            self.ca_bundle.as_deref(),
+        )
     }
 
     /// An API client with the worker token.
     pub fn worker(&self) -> Api {
-        Api::new(&self.url, Some(&self.worker_token))
+        Api::trusting(
+            &self.url,
+            Some(&self.worker_token),
+            self.ca_bundle.as_deref(),
+        )
     }
 
     /// The update reports in the audit trail, one per line (`<outcome> <reason> <from>-><to> in
@@ -389,11 +411,19 @@ impl Reply {
 impl Api {
     /// A client for `base` sending `token`.
     pub fn new(base: &str, token: Option<&str>) -> Self {
+        Self::trusting(base, token, None)
+    }
+
+    /// [`Api::new`] also trusting the CA certificates of the PEM file `ca_bundle`.
+    pub fn trusting(base: &str, token: Option<&str>, ca_bundle: Option<&Path>) -> Self {
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(path) = ca_bundle {
+            let pem = std::fs::read(path).expect("read the CA bundle");
+            builder = builder
+                .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("CA bundle"));
+        }
         Api {
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client"),
+            client: builder.build().expect("client"),
             base: base.trim_end_matches('/').to_owned(),
             token: token.map(str::to_owned),
         }
@@ -490,6 +520,9 @@ pub struct Agent {
     /// The supervisor's stderr log.
     pub log_path: PathBuf,
     args: Vec<String>,
+    /// Whether the supervisor leads its own process group (as in a terminal session or under a
+    /// service manager), so that a test can signal the whole group as Ctrl-C does.
+    own_group: bool,
 }
 
 impl Agent {
@@ -513,10 +546,13 @@ impl Agent {
             channel,
             extra,
             env,
+            false,
         )
     }
 
-    /// [`Agent::start_with_env`] against any update-server URL (e.g. a proxy in front of the server).
+    /// [`Agent::start_with_env`] against any update-server URL (e.g. a proxy in front of the
+    /// server), with the supervisor leading its own process group when `own_group` (see
+    /// [`Agent::signal_process_group`]).
     #[allow(clippy::too_many_arguments)]
     pub fn start_at(
         dir: &Path,
@@ -527,6 +563,7 @@ impl Agent {
         channel: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+        own_group: bool,
     ) -> Self {
         let install_dir = dir.join("install");
         std::fs::create_dir_all(&install_dir).expect("install dir");
@@ -561,7 +598,7 @@ impl Agent {
         }
         args.extend(extra.iter().map(ToString::to_string));
         let log_path = dir.join("agent.log");
-        let child = spawn_agent(&install_path, &args, &log_path, env);
+        let child = spawn_agent(&install_path, &args, &log_path, env, own_group);
         Agent {
             child,
             install_path,
@@ -569,12 +606,41 @@ impl Agent {
             metrics_addr,
             log_path,
             args,
+            own_group,
         }
     }
 
     /// Starts it again (same install, same state), with extra environment.
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
-        self.child = spawn_agent(&self.install_path, &self.args, &self.log_path, env);
+        self.child = spawn_agent(
+            &self.install_path,
+            &self.args,
+            &self.log_path,
+            env,
+            self.own_group,
+        );
+    }
+
+    /// Sends `signal` (a `kill -s` name: `INT`, `TERM`) to the supervisor alone.
+    pub fn signal_supervisor(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} the supervisor");
+    }
+
+    /// Sends `signal` to the supervisor's process group (the supervisor, its worker and what
+    /// they started), as a terminal's Ctrl-C does; the agent must have been launched in its own
+    /// group.
+    pub fn signal_process_group(&self, signal: &str) {
+        assert!(self.own_group, "this agent shares the test's process group");
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("kill")
+            .args(["-s", signal, "--", &group])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} -- {group}");
     }
 
     /// The supervisor's pid.
@@ -703,7 +769,13 @@ impl Drop for Agent {
     }
 }
 
-fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]) -> Child {
+fn spawn_agent(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    env: &[(&str, &str)],
+    own_group: bool,
+) -> Child {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -718,6 +790,9 @@ fn spawn_agent(program: &Path, args: &[String], log: &Path, env: &[(&str, &str)]
         .stderr(stderr);
     for (key, value) in env {
         command.env(key, value);
+    }
+    if own_group {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
     }
     // A binary copied a moment ago can be "busy" (ETXTBSY) while another test thread's fork
     // still holds the copy's write descriptor between fork and exec: retry briefly.

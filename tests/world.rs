@@ -35,6 +35,7 @@ pub struct World {
 #[derive(Debug, Default)]
 pub struct WorldBuilder {
     server_args: Vec<String>,
+    server_ca: Option<PathBuf>,
     manager: bool,
 }
 
@@ -43,6 +44,13 @@ impl WorldBuilder {
     pub fn server_args(mut self, args: &[&str]) -> Self {
         self.server_args
             .extend(args.iter().map(ToString::to_string));
+        self
+    }
+
+    /// The CA that issued the server's certificate (`--tls-cert` in the server arguments):
+    /// the test's API clients trust it.
+    pub fn server_ca(mut self, ca_bundle: &Path) -> Self {
+        self.server_ca = Some(ca_bundle.to_owned());
         self
     }
 
@@ -57,7 +65,8 @@ impl WorldBuilder {
         let sandbox = Sandbox::new();
         let trust = Trust::new(sandbox.path());
         let args: Vec<&str> = self.server_args.iter().map(String::as_str).collect();
-        let server = Server::start(sandbox.path(), &trust, &args);
+        let server =
+            Server::start_with_ca(sandbox.path(), &trust, &args, self.server_ca.as_deref());
         let media = sandbox.join("media");
         let manager = self.manager.then(|| {
             std::fs::create_dir_all(&media).expect("media dir");
@@ -144,6 +153,7 @@ impl World {
             url: None,
             flags: Vec::new(),
             env: Vec::new(),
+            own_group: false,
         }
     }
 
@@ -174,6 +184,7 @@ pub struct AgentLauncher<'w> {
     url: Option<String>,
     flags: Vec<String>,
     env: Vec<(String, String)>,
+    own_group: bool,
 }
 
 impl AgentLauncher<'_> {
@@ -204,6 +215,13 @@ impl AgentLauncher<'_> {
         self
     }
 
+    /// Runs the supervisor as the leader of its own process group (as a terminal session or a
+    /// service manager does), so [`Agent::signal_process_group`] reaches it and its worker.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
+        self
+    }
+
     /// Starts the agent.
     pub fn start(self) -> Agent {
         let world = self.world;
@@ -222,6 +240,7 @@ impl AgentLauncher<'_> {
             CHANNEL,
             &flags,
             &env,
+            self.own_group,
         )
     }
 }

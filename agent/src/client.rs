@@ -87,9 +87,12 @@ impl UpdateClient {
         // headers, so it would cut every long poll longer than itself (`wait=60` against the
         // default 30 s). Each API request below carries its own total timeout (a long poll's
         // includes its wait), and downloads time every read themselves (`download.rs`).
+        // Proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) stay on: never `no_proxy()`.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .user_agent(concat!("worker-agent/", env!("BUILD_VERSION")))
+            .user_agent(concat!("worker-agent/", env!("BUILD_VERSION")));
+        let http = crate::tls::with_bundle(http, config.ca_bundle.as_deref())
+            .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?
             .build()
             .map_err(|e| UpdateFailure::fatal(FailureReason::Io, format!("HTTP client: {e}")))?;
         Ok(UpdateClient {
@@ -242,9 +245,11 @@ impl UpdateClient {
     }
 }
 
-/// A transport failure: retryable, labelled `timeout` or `download`.
+/// A transport failure: retryable, labelled `timeout`, `tls` or `download`.
 pub fn network(error: reqwest::Error) -> UpdateFailure {
-    if error.is_timeout() {
+    if let Some(failure) = crate::tls::tls_failure(&error) {
+        failure
+    } else if error.is_timeout() {
         UpdateFailure::retryable(FailureReason::Timeout, error.to_string())
     } else {
         UpdateFailure::retryable(FailureReason::Download, error.to_string())

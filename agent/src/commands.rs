@@ -21,6 +21,17 @@ fn fail(message: &str) -> i32 {
 
 /// `worker-agent run` as the supervisor.
 pub async fn supervise(config: AgentConfig) -> i32 {
+    // An unusable CA bundle is a configuration error: refuse once, naming the file (78, which
+    // the unit does not restart), instead of a worker that fails every request.
+    if let Some(error) = config
+        .ca_bundle
+        .as_deref()
+        .and_then(|path| crate::tls::load_bundle(path).err())
+    {
+        tracing::error!(%error, event = "config_refused", "unusable --ca-bundle");
+        eprintln!("worker-agent: error: {error}");
+        return crate::handover::EXIT_REFUSED;
+    }
     let install_path = match resolve_install_path(&config) {
         Ok(path) => path,
         Err(error) => return fail(&format!("cannot resolve the install path: {error}")),

@@ -60,6 +60,12 @@ pub struct AgentConfig {
     /// Connect timeout for update-server requests (seconds).
     #[arg(long, env = "UPDATE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     pub connect_timeout_secs: u64,
+    /// PEM file of CA certificates to trust for the update server and artifact mirrors, in
+    /// addition to the system's: for a server whose certificate an internal CA issued. A
+    /// missing or unreadable file, or one without a certificate, is a configuration error.
+    /// (Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.)
+    #[arg(long = "ca-bundle", env = "UPDATE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
     /// Longest silence while reading a response (seconds).
     #[arg(long, env = "UPDATE_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub read_timeout_secs: u64,

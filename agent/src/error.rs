@@ -14,6 +14,9 @@ pub enum FailureReason {
     Download,
     /// `timeout`: no answer or no data within the read timeout.
     Timeout,
+    /// `tls`: the TLS handshake with the update server (or a mirror) failed, most often because
+    /// its certificate is not trusted (an internal CA not given with `--ca-bundle`).
+    Tls,
     /// `too_slow`: the transfer stayed below the minimum rate.
     TooSlow,
     /// `http_<status>`: the server answered with a status retrying will not change.
@@ -48,7 +51,9 @@ pub enum FailureReason {
     /// `self_check_failed`: the new version came up but its probation self-check failed (a
     /// runner port did not answer `/runner/health`, or the synthetic encode failed).
     SelfCheckFailed,
-    /// `probation_interrupted`: probation was interrupted (the supervisor killed) too often.
+    /// `probation_interrupted`: probation was interrupted: by a stop (SIGINT/SIGTERM; outcome
+    /// `deferred`, the version is probed again), or, as a rollback, by the supervisor dying
+    /// without a word (`kill -9`) too often.
     ProbationInterrupted,
     /// `swap_failed`: the install path could not be replaced after probation passed.
     SwapFailed,
@@ -63,6 +68,7 @@ impl FailureReason {
             FailureReason::Verification(reason) => reason.as_str(),
             FailureReason::Download => "download",
             FailureReason::Timeout => "timeout",
+            FailureReason::Tls => "tls",
             FailureReason::TooSlow => "too_slow",
             FailureReason::Http(_) => return None,
             FailureReason::Server => "server",

@@ -10,6 +10,7 @@ pub const PHASES: &[&str] = &[
     "downloading",
     "verifying",
     "swapping",
+    "swapped",
     "restarting",
     "probation",
 ];

@@ -11,6 +11,8 @@ pub mod handshake;
 pub mod metrics;
 pub mod simulate;
 pub mod state;
+pub mod stop;
 pub mod supervisor;
 pub mod tasks;
+pub mod tls;
 pub mod updater;

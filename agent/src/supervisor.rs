@@ -12,8 +12,10 @@
 //!
 //! So the install path only ever holds a binary that passed probation (or the original one): a
 //! `kill -9` at any instant, followed by a restart by hand or by systemd, always starts a
-//! complete, verified, proven executable; an interrupted probation is simply run again (at most
-//! [`MAX_PROBATION_ATTEMPTS`] times).
+//! complete, verified, proven executable; a probation cut short by such a crash is simply run
+//! again (at most [`MAX_PROBATION_ATTEMPTS`] times). A stop (SIGINT/SIGTERM, [`crate::stop`])
+//! is no verdict either: the new version is stopped within the drain bound, the attempt is not
+//! counted, reported as `deferred`/`probation_interrupted`, and probed again on the next start.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -21,9 +23,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use manifests::{RoleName, Timestamp};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::error::{FailureReason, UpdateFailure};
@@ -48,6 +49,10 @@ pub fn resolve_install_path(config: &AgentConfig) -> std::io::Result<PathBuf> {
     }
 }
 
+/// How long after a worker's exit in probation a stop request still explains it (see
+/// [`Supervisor::stopping`]).
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// The command-line flag that forces one update (see `AgentConfig::force_update`).
 const FORCE_UPDATE_FLAG: &str = "--force-update";
 
@@ -60,6 +65,8 @@ pub struct Supervisor {
     child_args: Vec<OsString>,
     /// Whether this process holds the update lock (a second instance does not update).
     updater: bool,
+    /// Cancelled by SIGTERM/SIGINT ([`crate::stop::listen`]): stop, whatever is going on.
+    stop: CancellationToken,
 }
 
 /// How a staged version's probation ended.
@@ -73,8 +80,9 @@ pub(crate) enum Held<W> {
         /// What happened, for the log.
         detail: String,
     },
-    /// Stopped from outside (shutdown) before a verdict: `pending.json` stays, so the next
-    /// start runs the probation again.
+    /// Stopped from outside (SIGINT/SIGTERM, shutdown) before a verdict: no verdict on the
+    /// version. `pending.json` and the staged file stay, so the next start runs the probation
+    /// again; the interruption is reported as `deferred` / `probation_interrupted`.
     Interrupted,
 }
 
@@ -106,8 +114,12 @@ pub(crate) enum Verdict<W> {
         /// Why.
         reason: FailureReason,
     },
+    /// An earlier commit installed it, then the agent stopped (crashed) before clearing
+    /// `pending.json`: recorded now as the success it was; the install path holds it, start it.
+    Installed,
     /// No verdict (another install path's record, a state directory that cannot record the
-    /// attempt, an interruption): nothing recorded.
+    /// attempt, an interruption): nothing recorded, but for an interruption its
+    /// `probation_interrupted` report (see [`record_interruption`]).
     Abandoned,
 }
 
@@ -125,6 +137,14 @@ pub(crate) async fn judge<H: Handover>(
         tracing::warn!(staged_for = %pending.install_path.display(), "pending update is for another install path; discarding it");
         let _ = state.clear_pending();
         return Verdict::Abandoned;
+    }
+    if already_installed(state, config, &pending) {
+        tracing::info!(
+            "the install path already holds this version: it was committed before the agent stopped"
+        );
+        let duration_ms = finish_update(state, &pending, Outcome::Success, None);
+        tracing::info!(outcome = %Outcome::Success, reason = "", duration_ms, "update finished");
+        return Verdict::Installed;
     }
     if let Err(failure) = verify_staged(state, config, &pending) {
         tracing::error!(reason = %failure.reason, error = %failure.message, "staged update does not verify; discarding it");
@@ -173,8 +193,37 @@ pub(crate) async fn judge<H: Handover>(
             tracing::error!(%reason, %detail, "probation failed; rolling back to the previous version");
             end(state, &pending, Outcome::RolledBack, reason, Some(&detail))
         }
-        Held::Interrupted => Verdict::Abandoned,
+        Held::Interrupted => {
+            // A stop is no verdict: this probation does not count against the version.
+            pending.probation_attempts -= 1;
+            record_interruption(state, &pending);
+            Verdict::Abandoned
+        }
     }
+}
+
+/// Records a probation interrupted by a stop: `pending.json` stays (with the attempt not
+/// counted) and so does the staged file, nothing is quarantined, and a `deferred` outcome with
+/// reason `probation_interrupted` is queued, which the server does not count against the
+/// release (neither auto-halt nor the promotion gate counts `deferred`).
+fn record_interruption(state: &StateDir, pending: &Pending) {
+    if let Err(error) = state.save_pending(pending) {
+        tracing::error!(%error, "could not record the interrupted probation");
+    }
+    let record = outcome_record(
+        pending,
+        Outcome::Deferred,
+        Some(FailureReason::ProbationInterrupted),
+    );
+    if let Err(error) = state.push_outcome(&record, false) {
+        tracing::error!(%error, "could not queue the outcome");
+    }
+    tracing::warn!(
+        outcome = %record.outcome,
+        reason = %record.reason,
+        version = %pending.to_version,
+        "probation interrupted by a stop: no verdict; the new version is probed again on the next start"
+    );
 }
 
 /// Records a verdict other than success (see [`finish_update`]) and logs it.
@@ -205,28 +254,33 @@ impl Supervisor {
             install_path,
             child_args,
             updater,
+            stop: CancellationToken::new(),
         }
     }
 
     /// Supervises until SIGTERM/SIGINT (exit 0) or a child refusing to run (exit 78).
     pub async fn run(mut self) -> i32 {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    return 1;
-                }
-            };
+        if let Err(error) = crate::stop::listen(self.stop.clone()) {
+            tracing::error!(%error, "cannot listen for SIGTERM/SIGINT");
+            return 1;
+        }
         let mut child: Option<Child> = None;
         let mut backoff = Duration::from_secs(1);
         loop {
+            if child.is_none() && self.stop.is_cancelled() {
+                tracing::info!("stopped");
+                return 0;
+            }
             if child.is_none() && self.updater {
                 if let Some(pending) = self.pending() {
                     // `--force-update` was for this update: the version it installs (in
                     // probation, after the commit, on every restart) runs unforced.
                     self.child_args.retain(|arg| arg != FORCE_UPDATE_FLAG);
                     child = self.update(pending).await;
+                    if child.is_none() && self.stop.is_cancelled() {
+                        tracing::info!("stopped");
+                        return 0;
+                    }
                 }
             }
             let mut running = match child.take() {
@@ -235,7 +289,7 @@ impl Supervisor {
                     Ok(spawned) => spawned,
                     Err(error) => {
                         tracing::error!(%error, path = %self.install_path.display(), "cannot start the worker");
-                        tokio::time::sleep(backoff).await;
+                        self.pause(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
                     }
@@ -244,8 +298,7 @@ impl Supervisor {
             let started = Instant::now();
             let status = tokio::select! {
                 status = running.wait() => status,
-                _ = tokio::signal::ctrl_c() => return self.shut_down(running).await,
-                _ = terminate.recv() => return self.shut_down(running).await,
+                () = self.stop.cancelled() => return self.shut_down(running).await,
             };
             let code = status.as_ref().ok().and_then(ExitStatus::code);
             match code {
@@ -262,7 +315,7 @@ impl Supervisor {
                         backoff = Duration::from_secs(1);
                     }
                     tracing::error!(status = ?status, ?backoff, "worker exited; restarting it");
-                    tokio::time::sleep(backoff).await;
+                    self.pause(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
@@ -281,26 +334,32 @@ impl Supervisor {
     }
 
     async fn shut_down(&self, mut child: Child) -> i32 {
-        tracing::info!("stopping: asking the worker to finish");
-        if let Some(pid) = child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
-        // The worker lets running tasks finish for RUNNER_DRAIN_TIMEOUT_SECS, then stops them
-        // (up to 15 s): give it that, plus a margin, before killing it.
-        let limit = Duration::from_secs(
-            self.config
-                .runner
-                .runner_drain_timeout_secs
-                .saturating_add(30),
-        );
-        if tokio::time::timeout(limit, child.wait()).await.is_err() {
-            tracing::warn!(
-                limit_s = limit.as_secs(),
-                "worker did not stop in time; killing it"
-            );
-            let _ = child.kill().await;
-        }
+        let limit = crate::stop::drain_limit(&self.config);
+        crate::stop::stop_worker(&mut child, limit, "the worker").await;
         0
+    }
+
+    /// Sleeps `backoff`, or less when a stop is requested meanwhile.
+    async fn pause(&self, backoff: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Whether a stop is requested now or within [`STOP_GRACE`]: a Ctrl-C reaches the worker
+    /// and the supervisor at once, and the worker's exit may be seen first.
+    async fn stopping(&self) -> bool {
+        tokio::time::timeout(STOP_GRACE, self.stop.cancelled())
+            .await
+            .is_ok()
+    }
+
+    /// Ends a probation interrupted by a stop: the new version is asked to finish (bounded).
+    async fn interrupt_probation(&self, mut child: Child, version: &str) -> Held<Child> {
+        let what = format!("the new version {version} in probation");
+        crate::stop::stop_worker(&mut child, crate::stop::drain_limit(&self.config), &what).await;
+        Held::Interrupted
     }
 
     fn spawn(&self, program: &Path, probation_of: Option<&str>) -> std::io::Result<Child> {
@@ -333,7 +392,7 @@ impl Supervisor {
     async fn update_in_span(&self, pending: Pending) -> Option<Child> {
         match judge(self, &self.state, &self.config, &self.install_path, pending).await {
             Verdict::Committed(child) => Some(child),
-            Verdict::Ended { .. } | Verdict::Abandoned => None,
+            Verdict::Installed | Verdict::Ended { .. } | Verdict::Abandoned => None,
         }
     }
 }
@@ -376,7 +435,13 @@ impl Handover for Supervisor {
                 Some(None) => break,
                 None => {}
             }
+            if self.stop.is_cancelled() {
+                return self.interrupt_probation(child, &version).await;
+            }
             if let Ok(Some(status)) = child.try_wait() {
+                if self.stopping().await {
+                    return Held::Interrupted;
+                }
                 if let Some(Some(failed)) = announced() {
                     return failed;
                 }
@@ -407,11 +472,17 @@ impl Handover for Supervisor {
             tokio::time::sleep(self.config.probation()).await;
         };
         tokio::select! {
-            status = child.wait() => Held::Failed {
-                reason: FailureReason::DiedInProbation,
-                detail: format!("the new version exited ({}) during probation", status.map_or_else(|e| e.to_string(), |s| s.to_string())),
-            },
+            status = child.wait() => {
+                if self.stopping().await {
+                    return Held::Interrupted;
+                }
+                Held::Failed {
+                    reason: FailureReason::DiedInProbation,
+                    detail: format!("the new version exited ({}) during probation", status.map_or_else(|e| e.to_string(), |s| s.to_string())),
+                }
+            }
             () = hold => Held::Passed(child),
+            () = self.stop.cancelled() => self.interrupt_probation(child, &version).await,
         }
     }
 
@@ -430,7 +501,10 @@ impl Handover for Supervisor {
         let _ = std::fs::remove_file(&previous_tmp);
         crate::failpoint::hit_blocking("swapping", self.state.path());
         std::fs::rename(&pending.staged_path, install)?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        // Installed, but `pending.json` not yet cleared: recovery must see the commit happened.
+        crate::failpoint::hit_blocking("swapped", self.state.path());
+        Ok(())
     }
 
     async fn discard(&self, child: Child) {
@@ -446,18 +520,37 @@ pub fn verify_staged(
     config: &AgentConfig,
     pending: &Pending,
 ) -> Result<(), UpdateFailure> {
+    verify_release_file(state, config, pending, &pending.staged_path)
+}
+
+/// Whether `pending` was committed already: its staged file is gone and the install path is
+/// the release's artifact (signature chain, SHA-256 and size). A crash between the commit's
+/// rename and the clearing of `pending.json` leaves exactly that.
+fn already_installed(state: &StateDir, config: &AgentConfig, pending: &Pending) -> bool {
+    !pending.staged_path.exists()
+        && verify_release_file(state, config, pending, &pending.install_path).is_ok()
+}
+
+/// Checks `file` against `pending`'s release: signed by the release role of the trusted root,
+/// the version announced, and the artifact's signed hash and size for its platform.
+fn verify_release_file(
+    state: &StateDir,
+    config: &AgentConfig,
+    pending: &Pending,
+    file: &Path,
+) -> Result<(), UpdateFailure> {
     let trust = state
         .load_trust(&config.root, &config.channel)
         .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
     let root = &trust.root.signed;
     root.verify_signed(RoleName::Release, &pending.release)?;
     let release = &pending.release.signed;
-    let staged = pending.staged_path.display();
+    let shown = file.display();
     if release.version != pending.to_version {
         return Err(UpdateFailure::fatal(
             FailureReason::Verification(manifests::Reason::ManifestMismatch),
             format!(
-                "{staged}: the release is {}, not {}",
+                "{shown}: the release is {}, not {}",
                 release.version, pending.to_version
             ),
         ));
@@ -466,12 +559,12 @@ pub fn verify_staged(
         UpdateFailure::fatal(
             FailureReason::Verification(manifests::Reason::WrongPlatform),
             format!(
-                "{staged}: the release has no artifact for {}",
+                "{shown}: the release has no artifact for {}",
                 pending.platform
             ),
         )
     })?;
-    manifests::verify_file(&pending.staged_path, artifact)?;
+    manifests::verify_file(file, artifact)?;
     Ok(())
 }
 
@@ -491,6 +584,22 @@ pub fn finish_update(
     if outcome == Outcome::RolledBack {
         handover::quarantine(state, &pending.to_version);
     }
+    let record = outcome_record(pending, outcome, reason);
+    if let Err(error) = state.push_outcome(&record, false) {
+        tracing::error!(%error, "could not queue the outcome");
+    }
+    if let Err(error) = state.clear_pending() {
+        tracing::error!(%error, "could not clear the pending update");
+    }
+    record.duration_ms
+}
+
+/// The outcome of `pending`'s attempt, decided now.
+fn outcome_record(
+    pending: &Pending,
+    outcome: Outcome,
+    reason: Option<FailureReason>,
+) -> OutcomeRecord {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -498,7 +607,7 @@ pub fn finish_update(
     let duration_ms =
         u64::try_from(now_ms.saturating_sub(u128::try_from(pending.started_at_ms).unwrap_or(0)))
             .unwrap_or(u64::MAX);
-    let record = OutcomeRecord {
+    OutcomeRecord {
         correlation_id: pending.correlation_id.clone(),
         channel: pending.channel.clone(),
         from_version: pending.from_version.to_string(),
@@ -507,12 +616,5 @@ pub fn finish_update(
         reason: reason.map(FailureReason::label).unwrap_or_default(),
         duration_ms,
         at: Timestamp::now().to_string(),
-    };
-    if let Err(error) = state.push_outcome(&record, false) {
-        tracing::error!(%error, "could not queue the outcome");
     }
-    if let Err(error) = state.clear_pending() {
-        tracing::error!(%error, "could not clear the pending update");
-    }
-    duration_ms
 }

@@ -1,6 +1,7 @@
 //! Crash consistency: `kill -9` the supervisor and the worker at each phase of an update, then
 //! start the agent again. The install path must hold a complete, verified binary (old or new)
-//! every time, and the update must then complete.
+//! every time, and the update must then complete and be reported as the one `success` it is
+//! (no `failure`, no `rolled_back`), whatever instant the crash hit.
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +54,7 @@ fn crash_at(phase: &str) {
         version.starts_with("worker-agent 1.0.0 ") || version.starts_with("worker-agent 2.0.0 "),
         "{version}"
     );
+    let at_crash = if installed == v1_sha { "v1" } else { "v2" };
 
     std::fs::remove_file(&marker).expect("remove marker");
     agent.restart_with_env(&[]);
@@ -72,6 +74,21 @@ fn crash_at(phase: &str) {
         leftovers.is_empty(),
         "after {phase}: leftovers {leftovers:?}"
     );
+    agent.wait_until(
+        "the update's success reported",
+        Duration::from_secs(60),
+        |_| server.reports().contains("success 1.0.0->2.0.0"),
+    );
+    let reports = server.reports();
+    eprintln!(
+        "kill -9 matrix | {phase} | install path at the crash: {at_crash} | after the restart: v2 serving, install path v2 | reports: {}",
+        reports.replace('\n', "; ")
+    );
+    assert!(
+        !reports.contains("failure") && !reports.contains("rolled_back"),
+        "after kill -9 in {phase}, the installed update is reported as a failure:\n{reports}\n--- agent log ---\n{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -87,6 +104,12 @@ fn kill_9_while_verifying() {
 #[test]
 fn kill_9_while_swapping() {
     crash_at("swapping");
+}
+
+/// After the rename of the new binary over the install path, before `pending.json` is cleared.
+#[test]
+fn kill_9_after_the_swap() {
+    crash_at("swapped");
 }
 
 #[test]

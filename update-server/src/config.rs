@@ -66,6 +66,13 @@ pub struct ServeConfig {
     /// Largest artifact accepted for upload.
     #[arg(long, env = "UPDATE_SERVER_MAX_ARTIFACT_BYTES", default_value_t = 4 << 30)]
     pub max_artifact_bytes: u64,
+    /// PEM certificate chain to serve HTTPS with (with `--tls-key`); without both, plain HTTP
+    /// (e.g. behind a TLS-terminating reverse proxy).
+    #[arg(long, env = "UPDATE_SERVER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "UPDATE_SERVER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// How long in-flight requests get to finish on shutdown.
     #[arg(long, env = "UPDATE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

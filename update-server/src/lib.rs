@@ -21,6 +21,7 @@ pub mod tokens;
 
 use std::sync::Arc;
 
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -58,11 +59,29 @@ pub fn open(config: ServeConfig) -> Result<Arc<App>, StartupError> {
     Ok(Arc::new(App::open(config, Arc::new(store))?))
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests for
-/// up to `--drain-timeout`.
+/// The HTTPS configuration of `--tls-cert`/`--tls-key`, read and checked (none: plain HTTP).
+pub async fn tls_config(config: &ServeConfig) -> Result<Option<RustlsConfig>, StartupError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map(Some)
+        .map_err(|e| {
+            StartupError::Config(format!(
+                "cannot serve HTTPS with certificate {} and key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })
+}
+
+/// Serves `app` on `listener` (over HTTPS with `tls`) until `shutdown` is cancelled, then
+/// drains in-flight requests for up to `--drain-timeout`.
 pub async fn run(
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), StartupError> {
     let drain_timeout = app.config.drain_timeout;
@@ -71,9 +90,14 @@ pub async fn run(
         app,
         shutdown: shutdown.clone(),
     });
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let serving = tokio::spawn(async move { server.await });
+    let serving = match tls {
+        None => {
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            tokio::spawn(async move { server.await })
+        }
+        Some(tls) => tokio::spawn(serve_tls(listener, router, tls, shutdown.clone())),
+    };
     shutdown.cancelled().await;
     tracing::info!(
         drain_timeout_s = drain_timeout.as_secs(),
@@ -89,6 +113,29 @@ pub async fn run(
     };
     resigner.abort();
     outcome
+}
+
+/// [`run`]'s HTTPS server: axum-server does the TLS handshakes (each in its connection's task,
+/// so a slow client never holds up the accept loop); it stops accepting on `shutdown` and lets
+/// open connections finish (bounded by [`run`]'s drain timeout).
+async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: RustlsConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(None);
+        }
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+        .handle(handle)
+        .serve(router.into_make_service())
+        .await
 }
 
 /// Re-signs channel statements before they expire, so a healthy fleet never sees a stale one.

@@ -47,15 +47,20 @@ fn main() -> ExitCode {
             Ok(address) => address,
             Err(error) => return fail(&format!("cannot read the bound address: {error}")),
         };
+        let tls = match update_server::tls_config(&config).await {
+            Ok(tls) => tls,
+            Err(error) => return fail(&error.to_string()),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let app = match tokio::task::block_in_place(|| update_server::open(config)) {
             Ok(app) => app,
             Err(error) => return fail(&error.to_string()),
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        println!("update-server listening on http://{address}");
+        println!("update-server listening on {scheme}://{address}");
         let _ = std::io::stdout().flush();
-        let server = tokio::spawn(update_server::run(app, listener, shutdown.clone()));
+        let server = tokio::spawn(update_server::run(app, listener, tls, shutdown.clone()));
         match server.await {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(error)) => fail(&error.to_string()),

@@ -158,6 +158,7 @@ impl Agent {
         .await
         {
             Verdict::Committed(worker) => (Some(worker), Outcome::Success, String::new()),
+            Verdict::Installed => (None, Outcome::Success, String::new()),
             Verdict::Ended { outcome, reason } => (None, outcome, reason.label()),
             Verdict::Abandoned => return None,
         };
@@ -166,7 +167,7 @@ impl Agent {
             .verdicts
             .push((to_version.clone(), outcome, reason, Instant::now()));
         record.in_flight = None;
-        if worker.is_some() {
+        if outcome == Outcome::Success {
             record.version = to_version.clone();
             drop(record);
             *version = to_version;

@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// from the WORKER_RELEASE_TOKEN environment variable.
     #[arg(long, env = "WORKER_RELEASE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for the update server, in addition to the system's
+    /// (a server certificate from an internal CA; the agent's variable of the same name).
+    #[arg(long, env = "UPDATE_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
 }
 
 /// The update server answered with an error status. `reason` is the stable label of its error
@@ -135,6 +139,10 @@ impl Server {
         // 30 s; give a stalled upload the time for UPLOAD_IDLE_TIMEOUT to report it first.
         #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
         let builder = builder.tcp_user_timeout(UPLOAD_IDLE_TIMEOUT + Duration::from_secs(30));
+        let builder = match &args.ca_bundle {
+            Some(path) => builder.tls_certs_merge(ca_bundle(path)?),
+            None => builder,
+        };
         let client = builder.build().context("setting up the HTTP client")?;
         Ok(Server {
             base: args.server.clone(),
@@ -208,6 +216,18 @@ impl Server {
         interpret(what, url, answer)?;
         Ok(status)
     }
+}
+
+/// The certificates of the PEM file `path` (`--ca-bundle`); none is an error, not "trust only
+/// the system's".
+fn ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("CA bundle {}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("CA bundle {} is not PEM certificates", path.display()))?;
+    if certificates.is_empty() {
+        bail!("CA bundle {} holds no PEM certificate", path.display());
+    }
+    Ok(certificates)
 }
 
 /// An HTTP answer read in full.

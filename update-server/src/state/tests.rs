@@ -92,6 +92,8 @@ impl Server {
             auto_halt_min_tried: 5,
             stale_after: Duration::from_secs(900),
             max_artifact_bytes: 1 << 20,
+            tls_cert: None,
+            tls_key: None,
             drain_timeout: Duration::from_secs(1),
         };
         tune(&mut config);
@@ -445,6 +447,35 @@ async fn one_failure_of_five_tried_is_a_fifth() {
     server
         .report("canary", "w5", "1.0.0", "rolled_back", "crashed")
         .await;
+    server.assert_auto_halted("1 of 5").await;
+}
+
+/// An agent stopped (SIGINT/SIGTERM) while a release was in probation reports `deferred` /
+/// `probation_interrupted`: no verdict on the release, so neither a failure nor an attempt.
+#[tokio::test]
+async fn interrupted_probations_neither_halt_nor_count_as_tried() {
+    let server = Server::offering_on_canary("1.0.0").await;
+    for worker in ["w1", "w2", "w3", "w4", "w5"] {
+        server
+            .report(
+                "canary",
+                worker,
+                "1.0.0",
+                "deferred",
+                "probation_interrupted",
+            )
+            .await;
+    }
+    assert!(!server.channel("canary").await.halted);
+    for worker in ["w1", "w2", "w3", "w4"] {
+        server
+            .report("canary", worker, "1.0.0", "success", "")
+            .await;
+    }
+    server
+        .report("canary", "w6", "1.0.0", "rolled_back", "crashed")
+        .await;
+    // w5, only interrupted, is not among those that tried.
     server.assert_auto_halted("1 of 5").await;
 }
 
