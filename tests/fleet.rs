@@ -269,6 +269,20 @@ impl Server {
         self.crash_and_restart();
     }
 
+    /// Stops the server (`kill -9`): an outage, until [`Server::start_again`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again on its data directory. It answers on the same URL only
+    /// when it was started with a fixed `--listen` address (an outage the agents ride out).
+    pub fn start_again(&mut self) {
+        let (child, url) = spawn(&self.args, &self.log);
+        self.child = child;
+        self.url = url;
+    }
+
     /// The server's log so far (JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -683,6 +697,13 @@ impl Agent {
             .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
+    /// The versions quarantined in the stored trust state (`trust.json`).
+    pub fn quarantined(&self) -> serde_json::Value {
+        let bytes = std::fs::read(self.state_dir.join("trust.json")).expect("trust.json");
+        let trust: serde_json::Value = serde_json::from_slice(&bytes).expect("trust.json is JSON");
+        trust["quarantined"].clone()
+    }
+
     /// `GET /healthz` of the worker (None while it is down).
     pub fn health(&self) -> Option<serde_json::Value> {
         let reply = reqwest::blocking::Client::new()
@@ -715,6 +736,12 @@ impl Agent {
             .output()
             .expect("run --version");
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Whether the install path holds `version` (per its `--version`).
+    pub fn installed_is(&self, version: &str) -> bool {
+        self.installed_version()
+            .starts_with(&format!("worker-agent {version} "))
     }
 
     /// Waits until `check` holds (polling every 200 ms), or panics with the log after `limit`.

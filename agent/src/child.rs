@@ -1,6 +1,6 @@
-//! The worker process: serves `/metrics` and `/healthz`, registers with the update server,
-//! starts the ESUP runner layer, announces readiness, reports outcomes, and runs the update
-//! loop. The runner layer and the updater share the [`TaskGate`]: an update waits for running
+//! The worker process: serves `/metrics` and `/healthz`, registers with the update server (or,
+//! when it does not answer, goes on with the cached handshake: [`crate::handshake`]), starts
+//! the ESUP runner layer, announces readiness, reports outcomes, and runs the update loop. The runner layer and the updater share the [`TaskGate`]: an update waits for running
 //! tasks, and tasks are refused while it does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,17 +99,22 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     };
     // An oversized handshake is a verdict on what the server sent: counted (once) like a
     // refused document. Transport trouble is only logged while registration retries.
-    let oversized_counted = AtomicBool::new(false);
-    let count_oversized = |failure: &UpdateFailure| {
-        if failure.reason == FailureReason::TooLarge
-            && !oversized_counted.swap(true, Ordering::Relaxed)
-        {
-            telemetry.failure(&failure.reason.label());
+    let oversized_counted = Arc::new(AtomicBool::new(false));
+    let count_oversized = {
+        let telemetry = telemetry.clone();
+        move |failure: &UpdateFailure| {
+            if failure.reason == FailureReason::TooLarge
+                && !oversized_counted.swap(true, Ordering::Relaxed)
+            {
+                telemetry.failure(&failure.reason.label());
+            }
         }
     };
-    let Some(handshake) = session
-        .register(&config.channel, &shutdown, count_oversized)
-        .await
+    // An unreachable update server does not hold the ESUP layer back: after a short wait the
+    // worker goes on with its cached handshake and registers in the background.
+    let Some(handshake) =
+        crate::handshake::register_or_cached(&session, &config.channel, &shutdown, count_oversized)
+            .await
     else {
         return Ok(0);
     };
@@ -131,13 +136,22 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
     )
     .await
     .map_err(|e| format!("ESUP runner layer: {e}"))?;
+    // In probation the new version proves it can do the job, not just stay alive.
+    let self_check_failed = match &esup {
+        Some(layer) if handover::in_probation() => probation_self_check(layer).await,
+        _ => None,
+    };
     state
         .write_ready(&Ready {
             pid: std::process::id(),
             version: VERSION.to_owned(),
             metrics: metrics_addr.to_string(),
+            self_check_failed: self_check_failed.clone(),
         })
         .map_err(|e| e.to_string())?;
+    if let Some(detail) = self_check_failed {
+        return Err(format!("probation self-check failed: {detail}"));
+    }
     tracing::info!(version = VERSION, %worker_id, metrics = %metrics_addr, channel = %config.channel, auto_update = config.auto_update(), "worker ready");
 
     let reporting = session.start_reporting(shutdown.clone()).await;
@@ -164,6 +178,28 @@ async fn run(config: AgentConfig) -> Result<i32, String> {
         LoopEnd::Staged => EXIT_STAGED,
         LoopEnd::Shutdown => 0,
     })
+}
+
+/// Runs the runner layer's self-check (`/runner/health` of every instance, a one-second
+/// synthetic encode); why it failed, or `None` when it passed.
+async fn probation_self_check(layer: &esup_runner::EsupLayer) -> Option<String> {
+    match layer.self_check().await {
+        Ok(report) => {
+            let encode_ms = report
+                .encode
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            tracing::info!(
+                instances = report.instances,
+                encode_ms,
+                "probation self-check passed"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::error!(%error, "probation self-check failed");
+            Some(error.to_string())
+        }
+    }
 }
 
 /// Cancels on SIGTERM/SIGINT, and when the supervisor dies (the parent changes): a worker never

@@ -17,8 +17,8 @@ pub const METADATA_LIMIT: usize = 1024 * 1024;
 /// The most the agent reads of an error answer's body (only its start goes into the message).
 const ERROR_BODY_LIMIT: usize = 4096;
 
-/// The handshake answer.
-#[derive(Debug, Clone, Deserialize)]
+/// The handshake answer (also cached in the state directory: `handshake::HANDSHAKE_FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Handshake {
     /// Oldest version allowed to serve on the channel.
     pub minimum_version: String,

@@ -43,8 +43,8 @@ pub struct AgentConfig {
     /// How long a new version must stay up, once ready, before it is kept.
     #[arg(long, env = "PROBATION_SECS", default_value_t = 30)]
     pub probation_secs: u64,
-    /// How long a new version gets to become ready (task API bound, registered) before it is
-    /// rolled back.
+    /// How long a new version gets to become ready (task API bound; the update server's answer
+    /// is not awaited) before it is rolled back.
     #[arg(long, env = "READY_TIMEOUT_SECS", default_value_t = 60)]
     pub ready_timeout_secs: u64,
     /// Poll with long polls (`wait=`) instead of plain polls every `poll_interval_s`.

@@ -48,6 +48,9 @@ pub enum FailureReason {
     NotReady,
     /// `died_in_probation`: the new version exited during probation.
     DiedInProbation,
+    /// `self_check_failed`: the new version came up but its probation self-check failed (a
+    /// runner port did not answer `/runner/health`, or the synthetic encode failed).
+    SelfCheckFailed,
     /// `probation_interrupted`: probation was interrupted: by a stop (SIGINT/SIGTERM; outcome
     /// `deferred`, the version is probed again), or, as a rollback, by the supervisor dying
     /// without a word (`kill -9`) too often.
@@ -81,6 +84,7 @@ impl FailureReason {
             FailureReason::ExitedBeforeReady => "exited_before_ready",
             FailureReason::NotReady => "not_ready",
             FailureReason::DiedInProbation => "died_in_probation",
+            FailureReason::SelfCheckFailed => "self_check_failed",
             FailureReason::ProbationInterrupted => "probation_interrupted",
             FailureReason::SwapFailed => "swap_failed",
             FailureReason::Busy => "busy",

@@ -118,7 +118,8 @@ pub struct Pending {
     pub probation_attempts: u32,
 }
 
-/// "I am ready", written by a child once its task API is bound and it registered.
+/// "I am ready", written by a child once its task API is bound (and, in probation, its
+/// self-check ran).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ready {
     /// The child's pid.
@@ -127,6 +128,11 @@ pub struct Ready {
     pub version: String,
     /// Its metrics address.
     pub metrics: String,
+    /// Why its probation self-check failed (`esup_runner::self_check`); absent when it passed
+    /// or did not run. A worker that writes this exits: the supervisor rolls it back with
+    /// `self_check_failed` (an older supervisor, which ignores the field, sees it exit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check_failed: Option<String>,
 }
 
 /// How an update attempt ended (the `outcome` of a report, serialised as its label).
@@ -342,6 +348,7 @@ mod tests {
             (FailureReason::Http(404), "http_404"),
             (FailureReason::TooSlow, "too_slow"),
             (FailureReason::DiedInProbation, "died_in_probation"),
+            (FailureReason::SelfCheckFailed, "self_check_failed"),
             (FailureReason::ProbationInterrupted, "probation_interrupted"),
             (
                 FailureReason::Verification(manifests::Reason::BadSignature),

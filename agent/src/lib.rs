@@ -7,6 +7,7 @@ pub mod download;
 pub mod error;
 pub mod failpoint;
 pub mod handover;
+pub mod handshake;
 pub mod metrics;
 pub mod minimum;
 pub mod simulate;

@@ -419,11 +419,21 @@ impl Handover for Supervisor {
         crate::failpoint::hit("restarting", self.state.path()).await;
         let pid = child.id().unwrap_or_default();
         let ready_deadline = Instant::now() + Duration::from_secs(self.config.ready_timeout_secs);
+        // Whether the new version announced itself: `None` not yet, `Some(None)` ready,
+        // `Some(Some(failed))` its self-check failed (announced in `ready.json`, then it exits).
+        let announced = || {
+            let ready = self.state.ready().ok().flatten();
+            let ready = ready.filter(|r| r.pid == pid && r.version == version)?;
+            Some(ready.self_check_failed.map(|detail| Held::Failed {
+                reason: FailureReason::SelfCheckFailed,
+                detail,
+            }))
+        };
         loop {
-            if let Ok(Some(ready)) = self.state.ready() {
-                if ready.pid == pid && ready.version == version {
-                    break;
-                }
+            match announced() {
+                Some(Some(failed)) => return failed,
+                Some(None) => break,
+                None => {}
             }
             if self.stop.is_cancelled() {
                 return self.interrupt_probation(child, &version).await;
@@ -431,6 +441,9 @@ impl Handover for Supervisor {
             if let Ok(Some(status)) = child.try_wait() {
                 if self.stopping().await {
                     return Held::Interrupted;
+                }
+                if let Some(Some(failed)) = announced() {
+                    return failed;
                 }
                 return Held::Failed {
                     reason: FailureReason::ExitedBeforeReady,

@@ -4,6 +4,8 @@
 mod agent_crash;
 mod agent_download;
 mod agent_network;
+mod agent_outage;
+mod agent_probation;
 mod agent_signals;
 mod agent_trust;
 mod agent_update;

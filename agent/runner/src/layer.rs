@@ -31,7 +31,8 @@ pub struct StartArgs {
 /// The running ESUP layer: its instances (bound and serving) and their background loops.
 #[derive(Debug)]
 pub struct EsupLayer {
-    runner: Arc<Runner>,
+    /// Shared state (the configuration the self-check reads).
+    pub(crate) runner: Arc<Runner>,
     /// The instances, in `runner_instance_id` order.
     pub instances: Vec<Arc<Instance>>,
     /// Stops the HTTP servers (after the drain).

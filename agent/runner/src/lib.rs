@@ -17,6 +17,8 @@
 //! - [`pipeline`]: what a pipeline gets; [`error`]: why a task failed.
 //! - [`encoding`], [`studio`], [`transcription`]: the pipelines, with the real tools; [`media`]:
 //!   what they share (probing, the ffmpeg progress clock).
+//! - [`self_check`]: proof the layer can do its job (`/runner/health` of every instance, a
+//!   one-second synthetic encode), run by the agent on a new version in probation.
 //! - [`local`]: `worker-agent task run`, one task on local files without a Manager.
 //! - [`paths`]: task ids, output names, the result manifest; [`cleanup`]: removal of old task
 //!   directories; [`fs`]: durable writes.
@@ -38,6 +40,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod process;
 pub mod registry;
+pub mod self_check;
 pub mod source;
 pub mod status;
 pub mod studio;

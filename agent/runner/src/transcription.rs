@@ -387,7 +387,7 @@ fn parse_duration(text: &str) -> Option<f64> {
 
 /// `program` itself when it is a path, else the first match on `PATH`; `None` unless it is an
 /// executable file.
-fn locate_program(program: &Path) -> Option<PathBuf> {
+pub(crate) fn locate_program(program: &Path) -> Option<PathBuf> {
     let bare = program.components().count() == 1 && !program.is_absolute();
     if bare {
         let paths = std::env::var_os("PATH")?;
