@@ -8,6 +8,7 @@ pub mod error;
 pub mod failpoint;
 pub mod handover;
 pub mod metrics;
+pub mod retry;
 pub mod simulate;
 pub mod state;
 pub mod supervisor;

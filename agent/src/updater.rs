@@ -18,6 +18,7 @@ use crate::download::{download, DownloadOptions};
 use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{self, flush_outbox, spawn_outbox_flusher, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
+use crate::retry::{self, Backoff, Reported};
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
 
@@ -71,10 +72,13 @@ pub struct Updater {
     etag: Option<String>,
     latest: Option<Latest>,
     poll_interval: Duration,
-    reported: BTreeSet<String>,
+    /// What was reported already: one report per release and reason.
+    reported: Reported,
     /// Artifacts (by sha256) that failed with a verdict on their bytes (hash, size, disk):
     /// never downloaded again by this process; a new release brings a new artifact.
     condemned: BTreeSet<String>,
+    /// The pause after a refused channel answer (doubling while refusals go on).
+    rejections: Backoff,
     observer: Option<Arc<dyn UpdateObserver>>,
 }
 
@@ -204,6 +208,7 @@ impl Updater {
             .state
             .load_trust(&config.root, &config.channel)
             .map_err(|e| UpdateFailure::fatal(FailureReason::TrustState, e.to_string()))?;
+        let backoff = Duration::from_secs(config.retry_backoff_secs);
         Ok(Updater {
             config,
             session,
@@ -213,8 +218,9 @@ impl Updater {
             etag: None,
             latest: None,
             poll_interval,
-            reported: BTreeSet::new(),
+            reported: Reported::default(),
             condemned: BTreeSet::new(),
+            rejections: Backoff::new(backoff),
             observer: None,
         })
     }
@@ -266,6 +272,14 @@ impl Updater {
         loop {
             if shutdown.is_cancelled() {
                 return LoopEnd::Shutdown;
+            }
+            // After a refused answer, wait out the backoff before asking again (a hostile
+            // server answering every long poll at once must not get a busy loop).
+            if let Some(pause) = self.rejections.remaining(Instant::now()) {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return LoopEnd::Shutdown,
+                }
             }
             if !first && !self.config.long_poll {
                 // Full jitter: a fleet restarted together does not poll together.
@@ -428,6 +442,7 @@ impl Updater {
     }
 
     fn accept(&mut self, statement: &manifests::AcceptedStatement, offered: &Version) {
+        self.rejections.succeeded();
         #[allow(clippy::cast_precision_loss)]
         self.session
             .telemetry
@@ -460,19 +475,26 @@ impl Updater {
         self.trust = trust;
     }
 
-    /// Counts, logs and reports a rejection once per (statement, reason).
+    /// Counts and logs every rejection, backs off, and reports it once per release and reason
+    /// (not per statement: a hostile server can mint serials forever).
     fn reject(&mut self, failure: &UpdateFailure, to_version: Option<&str>) {
-        let serial = self
-            .latest
-            .as_ref()
-            .and_then(|l| l.channel.as_ref())
-            .map(|c| c.signed.serial);
-        let key = format!("{serial:?}/{to_version:?}/{}", failure.reason);
-        if !self.reported.insert(key) {
+        let pause = self.rejections.failed(Instant::now());
+        self.session.telemetry.failure(&failure.reason.label());
+        let first = self
+            .reported
+            .insert(format!("{to_version:?}/{}", failure.reason));
+        tracing::warn!(
+            reason = %failure.reason,
+            error = %failure.message,
+            to_version = to_version.unwrap_or("none"),
+            source = self.config.server_base(),
+            next_retry_in_secs = pause.as_secs(),
+            reported = first,
+            "update rejected; nothing touched; asking again after the backoff"
+        );
+        if !first {
             return;
         }
-        tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
-        self.session.telemetry.failure(&failure.reason.label());
         if let Some(to) = to_version {
             self.queue_outcome(
                 &uuid::Uuid::new_v4().to_string(),
@@ -502,6 +524,16 @@ impl Updater {
             duration_ms,
             at: Timestamp::now().to_string(),
         };
+        if outcome == Outcome::Failure && !retry::outbox_has_room(&self.session.state) {
+            // Bounded: a server that takes no reports cannot fill the disk. Still counted.
+            tracing::warn!(
+                limit = retry::OUTBOX_LIMIT,
+                to_version = to,
+                reason = %reason,
+                "outbox full; this failure report is dropped (counted on /metrics only)"
+            );
+            return;
+        }
         // Counted by the outbox flusher, except failures, which the caller counted already.
         if let Err(error) = self
             .session
@@ -1010,7 +1042,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_forged_statement_is_rejected_and_reported_once_per_statement_and_reason() {
+    async fn a_forged_statement_is_rejected_counted_each_time_and_reported_once_per_release_and_reason(
+    ) {
         let mut fixture = Fixture::new().await;
         let release = fixture.release("2.0.0");
         // Signed by the release key: not a key of the channel role.
@@ -1024,20 +1057,26 @@ mod tests {
         assert_eq!(reported.len(), 1, "{reported:?}");
         assert_eq!(reported[0].outcome, Outcome::Failure);
         assert_eq!(reported[0].to_version, "2.0.0");
+        assert_eq!(reported[0].reason, "threshold");
         let counters = fixture.state.counters().expect("counters");
         assert_eq!(
             counters.failures,
-            BTreeMap::from([(reported[0].reason.clone(), 1)])
+            BTreeMap::from([("threshold".to_owned(), 3)])
         );
-        assert_eq!(reported[0].reason, "threshold");
+        assert!(
+            fixture.updater.rejections.remaining(Instant::now())
+                >= Some(Duration::from_secs(60 * 4)),
+            "the third refusal in a row backs off 4 minutes or more"
+        );
 
-        // Another statement with the same problem is another report.
+        // Another statement (a new serial) with the same problem is no new report: a hostile
+        // server minting serials gets one report per release and reason.
         let forged_again = fixture.latest(2, &release, &fixture.release_key);
         let decided = fixture.decide(forged_again).await;
         assert_eq!(decided, Ok(false));
-        assert_eq!(fixture.outbox().len(), 2);
+        assert_eq!(fixture.outbox().len(), 1);
         let counters = fixture.state.counters().expect("counters");
-        assert_eq!(counters.failures.get("threshold"), Some(&2));
+        assert_eq!(counters.failures.get("threshold"), Some(&4));
         let trust = fixture
             .state
             .load_trust(&fixture.updater.config.root, "stable")
@@ -1045,6 +1084,29 @@ mod tests {
         assert_eq!(
             trust.accepted_serial, None,
             "a forged statement is never accepted"
+        );
+
+        // A genuine statement ends the backoff.
+        let genuine = fixture.latest(3, &fixture.release("1.0.0"), &fixture.channel_key);
+        assert_eq!(fixture.decide(genuine).await, Ok(false));
+        assert_eq!(fixture.updater.rejections.remaining(Instant::now()), None);
+    }
+
+    #[tokio::test]
+    async fn the_workers_own_failure_reports_stop_at_the_outbox_limit() {
+        let mut fixture = Fixture::new().await;
+        for i in 0..retry::OUTBOX_LIMIT + 5 {
+            let release = fixture.release(&format!("2.0.{i}"));
+            let forged = fixture.latest(1, &release, &fixture.release_key);
+            assert_eq!(fixture.decide(forged).await, Ok(false));
+        }
+        assert_eq!(fixture.outbox().len(), retry::OUTBOX_LIMIT);
+        let counters = fixture.state.counters().expect("counters");
+        let counted = u64::try_from(retry::OUTBOX_LIMIT + 5).expect("small");
+        assert_eq!(
+            counters.failures.get("threshold"),
+            Some(&counted),
+            "dropped reports are still counted"
         );
     }
 

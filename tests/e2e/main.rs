@@ -3,6 +3,7 @@
 
 mod agent_crash;
 mod agent_download;
+mod agent_retry;
 mod agent_trust;
 mod agent_update;
 mod architecture;
