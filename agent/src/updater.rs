@@ -22,6 +22,8 @@ use crate::retry::{self, Backoff, Reported};
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
 
+mod recheck;
+
 /// What the update loop ended with.
 #[derive(Debug)]
 pub enum LoopEnd {
@@ -334,16 +336,7 @@ impl Updater {
                     .map_or(self.poll_interval, Duration::from_secs)
             });
         let poll = self
-            .session
-            .client
-            .latest(
-                &self.config.channel,
-                &self.session.platform,
-                &self.session.version.to_string(),
-                &self.session.worker_id,
-                self.etag.as_deref(),
-                wait,
-            )
+            .fetch_latest(self.etag.clone(), wait)
             .await
             .inspect_err(|failure| {
                 // An oversized answer is a verdict on what the server sent, counted (once) like
@@ -382,25 +375,7 @@ impl Updater {
         let (Some(channel), Some(release)) = (&latest.channel, &latest.release) else {
             return Ok(false);
         };
-        let local = LocalState {
-            product: manifests::PRODUCT.to_owned(),
-            platform: self.session.platform.clone(),
-            worker_id: self.session.worker_id.clone(),
-            channel: self.config.channel.clone(),
-            current_version: self.session.version.clone(),
-            accepted_serial: self.trust.accepted_serial,
-            accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
-            quarantined: self.current_quarantine(),
-        };
-        let root = self.trust.root.signed.clone();
-        let decision = UpdateCheck {
-            root: &root,
-            channel,
-            release,
-            rollback: latest.rollback.as_ref(),
-            ignore_cohort: self.config.force_update,
-        }
-        .decide(&local, Timestamp::now());
+        let decision = self.decide(&latest, channel, release);
         let (plan, statement) = match decision {
             Decision::Reject(error) => {
                 let to = release.signed.version.to_string();
@@ -429,6 +404,53 @@ impl Updater {
         let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.session.version, to = %plan.version);
         self.attempt(plan, release.clone(), statement.urgent, correlation_id)
             .instrument(span)
+            .await
+    }
+
+    /// What `manifests` decides on `latest` (its `channel` and `release`) for this worker now.
+    fn decide(
+        &self,
+        latest: &Latest,
+        channel: &manifests::Signed<manifests::ChannelStatement>,
+        release: &manifests::Signed<manifests::Release>,
+    ) -> Decision {
+        let local = LocalState {
+            product: manifests::PRODUCT.to_owned(),
+            platform: self.session.platform.clone(),
+            worker_id: self.session.worker_id.clone(),
+            channel: self.config.channel.clone(),
+            current_version: self.session.version.clone(),
+            accepted_serial: self.trust.accepted_serial,
+            accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
+            quarantined: self.current_quarantine(),
+        };
+        let root = self.trust.root.signed.clone();
+        UpdateCheck {
+            root: &root,
+            channel,
+            release,
+            rollback: latest.rollback.as_ref(),
+            ignore_cohort: self.config.force_update,
+        }
+        .decide(&local, Timestamp::now())
+    }
+
+    /// `/latest` of this worker's channel, sending `etag`, held up to `wait` (a long poll).
+    async fn fetch_latest(
+        &self,
+        etag: Option<String>,
+        wait: Option<Duration>,
+    ) -> Result<Poll, UpdateFailure> {
+        self.session
+            .client
+            .latest(
+                &self.config.channel,
+                &self.session.platform,
+                &self.session.version.to_string(),
+                &self.session.worker_id,
+                etag.as_deref(),
+                wait,
+            )
             .await
     }
 
@@ -614,6 +636,12 @@ impl Updater {
                 if !self.wait_until_idle(urgent, &correlation_id, &to).await {
                     let _ = std::fs::remove_file(&pending.staged_path);
                     self.observe(|o| o.attempt_failed(&plan.version, FailureReason::Busy));
+                    return Ok(false);
+                }
+                if !self.still_offered(&plan).await {
+                    // Not a failure of this release: the next poll decides on the new state.
+                    let _ = std::fs::remove_file(&pending.staged_path);
+                    self.gate.undrain();
                     return Ok(false);
                 }
                 self.session
