@@ -380,6 +380,8 @@ struct Forgery {
     /// How many answers were changed ([`LatestAnswer::NewSerials`],
     /// [`LatestAnswer::SwapReleaseOnce`]).
     altered_answers: AtomicUsize,
+    /// How many of the next artifact downloads get one byte flipped.
+    corrupt_artifacts: AtomicUsize,
 }
 
 impl ForgingProxy {
@@ -401,6 +403,7 @@ impl ForgingProxy {
             // Far above what a test's server signs, so each is "newer".
             serial: AtomicUsize::new(1_000_000),
             altered_answers: AtomicUsize::new(0),
+            corrupt_artifacts: AtomicUsize::new(0),
         });
         let upstream = Arc::new(upstream.trim_end_matches('/').to_owned());
         let thread = std::thread::spawn({
@@ -452,6 +455,12 @@ impl ForgingProxy {
     /// How many `/latest` requests got a [`LatestAnswer::Padded`] answer so far.
     pub fn padded_answers(&self) -> usize {
         self.forgery.padded_answers.load(Ordering::SeqCst)
+    }
+
+    /// Flips one byte (in the middle) of each of the next `n` artifact downloads passed through
+    /// (a transient corruption on the path).
+    pub fn corrupt_next_artifacts(&self, n: usize) {
+        self.forgery.corrupt_artifacts.store(n, Ordering::SeqCst);
     }
 
     /// How many `/latest` requests arrived so far.
@@ -581,7 +590,22 @@ fn proxy_one(
             forward(client, upstream, &method, &target, &headers, body),
             forgery,
         ),
-        None => forward(client, upstream, &method, &target, &headers, body),
+        None => {
+            let mut answer = forward(client, upstream, &method, &target, &headers, body);
+            let corrupt = method == "GET"
+                && target.starts_with("/api/worker-updates/artifacts/")
+                && answer.status == 200
+                && !answer.body.is_empty()
+                && forgery
+                    .corrupt_artifacts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if corrupt {
+                let middle = answer.body.len() / 2;
+                answer.body[middle] ^= 0xff;
+            }
+            answer
+        }
     };
     let etag = answer
         .etag

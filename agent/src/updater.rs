@@ -18,11 +18,12 @@ use crate::download::{download, DownloadOptions};
 use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{self, flush_outbox, spawn_outbox_flusher, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
-use crate::retry::{self, Backoff, Reported};
+use crate::retry::{self, Backoff, Reported, SourceVerdicts};
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
 
 mod recheck;
+mod sources;
 
 /// What the update loop ended with.
 #[derive(Debug)]
@@ -76,9 +77,9 @@ pub struct Updater {
     poll_interval: Duration,
     /// What was reported already: one report per release and reason.
     reported: Reported,
-    /// Artifacts (by sha256) that failed with a verdict on their bytes (hash, size, disk):
-    /// never downloaded again by this process; a new release brings a new artifact.
-    condemned: BTreeSet<String>,
+    /// Artifact sources that sent bad bytes (hash, size, disk verdicts): avoided for a while,
+    /// with backoff; the same bytes may come from another source meanwhile.
+    condemned: SourceVerdicts,
     /// The pause after a refused channel answer (doubling while refusals go on).
     rejections: Backoff,
     observer: Option<Arc<dyn UpdateObserver>>,
@@ -221,7 +222,7 @@ impl Updater {
             latest: None,
             poll_interval,
             reported: Reported::default(),
-            condemned: BTreeSet::new(),
+            condemned: SourceVerdicts::new(backoff),
             rejections: Backoff::new(backoff),
             observer: None,
         })
@@ -351,6 +352,10 @@ impl Updater {
             .telemetry
             .last_check
             .set(Timestamp::now().unix() as f64);
+        // What to go back to if this answer is refused.
+        let cached = (self.poll_interval, self.latest.clone());
+        let refusals = self.rejections.failures();
+        let changed = matches!(poll, Poll::Changed { .. });
         if let Poll::Changed { latest, etag } = poll {
             self.poll_interval = Duration::from_secs(latest.poll_interval_s.clamp(1, 3600));
             self.etag = etag;
@@ -364,7 +369,15 @@ impl Updater {
             .durations
             .with_label_values(&["check"])
             .observe(started.elapsed().as_secs_f64());
-        self.decide_and_apply(latest).await
+        let applied = self.decide_and_apply(latest).await;
+        if changed && self.rejections.failures() > refusals {
+            // An answer that failed verification never becomes the cached state: its ETag
+            // would get 304s from an honest server for the genuine statement of the same
+            // serial, which would then never be evaluated. The next poll fetches it whole.
+            self.etag = None;
+            (self.poll_interval, self.latest) = cached;
+        }
+        applied
     }
 
     async fn decide_and_apply(&mut self, latest: Latest) -> Result<bool, UpdateFailure> {
@@ -396,8 +409,8 @@ impl Updater {
             tracing::info!(version = %plan.version, "update available; automatic updates are off");
             return Ok(false);
         }
-        if self.condemned.contains(&plan.artifact.sha256) {
-            tracing::debug!(version = %plan.version, "artifact failed verification before; not retrying it");
+        if let Some(wait) = self.sources_waiting(&plan) {
+            tracing::debug!(version = %plan.version, retry_in_secs = wait.as_secs(), "every source of this artifact sent bad bytes lately; trying again after the backoff");
             return Ok(false);
         }
         let correlation_id = uuid::Uuid::new_v4().to_string();
@@ -613,7 +626,10 @@ impl Updater {
         self.observe(|o| o.attempt_started(&plan.version));
         tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
         let to = plan.version.to_string();
-        match self.download_and_stage(&plan).await {
+        match self
+            .download_from_sources(&plan, &correlation_id, started)
+            .await
+        {
             Ok(staged) => {
                 self.session
                     .telemetry
@@ -658,26 +674,8 @@ impl Updater {
             }
             Err(failure) => {
                 tracing::warn!(reason = %failure.reason, error = %failure.message, retryable = failure.retryable, "update attempt failed; the running binary is untouched");
+                // Counted and reported (once per release and reason) source by source.
                 self.observe(|o| o.attempt_failed(&plan.version, failure.reason));
-                if !failure.retryable {
-                    self.condemned.insert(plan.artifact.sha256.clone());
-                }
-                // Network trouble is retried at the next poll, but counted and reported once
-                // per release and reason, so a flaky mirror does not flood the audit trail.
-                if self
-                    .reported
-                    .insert(format!("attempt/{to}/{}", failure.reason))
-                {
-                    self.session.telemetry.failure(&failure.reason.label());
-                    let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    self.queue_outcome(
-                        &correlation_id,
-                        &to,
-                        Outcome::Failure,
-                        failure.reason,
-                        duration,
-                    );
-                }
                 Ok(false)
             }
         }
@@ -733,12 +731,12 @@ impl Updater {
     async fn download_and_stage(
         &self,
         plan: &manifests::InstallPlan,
+        url: &str,
     ) -> Result<PathBuf, UpdateFailure> {
         let dir = handover::install_dir(&self.install_path);
         let artifact = &plan.artifact;
         let part = handover::part_path(&self.install_path, &artifact.sha256);
         let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
-        let url = self.session.client.resolve(&artifact.url);
         let options = DownloadOptions {
             attempts: self.config.download_attempts,
             read_timeout: Duration::from_secs(self.config.read_timeout_secs),
@@ -757,9 +755,9 @@ impl Updater {
         };
         download(
             self.session.client.http(),
-            &url,
+            url,
             // Only the update server gets the worker token, never a mirror.
-            self.session.client.token_for(&url),
+            self.session.client.token_for(url),
             artifact,
             &part,
             &options,
@@ -1157,8 +1155,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_artifact_that_does_not_match_its_release_is_reported_once_and_not_fetched_again() {
+    async fn an_artifact_that_does_not_match_its_release_condemns_its_sources_for_a_while() {
         let mut fixture = Fixture::new().await;
+        // A short backoff, so the test sees it end.
+        fixture.updater.condemned = SourceVerdicts::new(Duration::from_millis(500));
         let mut release = fixture.release("2.0.0");
         release.signed.artifacts[0].sha256 = "0".repeat(64);
         let release = Signed::sign(release.signed, &[&fixture.release_key]).expect("sign");
@@ -1170,11 +1170,23 @@ mod tests {
         assert_eq!(
             fixture.attempts().len(),
             1,
-            "a condemned artifact is not retried"
+            "both sources are avoided during their backoff"
         );
-        let reported = fixture.outbox();
-        assert_eq!(reported.len(), 1, "{reported:?}");
-        assert_eq!(reported[0].reason, "hash_mismatch");
+        // The signed URL's bytes do not match; the server's own copy (the fixture serves
+        // none) is tried next, and answers 404.
+        let reasons: BTreeSet<String> = fixture.outbox().into_iter().map(|o| o.reason).collect();
+        assert_eq!(
+            reasons,
+            BTreeSet::from(["hash_mismatch".to_owned(), "http_404".to_owned()])
+        );
+        // After the backoff, the same bytes are tried again (not condemned forever), counted
+        // again and not reported again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(fixture.decide(latest.clone()).await, Ok(false));
+        assert_eq!(fixture.attempts().len(), 2);
+        assert_eq!(fixture.outbox().len(), 2);
+        let counters = fixture.state.counters().expect("counters");
+        assert_eq!(counters.failures.get("hash_mismatch"), Some(&2));
         assert!(fixture.state.pending().expect("readable").is_none());
         let install_dir = fixture.dir.path().join("install");
         let leftovers: Vec<_> = std::fs::read_dir(install_dir)

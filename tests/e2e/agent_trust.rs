@@ -361,14 +361,7 @@ fn an_oversized_latest_answer_is_refused_as_too_large_and_the_agent_updates_afte
 
     // The server behaves again: the same agent takes the update.
     proxy.answer_latest(LatestAnswer::Genuine);
-    w.wait_for_report(
-        &agent,
-        &format!("success {V1}->{V2}"),
-        Duration::from_secs(120),
-    );
-    agent.wait_until(&format!("{V2} serving"), Duration::from_secs(30), |a| {
-        a.serves_version(V2)
-    });
+    w.wait_for_install(&agent, V1, V2);
     assert!(
         agent
             .installed_version()
