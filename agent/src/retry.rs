@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
+use crate::error::FailureReason;
 use crate::handover::OUTBOX_DIR;
 use crate::state::StateDir;
 
@@ -84,6 +85,23 @@ impl Backoff {
     pub fn failures(&self) -> u32 {
         self.failures
     }
+}
+
+/// Whether a refusal for `reason` means the answer itself failed verification (forged,
+/// expired, replayed, mixed and matched, oversized, unreadable): it is not cached and the loop
+/// backs off. `false` for a genuine answer this worker cannot act on (a release for another
+/// platform or product, a downgrade, a needed hop), which the server holds in its long poll
+/// until something changes.
+pub fn answer_failed(reason: FailureReason) -> bool {
+    !matches!(
+        reason,
+        FailureReason::Verification(
+            manifests::Reason::Downgrade
+                | manifests::Reason::WrongPlatform
+                | manifests::Reason::WrongProduct
+                | manifests::Reason::NeedsHop
+        )
+    )
 }
 
 /// How many sources [`SourceVerdicts`] remembers; past it, the one allowed back soonest is

@@ -510,22 +510,28 @@ impl Updater {
         self.trust = trust;
     }
 
-    /// Counts and logs every rejection, backs off, and reports it once per release and reason
-    /// (not per statement: a hostile server can mint serials forever).
+    /// Counts, logs and reports a rejection, once per release and reason (not per statement: a
+    /// hostile server can mint serials forever). An answer that failed verification is also
+    /// counted at every retry and backs the loop off ([`retry::answer_failed`]); a genuine
+    /// answer this worker cannot act on (another platform, a downgrade) is counted once.
     fn reject(&mut self, failure: &UpdateFailure, to_version: Option<&str>) {
-        let pause = self.rejections.failed(Instant::now());
-        self.session.telemetry.failure(&failure.reason.label());
         let first = self
             .reported
             .insert(format!("{to_version:?}/{}", failure.reason));
+        let failed = retry::answer_failed(failure.reason);
+        if !failed && !first {
+            return;
+        }
+        self.session.telemetry.failure(&failure.reason.label());
+        let pause = failed.then(|| self.rejections.failed(Instant::now()));
         tracing::warn!(
             reason = %failure.reason,
             error = %failure.message,
             to_version = to_version.unwrap_or("none"),
             source = self.config.server_base(),
-            next_retry_in_secs = pause.as_secs(),
+            next_retry_in_secs = pause.map(|p| p.as_secs()),
             reported = first,
-            "update rejected; nothing touched; asking again after the backoff"
+            "update rejected; nothing touched"
         );
         if !first {
             return;
@@ -1116,6 +1122,26 @@ mod tests {
         let genuine = fixture.latest(3, &fixture.release("1.0.0"), &fixture.channel_key);
         assert_eq!(fixture.decide(genuine).await, Ok(false));
         assert_eq!(fixture.updater.rejections.remaining(Instant::now()), None);
+    }
+
+    #[tokio::test]
+    async fn a_genuine_release_for_another_platform_is_counted_once_and_kept_without_backoff() {
+        let mut fixture = Fixture::new().await;
+        let mut release = fixture.release("2.0.0");
+        release.signed.artifacts[0].platform = "other-platform".to_owned();
+        let release = Signed::sign(release.signed, &[&fixture.release_key]).expect("sign");
+        let latest = fixture.latest(1, &release, &fixture.channel_key);
+        for _ in 0..3 {
+            assert_eq!(fixture.decide(latest.clone()).await, Ok(false));
+        }
+        let counters = fixture.state.counters().expect("counters");
+        assert_eq!(counters.failures.get("wrong_platform"), Some(&1));
+        assert_eq!(fixture.outbox().len(), 1);
+        assert_eq!(
+            fixture.updater.rejections.remaining(Instant::now()),
+            None,
+            "the server's long poll holds until something changes"
+        );
     }
 
     #[tokio::test]
