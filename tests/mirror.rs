@@ -26,6 +26,9 @@ pub enum Behaviour {
     Oversized,
     /// The artifact's bytes, one every 200 ms (bounded at 10 minutes).
     Drip,
+    /// [`Behaviour::Tampered`] for the first `n` requests, then [`Behaviour::Faithful`] (a
+    /// transient corruption, e.g. on one CDN node).
+    TamperedFirst(usize),
     /// Always `500 Internal Server Error`.
     Error500,
     /// Accepts, reads the request, never answers (until the mirror is dropped).
@@ -195,7 +198,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     let Some(head) = read_head(&mut stream, shared) else {
         return;
     };
-    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let seen = shared.requests.fetch_add(1, Ordering::SeqCst);
     if head
         .lines()
         .any(|line| line.to_ascii_lowercase().starts_with("authorization:"))
@@ -211,6 +214,11 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             .and_then(|()| send_body(&mut stream, shared, size, None)),
         Behaviour::Tampered => send_head(&mut stream, "200 OK", Some(size))
             .and_then(|()| send_body(&mut stream, shared, size, Some(size / 2))),
+        Behaviour::TamperedFirst(n) => {
+            let flip = (seen < n).then_some(size / 2);
+            send_head(&mut stream, "200 OK", Some(size))
+                .and_then(|()| send_body(&mut stream, shared, size, flip))
+        }
         Behaviour::Truncated => send_head(&mut stream, "200 OK", Some(size - 100))
             .and_then(|()| send_body(&mut stream, shared, size - 100, None)),
         Behaviour::Oversized => send_head(&mut stream, "200 OK", None)
@@ -332,6 +340,14 @@ pub enum LatestAnswer {
     Padded(u64),
     /// The real server's answer, passed through unchanged (the server behaves again).
     Genuine,
+    /// The real server's answer with its statement's serial replaced by a new, higher one on
+    /// every answer (so its signature no longer verifies), answered at once: a hostile server
+    /// flooding the agent with "new" statements.
+    NewSerials,
+    /// The next real `200` answer, with its ETag, but this release inside (mix and match: a
+    /// genuinely signed release, as JSON, the statement does not pin); then
+    /// [`LatestAnswer::Genuine`].
+    SwapReleaseOnce(Vec<u8>),
 }
 
 /// A fake for a compromised update server (or a man in the middle), which is outside our
@@ -362,6 +378,15 @@ struct Forgery {
     register: Mutex<Option<Vec<u8>>>,
     /// How many registrations got the forged answer.
     forged_registrations: AtomicUsize,
+    /// How many `/latest` requests arrived.
+    latest_requests: AtomicUsize,
+    /// The serial of the last [`LatestAnswer::NewSerials`] answer.
+    serial: AtomicUsize,
+    /// How many answers were changed ([`LatestAnswer::NewSerials`],
+    /// [`LatestAnswer::SwapReleaseOnce`]).
+    altered_answers: AtomicUsize,
+    /// How many of the next artifact downloads get one byte flipped.
+    corrupt_artifacts: AtomicUsize,
 }
 
 impl ForgingProxy {
@@ -381,6 +406,11 @@ impl ForgingProxy {
             padded_answers: AtomicUsize::new(0),
             register: Mutex::new(None),
             forged_registrations: AtomicUsize::new(0),
+            latest_requests: AtomicUsize::new(0),
+            // Far above what a test's server signs, so each is "newer".
+            serial: AtomicUsize::new(1_000_000),
+            altered_answers: AtomicUsize::new(0),
+            corrupt_artifacts: AtomicUsize::new(0),
         });
         let upstream = Arc::new(upstream.trim_end_matches('/').to_owned());
         let thread = std::thread::spawn({
@@ -447,6 +477,23 @@ impl ForgingProxy {
     /// How many registrations got the forged answer so far.
     pub fn forged_registrations(&self) -> usize {
         self.forgery.forged_registrations.load(Ordering::SeqCst)
+    }
+
+    /// Flips one byte (in the middle) of each of the next `n` artifact downloads passed through
+    /// (a transient corruption on the path).
+    pub fn corrupt_next_artifacts(&self, n: usize) {
+        self.forgery.corrupt_artifacts.store(n, Ordering::SeqCst);
+    }
+
+    /// How many `/latest` requests arrived so far.
+    pub fn latest_requests(&self) -> usize {
+        self.forgery.latest_requests.load(Ordering::SeqCst)
+    }
+
+    /// How many `/latest` answers were altered so far ([`LatestAnswer::NewSerials`],
+    /// [`LatestAnswer::SwapReleaseOnce`]).
+    pub fn altered_answers(&self) -> usize {
+        self.forgery.altered_answers.load(Ordering::SeqCst)
     }
 }
 
@@ -532,6 +579,9 @@ fn proxy_one(
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     let is_latest = method == "GET" && target.starts_with("/api/worker-updates/latest");
+    if is_latest {
+        forgery.latest_requests.fetch_add(1, Ordering::SeqCst);
+    }
     let latest = is_latest.then(|| {
         forgery
             .latest
@@ -543,7 +593,7 @@ fn proxy_one(
         forgery.padded_answers.fetch_add(1, Ordering::SeqCst);
         // The genuine answer in full (no ETag sent: a 200, never a 304).
         headers.retain(|(name, _)| name != "if-none-match");
-        let genuine = forward(client, upstream, &method, &target, &headers, body).2;
+        let genuine = forward(client, upstream, &method, &target, &headers, body).body;
         return send_padded(&mut stream, padding, &genuine, stop);
     }
     let is_register = method == "POST" && target.starts_with("/api/workers/register");
@@ -559,26 +609,105 @@ fn proxy_one(
     if forged_register.is_some() {
         forgery.forged_registrations.fetch_add(1, Ordering::SeqCst);
     }
-    let (status, content_type, answer) = match (latest, forged_register) {
-        (Some(LatestAnswer::Forged(forged)), _) => (200, "application/json".to_owned(), forged),
+    if latest == Some(LatestAnswer::NewSerials) {
+        // An answer of its own at once, never a 304 (no `If-None-Match` passed on).
+        headers.retain(|(name, _)| name != "if-none-match");
+    }
+    let answer = match (latest, forged_register) {
+        (Some(LatestAnswer::Forged(forged)), _) => Answer {
+            status: 200,
+            content_type: "application/json".to_owned(),
+            body: forged,
+            etag: None,
+        },
+        // Altered once the upstream answered (a long poll may have been held meanwhile).
+        (Some(_), _) => alter(
+            forward(client, upstream, &method, &target, &headers, body),
+            forgery,
+        ),
         // A man in the middle: the real server registers the worker, the worker reads the forgery.
-        (_, Some(forged)) => {
+        (None, Some(forged)) => {
             let _ = forward(client, upstream, &method, &target, &headers, body);
-            (200, "application/json".to_owned(), forged)
+            Answer {
+                status: 200,
+                content_type: "application/json".to_owned(),
+                body: forged,
+                etag: None,
+            }
         }
-        _ => forward(client, upstream, &method, &target, &headers, body),
+        (None, None) => {
+            let mut answer = forward(client, upstream, &method, &target, &headers, body);
+            let corrupt = method == "GET"
+                && target.starts_with("/api/worker-updates/artifacts/")
+                && answer.status == 200
+                && !answer.body.is_empty()
+                && forgery
+                    .corrupt_artifacts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if corrupt {
+                let middle = answer.body.len() / 2;
+                answer.body[middle] ^= 0xff;
+            }
+            answer
+        }
     };
+    let etag = answer
+        .etag
+        .as_ref()
+        .map_or_else(String::new, |etag| format!("ETag: {etag}\r\n"));
     write!(
         stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        answer.len()
+        "HTTP/1.1 {} X\r\nContent-Type: {}\r\n{etag}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
     )?;
-    stream.write_all(&answer)?;
+    stream.write_all(&answer.body)?;
     stream.flush()
 }
 
-/// Passes one request on to `upstream`: its status, content type and body (`502` when the
-/// upstream does not answer).
+/// Applies the proxy's current [`LatestAnswer`] to the upstream's `200` answer to `/latest`.
+fn alter(mut answer: Answer, forgery: &Forgery) -> Answer {
+    let mut latest = forgery
+        .latest
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&answer.body) else {
+        return answer;
+    };
+    if answer.status != 200 || json["channel"].is_null() {
+        return answer;
+    }
+    match &*latest {
+        LatestAnswer::NewSerials => {
+            let serial = forgery.serial.fetch_add(1, Ordering::SeqCst) + 1;
+            json["channel"]["signed"]["serial"] = serial.into();
+            answer.etag = None;
+        }
+        LatestAnswer::SwapReleaseOnce(release) => {
+            json["release"] = serde_json::from_slice(release).expect("release JSON");
+            *latest = LatestAnswer::Genuine;
+        }
+        _ => return answer,
+    }
+    forgery.altered_answers.fetch_add(1, Ordering::SeqCst);
+    answer.body = serde_json::to_vec(&json).expect("JSON");
+    answer
+}
+
+/// An HTTP answer the proxy passes on.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+    /// The upstream's `ETag`, passed on.
+    etag: Option<String>,
+}
+
+/// Passes one request on to `upstream`: its status, content type, body and ETag (`502` when
+/// the upstream does not answer).
 fn forward(
     client: &reqwest::blocking::Client,
     upstream: &str,
@@ -586,7 +715,7 @@ fn forward(
     target: &str,
     headers: &[(String, String)],
     body: Vec<u8>,
-) -> (u16, String, Vec<u8>) {
+) -> Answer {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut request = client
         .request(method, format!("{upstream}{target}"))
@@ -597,22 +726,28 @@ fn forward(
     match request.send() {
         Ok(response) => {
             let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/octet-stream")
-                .to_owned();
-            (
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let content_type =
+                header("content-type").unwrap_or_else(|| "application/octet-stream".to_owned());
+            let etag = header("etag");
+            Answer {
                 status,
                 content_type,
-                response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
-            )
+                etag,
+                body: response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
+            }
         }
-        Err(_) => (
-            502,
-            "text/plain".to_owned(),
-            b"upstream unreachable".to_vec(),
-        ),
+        Err(_) => Answer {
+            status: 502,
+            content_type: "text/plain".to_owned(),
+            body: b"upstream unreachable".to_vec(),
+            etag: None,
+        },
     }
 }

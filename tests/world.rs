@@ -166,6 +166,20 @@ impl World {
         launcher
     }
 
+    /// Waits until `agent` reports `success <from>-><to>` (2 minutes at most), then until it
+    /// serves `to` (30 s more).
+    #[track_caller]
+    pub fn wait_for_install(&self, agent: &Agent, from: &str, to: &str) {
+        self.wait_for_report(
+            agent,
+            &format!("success {from}->{to}"),
+            Duration::from_secs(120),
+        );
+        agent.wait_until(&format!("{to} serving"), Duration::from_secs(30), |a| {
+            a.serves_version(to)
+        });
+    }
+
     /// Waits (at most `limit`) until the server's audit holds a report containing `needle`.
     #[track_caller]
     pub fn wait_for_report(&self, agent: &Agent, needle: &str, limit: Duration) {

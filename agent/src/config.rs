@@ -71,6 +71,11 @@ pub struct AgentConfig {
     /// Longest silence while reading a response (seconds).
     #[arg(long, env = "UPDATE_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub read_timeout_secs: u64,
+    /// First pause (seconds) after a refused channel answer, and how long an artifact source
+    /// that served bad bytes is avoided at first; each doubles on every new refusal, up to 60
+    /// times this (the default: 1 minute doubling to 1 hour).
+    #[arg(long, env = "UPDATE_RETRY_BACKOFF_SECS", default_value_t = 60)]
+    pub retry_backoff_secs: u64,
     /// Download attempts (resuming each time) before an update attempt fails.
     #[arg(long, env = "UPDATE_DOWNLOAD_ATTEMPTS", default_value_t = 5)]
     pub download_attempts: u32,

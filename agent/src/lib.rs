@@ -10,6 +10,7 @@ pub mod handover;
 pub mod handshake;
 pub mod metrics;
 pub mod minimum;
+pub mod retry;
 pub mod simulate;
 pub mod state;
 pub mod stop;

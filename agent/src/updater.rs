@@ -19,8 +19,12 @@ use crate::error::{FailureReason, UpdateFailure};
 use crate::handover::{self, flush_outbox, spawn_outbox_flusher, Outcome, OutcomeRecord, Pending};
 use crate::metrics::Telemetry;
 use crate::minimum::MinimumGuard;
+use crate::retry::{self, Backoff, Reported, SourceVerdicts};
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
+
+mod recheck;
+mod sources;
 
 /// What the update loop ended with.
 #[derive(Debug)]
@@ -72,10 +76,13 @@ pub struct Updater {
     etag: Option<String>,
     latest: Option<Latest>,
     poll_interval: Duration,
-    reported: BTreeSet<String>,
-    /// Artifacts (by sha256) that failed with a verdict on their bytes (hash, size, disk):
-    /// never downloaded again by this process; a new release brings a new artifact.
-    condemned: BTreeSet<String>,
+    /// What was reported already: one report per release and reason.
+    reported: Reported,
+    /// Artifact sources that sent bad bytes (hash, size, disk verdicts): avoided for a while,
+    /// with backoff; the same bytes may come from another source meanwhile.
+    condemned: SourceVerdicts,
+    /// The pause after a refused channel answer (doubling while refusals go on).
+    rejections: Backoff,
     /// The signed minimum version, applied to the task gate.
     minimum: MinimumGuard,
     observer: Option<Arc<dyn UpdateObserver>>,
@@ -215,6 +222,7 @@ impl Updater {
         if let Some(signed) = &trust.accepted_minimum_version {
             minimum.apply(signed);
         }
+        let backoff = Duration::from_secs(config.retry_backoff_secs);
         Ok(Updater {
             config,
             session,
@@ -224,8 +232,9 @@ impl Updater {
             etag: None,
             latest: None,
             poll_interval,
-            reported: BTreeSet::new(),
-            condemned: BTreeSet::new(),
+            reported: Reported::default(),
+            condemned: SourceVerdicts::new(backoff),
+            rejections: Backoff::new(backoff),
             minimum,
             observer: None,
         })
@@ -278,6 +287,14 @@ impl Updater {
         loop {
             if shutdown.is_cancelled() {
                 return LoopEnd::Shutdown;
+            }
+            // After a refused answer, wait out the backoff before asking again (a hostile
+            // server answering every long poll at once must not get a busy loop).
+            if let Some(pause) = self.rejections.remaining(Instant::now()) {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return LoopEnd::Shutdown,
+                }
             }
             if !first && !self.config.long_poll {
                 // Full jitter: a fleet restarted together does not poll together.
@@ -332,16 +349,7 @@ impl Updater {
                     .map_or(self.poll_interval, Duration::from_secs)
             });
         let poll = self
-            .session
-            .client
-            .latest(
-                &self.config.channel,
-                &self.session.platform,
-                &self.session.version.to_string(),
-                &self.session.worker_id,
-                self.etag.as_deref(),
-                wait,
-            )
+            .fetch_latest(self.etag.clone(), wait)
             .await
             .inspect_err(|failure| {
                 // An oversized answer is a verdict on what the server sent, counted (once) like
@@ -356,6 +364,10 @@ impl Updater {
             .telemetry
             .last_check
             .set(Timestamp::now().unix() as f64);
+        // What to go back to if this answer is refused.
+        let cached = (self.poll_interval, self.latest.clone());
+        let refusals = self.rejections.failures();
+        let changed = matches!(poll, Poll::Changed { .. });
         if let Poll::Changed { latest, etag } = poll {
             self.poll_interval = Duration::from_secs(latest.poll_interval_s.clamp(1, 3600));
             self.etag = etag;
@@ -369,7 +381,15 @@ impl Updater {
             .durations
             .with_label_values(&["check"])
             .observe(started.elapsed().as_secs_f64());
-        self.decide_and_apply(latest).await
+        let applied = self.decide_and_apply(latest).await;
+        if changed && self.rejections.failures() > refusals {
+            // An answer that failed verification never becomes the cached state: its ETag
+            // would get 304s from an honest server for the genuine statement of the same
+            // serial, which would then never be evaluated. The next poll fetches it whole.
+            self.etag = None;
+            (self.poll_interval, self.latest) = cached;
+        }
+        applied
     }
 
     async fn decide_and_apply(&mut self, latest: Latest) -> Result<bool, UpdateFailure> {
@@ -380,25 +400,7 @@ impl Updater {
         let (Some(channel), Some(release)) = (&latest.channel, &latest.release) else {
             return Ok(false);
         };
-        let local = LocalState {
-            product: manifests::PRODUCT.to_owned(),
-            platform: self.session.platform.clone(),
-            worker_id: self.session.worker_id.clone(),
-            channel: self.config.channel.clone(),
-            current_version: self.session.version.clone(),
-            accepted_serial: self.trust.accepted_serial,
-            accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
-            quarantined: self.current_quarantine(),
-        };
-        let root = self.trust.root.signed.clone();
-        let decision = UpdateCheck {
-            root: &root,
-            channel,
-            release,
-            rollback: latest.rollback.as_ref(),
-            ignore_cohort: self.config.force_update,
-        }
-        .decide(&local, Timestamp::now());
+        let decision = self.decide(&latest, channel, release);
         let (plan, statement) = match decision {
             Decision::Reject(error) => {
                 let to = release.signed.version.to_string();
@@ -419,14 +421,61 @@ impl Updater {
             tracing::info!(version = %plan.version, "update available; automatic updates are off");
             return Ok(false);
         }
-        if self.condemned.contains(&plan.artifact.sha256) {
-            tracing::debug!(version = %plan.version, "artifact failed verification before; not retrying it");
+        if let Some(wait) = self.sources_waiting(&plan) {
+            tracing::debug!(version = %plan.version, retry_in_secs = wait.as_secs(), "every source of this artifact sent bad bytes lately; trying again after the backoff");
             return Ok(false);
         }
         let correlation_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!("update", correlation_id = %correlation_id, from = %self.session.version, to = %plan.version);
         self.attempt(plan, release.clone(), statement.urgent, correlation_id)
             .instrument(span)
+            .await
+    }
+
+    /// What `manifests` decides on `latest` (its `channel` and `release`) for this worker now.
+    fn decide(
+        &self,
+        latest: &Latest,
+        channel: &manifests::Signed<manifests::ChannelStatement>,
+        release: &manifests::Signed<manifests::Release>,
+    ) -> Decision {
+        let local = LocalState {
+            product: manifests::PRODUCT.to_owned(),
+            platform: self.session.platform.clone(),
+            worker_id: self.session.worker_id.clone(),
+            channel: self.config.channel.clone(),
+            current_version: self.session.version.clone(),
+            accepted_serial: self.trust.accepted_serial,
+            accepted_statement_sha256: self.trust.accepted_statement_sha256.clone(),
+            quarantined: self.current_quarantine(),
+        };
+        let root = self.trust.root.signed.clone();
+        UpdateCheck {
+            root: &root,
+            channel,
+            release,
+            rollback: latest.rollback.as_ref(),
+            ignore_cohort: self.config.force_update,
+        }
+        .decide(&local, Timestamp::now())
+    }
+
+    /// `/latest` of this worker's channel, sending `etag`, held up to `wait` (a long poll).
+    async fn fetch_latest(
+        &self,
+        etag: Option<String>,
+        wait: Option<Duration>,
+    ) -> Result<Poll, UpdateFailure> {
+        self.session
+            .client
+            .latest(
+                &self.config.channel,
+                &self.session.platform,
+                &self.session.version.to_string(),
+                &self.session.worker_id,
+                etag.as_deref(),
+                wait,
+            )
             .await
     }
 
@@ -440,6 +489,7 @@ impl Updater {
     }
 
     fn accept(&mut self, statement: &manifests::AcceptedStatement, offered: &Version) {
+        self.rejections.succeeded();
         #[allow(clippy::cast_precision_loss)]
         self.session
             .telemetry
@@ -475,19 +525,32 @@ impl Updater {
         self.trust = trust;
     }
 
-    /// Counts, logs and reports a rejection once per (statement, reason).
+    /// Counts, logs and reports a rejection, once per release and reason (not per statement: a
+    /// hostile server can mint serials forever). An answer that failed verification is also
+    /// counted at every retry and backs the loop off ([`retry::answer_failed`]); a genuine
+    /// answer this worker cannot act on (another platform, a downgrade) is counted once.
     fn reject(&mut self, failure: &UpdateFailure, to_version: Option<&str>) {
-        let serial = self
-            .latest
-            .as_ref()
-            .and_then(|l| l.channel.as_ref())
-            .map(|c| c.signed.serial);
-        let key = format!("{serial:?}/{to_version:?}/{}", failure.reason);
-        if !self.reported.insert(key) {
+        let first = self
+            .reported
+            .insert(format!("{to_version:?}/{}", failure.reason));
+        let failed = retry::answer_failed(failure.reason);
+        if !failed && !first {
             return;
         }
-        tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
         self.session.telemetry.failure(&failure.reason.label());
+        let pause = failed.then(|| self.rejections.failed(Instant::now()));
+        tracing::warn!(
+            reason = %failure.reason,
+            error = %failure.message,
+            to_version = to_version.unwrap_or("none"),
+            source = self.config.server_base(),
+            next_retry_in_secs = pause.map(|p| p.as_secs()),
+            reported = first,
+            "update rejected; nothing touched"
+        );
+        if !first {
+            return;
+        }
         if let Some(to) = to_version {
             self.queue_outcome(
                 &uuid::Uuid::new_v4().to_string(),
@@ -517,6 +580,16 @@ impl Updater {
             duration_ms,
             at: Timestamp::now().to_string(),
         };
+        if outcome == Outcome::Failure && !retry::outbox_has_room(&self.session.state) {
+            // Bounded: a server that takes no reports cannot fill the disk. Still counted.
+            tracing::warn!(
+                limit = retry::OUTBOX_LIMIT,
+                to_version = to,
+                reason = %reason,
+                "outbox full; this failure report is dropped (counted on /metrics only)"
+            );
+            return;
+        }
         // Counted by the outbox flusher, except failures, which the caller counted already.
         if let Err(error) = self
             .session
@@ -580,7 +653,10 @@ impl Updater {
         self.observe(|o| o.attempt_started(&plan.version));
         tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
         let to = plan.version.to_string();
-        match self.download_and_stage(&plan).await {
+        match self
+            .download_from_sources(&plan, &correlation_id, started)
+            .await
+        {
             Ok(staged) => {
                 self.session
                     .telemetry
@@ -605,6 +681,12 @@ impl Updater {
                     self.observe(|o| o.attempt_failed(&plan.version, FailureReason::Busy));
                     return Ok(false);
                 }
+                if !self.still_offered(&plan).await {
+                    // Not a failure of this release: the next poll decides on the new state.
+                    let _ = std::fs::remove_file(&pending.staged_path);
+                    self.gate.undrain();
+                    return Ok(false);
+                }
                 self.session
                     .state
                     .save_pending(&pending)
@@ -619,26 +701,8 @@ impl Updater {
             }
             Err(failure) => {
                 tracing::warn!(reason = %failure.reason, error = %failure.message, retryable = failure.retryable, "update attempt failed; the running binary is untouched");
+                // Counted and reported (once per release and reason) source by source.
                 self.observe(|o| o.attempt_failed(&plan.version, failure.reason));
-                if !failure.retryable {
-                    self.condemned.insert(plan.artifact.sha256.clone());
-                }
-                // Network trouble is retried at the next poll, but counted and reported once
-                // per release and reason, so a flaky mirror does not flood the audit trail.
-                if self
-                    .reported
-                    .insert(format!("attempt/{to}/{}", failure.reason))
-                {
-                    self.session.telemetry.failure(&failure.reason.label());
-                    let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    self.queue_outcome(
-                        &correlation_id,
-                        &to,
-                        Outcome::Failure,
-                        failure.reason,
-                        duration,
-                    );
-                }
                 Ok(false)
             }
         }
@@ -694,12 +758,12 @@ impl Updater {
     async fn download_and_stage(
         &self,
         plan: &manifests::InstallPlan,
+        url: &str,
     ) -> Result<PathBuf, UpdateFailure> {
         let dir = handover::install_dir(&self.install_path);
         let artifact = &plan.artifact;
         let part = handover::part_path(&self.install_path, &artifact.sha256);
         let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
-        let url = self.session.client.resolve(&artifact.url);
         let options = DownloadOptions {
             attempts: self.config.download_attempts,
             read_timeout: Duration::from_secs(self.config.read_timeout_secs),
@@ -718,9 +782,9 @@ impl Updater {
         };
         download(
             self.session.client.http(),
-            &url,
+            url,
             // Only the update server gets the worker token, never a mirror.
-            self.session.client.token_for(&url),
+            self.session.client.token_for(url),
             artifact,
             &part,
             &options,
@@ -1031,7 +1095,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_forged_statement_is_rejected_and_reported_once_per_statement_and_reason() {
+    async fn a_forged_statement_is_rejected_counted_each_time_and_reported_once_per_release_and_reason(
+    ) {
         let mut fixture = Fixture::new().await;
         let release = fixture.release("2.0.0");
         // Signed by the release key: not a key of the channel role.
@@ -1045,20 +1110,26 @@ mod tests {
         assert_eq!(reported.len(), 1, "{reported:?}");
         assert_eq!(reported[0].outcome, Outcome::Failure);
         assert_eq!(reported[0].to_version, "2.0.0");
+        assert_eq!(reported[0].reason, "threshold");
         let counters = fixture.state.counters().expect("counters");
         assert_eq!(
             counters.failures,
-            BTreeMap::from([(reported[0].reason.clone(), 1)])
+            BTreeMap::from([("threshold".to_owned(), 3)])
         );
-        assert_eq!(reported[0].reason, "threshold");
+        assert!(
+            fixture.updater.rejections.remaining(Instant::now())
+                >= Some(Duration::from_secs(60 * 4)),
+            "the third refusal in a row backs off 4 minutes or more"
+        );
 
-        // Another statement with the same problem is another report.
+        // Another statement (a new serial) with the same problem is no new report: a hostile
+        // server minting serials gets one report per release and reason.
         let forged_again = fixture.latest(2, &release, &fixture.release_key);
         let decided = fixture.decide(forged_again).await;
         assert_eq!(decided, Ok(false));
-        assert_eq!(fixture.outbox().len(), 2);
+        assert_eq!(fixture.outbox().len(), 1);
         let counters = fixture.state.counters().expect("counters");
-        assert_eq!(counters.failures.get("threshold"), Some(&2));
+        assert_eq!(counters.failures.get("threshold"), Some(&4));
         let trust = fixture
             .state
             .load_trust(&fixture.updater.config.root, "stable")
@@ -1066,6 +1137,49 @@ mod tests {
         assert_eq!(
             trust.accepted_serial, None,
             "a forged statement is never accepted"
+        );
+
+        // A genuine statement ends the backoff.
+        let genuine = fixture.latest(3, &fixture.release("1.0.0"), &fixture.channel_key);
+        assert_eq!(fixture.decide(genuine).await, Ok(false));
+        assert_eq!(fixture.updater.rejections.remaining(Instant::now()), None);
+    }
+
+    #[tokio::test]
+    async fn a_genuine_release_for_another_platform_is_counted_once_and_kept_without_backoff() {
+        let mut fixture = Fixture::new().await;
+        let mut release = fixture.release("2.0.0");
+        release.signed.artifacts[0].platform = "other-platform".to_owned();
+        let release = Signed::sign(release.signed, &[&fixture.release_key]).expect("sign");
+        let latest = fixture.latest(1, &release, &fixture.channel_key);
+        for _ in 0..3 {
+            assert_eq!(fixture.decide(latest.clone()).await, Ok(false));
+        }
+        let counters = fixture.state.counters().expect("counters");
+        assert_eq!(counters.failures.get("wrong_platform"), Some(&1));
+        assert_eq!(fixture.outbox().len(), 1);
+        assert_eq!(
+            fixture.updater.rejections.remaining(Instant::now()),
+            None,
+            "the server's long poll holds until something changes"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_workers_own_failure_reports_stop_at_the_outbox_limit() {
+        let mut fixture = Fixture::new().await;
+        for i in 0..retry::OUTBOX_LIMIT + 5 {
+            let release = fixture.release(&format!("2.0.{i}"));
+            let forged = fixture.latest(1, &release, &fixture.release_key);
+            assert_eq!(fixture.decide(forged).await, Ok(false));
+        }
+        assert_eq!(fixture.outbox().len(), retry::OUTBOX_LIMIT);
+        let counters = fixture.state.counters().expect("counters");
+        let counted = u64::try_from(retry::OUTBOX_LIMIT + 5).expect("small");
+        assert_eq!(
+            counters.failures.get("threshold"),
+            Some(&counted),
+            "dropped reports are still counted"
         );
     }
 
@@ -1088,8 +1202,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_artifact_that_does_not_match_its_release_is_reported_once_and_not_fetched_again() {
+    async fn an_artifact_that_does_not_match_its_release_condemns_its_sources_for_a_while() {
         let mut fixture = Fixture::new().await;
+        // A short backoff, so the test sees it end.
+        fixture.updater.condemned = SourceVerdicts::new(Duration::from_millis(500));
         let mut release = fixture.release("2.0.0");
         release.signed.artifacts[0].sha256 = "0".repeat(64);
         let release = Signed::sign(release.signed, &[&fixture.release_key]).expect("sign");
@@ -1101,11 +1217,23 @@ mod tests {
         assert_eq!(
             fixture.attempts().len(),
             1,
-            "a condemned artifact is not retried"
+            "both sources are avoided during their backoff"
         );
-        let reported = fixture.outbox();
-        assert_eq!(reported.len(), 1, "{reported:?}");
-        assert_eq!(reported[0].reason, "hash_mismatch");
+        // The signed URL's bytes do not match; the server's own copy (the fixture serves
+        // none) is tried next, and answers 404.
+        let reasons: BTreeSet<String> = fixture.outbox().into_iter().map(|o| o.reason).collect();
+        assert_eq!(
+            reasons,
+            BTreeSet::from(["hash_mismatch".to_owned(), "http_404".to_owned()])
+        );
+        // After the backoff, the same bytes are tried again (not condemned forever), counted
+        // again and not reported again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(fixture.decide(latest.clone()).await, Ok(false));
+        assert_eq!(fixture.attempts().len(), 2);
+        assert_eq!(fixture.outbox().len(), 2);
+        let counters = fixture.state.counters().expect("counters");
+        assert_eq!(counters.failures.get("hash_mismatch"), Some(&2));
         assert!(fixture.state.pending().expect("readable").is_none());
         let install_dir = fixture.dir.path().join("install");
         let leftovers: Vec<_> = std::fs::read_dir(install_dir)

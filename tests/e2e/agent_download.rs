@@ -2,7 +2,8 @@
 //! binaries built from this source at two versions, a hostile mirror serving the artifact (bad
 //! bytes, wrong sizes, too slowly, errors, silence), and a full or read-only install directory.
 //! Every case must end with a `failure <reason>` report, the reason counted on `/metrics`, v1
-//! still serving and the install path untouched. One more case checks that a good mirror, whose
+//! still serving and the install path untouched; except that after a verdict on a mirror's
+//! bytes (tampered, too long) the same bytes come from the update server's own copy. One more case checks that a good mirror, whose
 //! URL starts with the update server's address, installs v2 without ever seeing the worker token.
 
 use std::net::TcpListener;
@@ -118,10 +119,48 @@ fn mirror_fails(
     }
 }
 
+/// v2 is signed with its artifact at a mirror sending bad bytes (`behaviour`): a verdict on
+/// the mirror, reported as `reason` and counted; the mirror is avoided for a while (not the
+/// bytes forever), and the same bytes come at once from the update server's own copy. The agent
+/// runs with `flags`.
+fn mirror_condemned(
+    behaviour: Behaviour,
+    reason: &str,
+    flags: &[&str],
+) -> (World, Agent, HostileMirror) {
+    let w = World::new();
+    let file = agent_at_version(V2);
+    let mirror = HostileMirror::start(behaviour, &file);
+    w.roll_out_from(V2, &file, mirror.url());
+    let agent = v1_agent(&w, flags);
+    w.wait_for_report(
+        &agent,
+        &format!("failure {reason} {V1}->{V2} in "),
+        Duration::from_secs(180),
+    );
+    let counter = format!("worker_update_failure_total{{reason=\"{reason}\"}}");
+    agent.wait_until(
+        &format!("{counter} counted"),
+        Duration::from_secs(30),
+        |a| metric(&a.metrics(), &counter).is_some_and(|n| n >= 1.0),
+    );
+    w.wait_for_install(&agent, V1, V2);
+    assert_eq!(
+        mirror.requests(),
+        1,
+        "{behaviour:?}: the mirror is not asked again at once"
+    );
+    assert!(
+        !mirror.saw_authorization(),
+        "the worker token went to the mirror"
+    );
+    (w, agent, mirror)
+}
+
 #[test]
 fn a_tampered_artifact_is_refused_as_hash_mismatch() {
     // A verdict on the bytes: the partial file is deleted, never resumed.
-    mirror_fails(Behaviour::Tampered, "hash_mismatch", &[], 1, false);
+    mirror_condemned(Behaviour::Tampered, "hash_mismatch", &ONE_CHECK);
 }
 
 #[test]
@@ -141,7 +180,7 @@ fn a_truncated_artifact_is_refused_as_size_mismatch() {
 #[test]
 fn an_endless_artifact_is_cut_at_the_signed_size() {
     // One byte past the signed size is a verdict: the partial file is deleted.
-    mirror_fails(Behaviour::Oversized, "size_mismatch", &[], 1, false);
+    mirror_condemned(Behaviour::Oversized, "size_mismatch", &ONE_CHECK);
 }
 
 #[test]
@@ -424,19 +463,16 @@ fn hold_open(url: &str) -> std::net::TcpStream {
 
 #[test]
 fn an_artifact_that_failed_verification_is_not_downloaded_again_at_every_poll() {
-    let w = World::new();
-    let file = agent_at_version(V2);
-    let mirror = HostileMirror::start(Behaviour::Tampered, &file);
-    w.roll_out_from(V2, &file, mirror.url());
-    let agent = v1_agent(&w, &["--long-poll", "false", "--poll-interval-secs", "1"]);
-    assert_failed_safely(&w, &agent, "hash_mismatch");
-    // Many polls later: still one download and one report.
-    std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(
-        mirror.requests(),
-        1,
-        "the condemned artifact was fetched again"
+    // Polls every second; the mirror is avoided for a minute at first (the default backoff),
+    // and the update server's copy is installed meanwhile.
+    let (w, agent, mirror) = mirror_condemned(
+        Behaviour::Tampered,
+        "hash_mismatch",
+        &["--long-poll", "false", "--poll-interval-secs", "1"],
     );
+    // Many polls later: still one download from the mirror and one report.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(mirror.requests(), 1, "the condemned mirror was asked again");
     assert_eq!(
         w.server.reports().matches("failure hash_mismatch").count(),
         1,

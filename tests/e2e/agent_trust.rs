@@ -49,8 +49,6 @@ trait Forgeries {
     fn assert_refused(&self, agent: &Agent, binary: &Path, reason: &str, from: &str, to: &str);
     /// Starts a v1 agent (after the forgery is served) and checks it refuses with `reason`.
     fn v1_refuses(&self, proxy: Option<&ForgingProxy>, reason: &str);
-    /// Waits until the agent reported its update from v1 to v2 and v2 serves.
-    fn updates_to_v2(&self, agent: &Agent);
 }
 
 impl Forgeries for World {
@@ -173,18 +171,6 @@ impl Forgeries for World {
     fn v1_refuses(&self, proxy: Option<&ForgingProxy>, reason: &str) {
         let agent = self.v1_agent_in(self.sandbox.path(), proxy);
         self.assert_refused(&agent, &agent_at_version(V1), reason, V1, V2);
-    }
-
-    #[track_caller]
-    fn updates_to_v2(&self, agent: &Agent) {
-        self.wait_for_report(
-            agent,
-            &format!("success {V1}->{V2}"),
-            Duration::from_secs(120),
-        );
-        agent.wait_until(&format!("{V2} serving"), Duration::from_secs(30), |a| {
-            a.serves_version(V2)
-        });
     }
 }
 
@@ -332,7 +318,7 @@ fn a_forged_handshake_claiming_below_minimum_neither_stops_the_agent_nor_its_tas
     assert_eq!(health["draining"], false, "takes tasks: {health}");
     // It still updates itself, and the new version reads the same forgery without stopping.
     w.roll_out_v2(100);
-    w.updates_to_v2(&agent);
+    w.wait_for_install(&agent, V1, V2);
     assert!(proxy.forged_registrations() >= 2, "v2 read the forgery too");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(agent.exited(), None, "still running: {}", agent.log());
@@ -419,7 +405,7 @@ fn a_new_channel_key_resets_the_serial_a_rotated_out_key_froze() {
     assert!(agent.serves_version(V1), "{}", agent.log());
     // ...and the legitimate low serial under the new key is accepted and installed.
     proxy.answer_latest(LatestAnswer::Genuine);
-    w.updates_to_v2(&agent);
+    w.wait_for_install(&agent, V1, V2);
     assert_eq!(accepted_serial(&agent), Some(serial), "{}", agent.log());
     let reports = w.server.reports();
     assert!(!reports.contains("replayed_serial"), "{reports}");
@@ -449,12 +435,18 @@ fn an_oversized_latest_answer_is_refused_as_too_large_and_the_agent_updates_afte
     let w = World::new();
     w.roll_out_v2(100);
     let proxy = ForgingProxy::answering(&w.server.url, LatestAnswer::Padded(OVERSIZED_PADDING));
-    let agent = w.v1_agent_in(w.sandbox.path(), Some(&proxy));
+    // A short backoff after each refusal (1 s doubling), so several are seen.
+    let agent = w
+        .agent(V1)
+        .via(proxy.url())
+        .env(&[("UPDATE_RETRY_BACKOFF_SECS", "1")])
+        .start();
     let counter = "worker_update_failure_total{reason=\"too_large\"}";
-    agent.wait_until(&format!("{counter} == 1"), Duration::from_secs(90), |a| {
-        metric(&a.metrics(), counter) == Some(1.0)
+    agent.wait_until(&format!("{counter} >= 1"), Duration::from_secs(90), |a| {
+        metric(&a.metrics(), counter) >= Some(1.0)
     });
-    // Several oversized answers, each refused (and counted once: the same refusal).
+    // Several oversized answers, each refused and counted (each retry is visible), after a
+    // backoff each.
     agent.wait_until("3 oversized answers", Duration::from_secs(60), |_| {
         proxy.padded_answers() >= 3
     });
@@ -463,8 +455,10 @@ fn an_oversized_latest_answer_is_refused_as_too_large_and_the_agent_updates_afte
         .and_then(|r| r["pid"].as_u64())
         .expect("worker pid");
     assert!(agent.serves_version(V1), "{}", agent.log());
+    agent.wait_until(&format!("{counter} >= 3"), Duration::from_secs(30), |a| {
+        metric(&a.metrics(), counter) >= Some(3.0)
+    });
     let metrics = agent.metrics();
-    assert_eq!(metric(&metrics, counter), Some(1.0), "{metrics}");
     assert_eq!(
         metric(&metrics, "worker_update_attempt_total"),
         Some(0.0),
@@ -485,7 +479,7 @@ fn an_oversized_latest_answer_is_refused_as_too_large_and_the_agent_updates_afte
 
     // The server behaves again: the same agent takes the update.
     proxy.answer_latest(LatestAnswer::Genuine);
-    w.updates_to_v2(&agent);
+    w.wait_for_install(&agent, V1, V2);
     assert!(
         agent
             .installed_version()

@@ -438,24 +438,17 @@ fn script_timeout_gives_timeout_and_a_failed_callback_is_retried() {
     );
 }
 
-#[test]
-fn a_self_update_waits_for_the_running_task() {
-    let world = World::builder().with_manager().start();
+/// A 1.0.0 runner on a free port running the encoding task `id` (30 s of 720p), and 2.0.0
+/// promoted while it runs: returns once the agent says it waits for the task.
+fn update_waiting_for_a_task(world: &World, id: &str) -> (Agent, u16) {
     make_clip(&world.media.join("long.mp4"), 1280, 720, 30, true);
     let port = free_port_range(1);
     // Build and publish 2.0.0 first (slow under load), so the promote lands while the task runs.
     let v2 = agent_at_version("2.0.0");
     world.publish("2.0.0", &[(PLATFORM, v2.as_path())]);
-    let agent = runner_at(&world, "1.0.0", port, &[]);
-    run(
-        &world,
-        port,
-        "during-update",
-        "encoding",
-        "long.mp4",
-        json!({}),
-    );
-    let workspace = world.storage.join("during-update");
+    let agent = runner_at(world, "1.0.0", port, &[]);
+    run(world, port, id, "encoding", "long.mp4", json!({}));
+    let workspace = world.storage.join(id);
     agent.wait_until("ffmpeg encodes", Duration::from_secs(60), |_| {
         !processes_mentioning(&workspace.to_string_lossy()).is_empty()
     });
@@ -468,6 +461,13 @@ fn a_self_update_waits_for_the_running_task() {
                 .contains("waiting for running tasks before updating")
         },
     );
+    (agent, port)
+}
+
+#[test]
+fn a_self_update_waits_for_the_running_task() {
+    let world = World::builder().with_manager().start();
+    let (agent, port) = update_waiting_for_a_task(&world, "during-update");
     // Draining: the Manager sees a busy runner, and v1 keeps running the task.
     assert_eq!(
         runner_api(port).get("/runner/ping").json()["available"],
@@ -501,4 +501,53 @@ fn a_self_update_waits_for_the_running_task() {
     assert!(api.get("/task/result/during-update").json()["files"]
         .as_array()
         .is_some_and(|f| !f.is_empty()));
+}
+
+#[test]
+fn an_update_halted_while_it_waits_for_the_running_task_is_not_installed() {
+    let world = World::builder().with_manager().start();
+    let (agent, port) = update_waiting_for_a_task(&world, "halted");
+    // The operator halts the rollout while the update waits for the task.
+    let halt = world.server.admin().post_json(
+        "/api/admin/channels/stable/halt",
+        &json!({"reason": "halted while a worker waits for its task"}),
+    );
+    assert_eq!(halt.status, 200, "halt: {halt:?}");
+    completed(&world, "halted", "completed", Duration::from_secs(240));
+    // The agent looks at the channel again before handing over: halted, so it does not install
+    // 2.0.0 and takes tasks again.
+    let handed_over = "handing over to the supervisor";
+    agent.wait_until(
+        "the update abandoned or handed over",
+        Duration::from_secs(60),
+        |a| {
+            let log = a.log();
+            log.contains("the channel changed while the update waited") || log.contains(handed_over)
+        },
+    );
+    assert!(
+        !agent.log().contains(handed_over),
+        "the halted update was handed over to be installed:\n{}",
+        agent.log()
+    );
+    let api = runner_api(port);
+    agent.wait_until(
+        "the runner takes tasks again",
+        Duration::from_secs(60),
+        |_| api.get("/runner/ping").json()["available"] == true,
+    );
+    // Give a wrongly installing agent time to swap and start 2.0.0, then look again.
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(agent.serves_version("1.0.0"), "{}", agent.log());
+    assert!(
+        agent.installed_version().starts_with("worker-agent 1.0.0 "),
+        "{}",
+        agent.installed_version()
+    );
+    assert!(
+        !agent.state_dir.join("pending.json").exists(),
+        "nothing handed over"
+    );
+    let reports = world.server.reports();
+    assert!(!reports.contains("success"), "{reports}");
 }

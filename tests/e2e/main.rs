@@ -6,6 +6,7 @@ mod agent_download;
 mod agent_network;
 mod agent_outage;
 mod agent_probation;
+mod agent_retry;
 mod agent_signals;
 mod agent_trust;
 mod agent_update;
