@@ -99,7 +99,7 @@ pub async fn apply(mut config: AgentConfig) -> i32 {
     config.force_update = true;
     config.long_poll = false;
     config.no_auto_update = false;
-    config.auto_update_env = "1".to_owned();
+    config.auto_update_env = true;
     let state = match StateDir::open(&config.state_dir) {
         Ok(state) => state,
         Err(error) => return fail(&error.to_string()),

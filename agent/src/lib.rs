@@ -3,6 +3,7 @@ pub mod child;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod config_check;
 pub mod download;
 pub mod error;
 pub mod failpoint;

@@ -3,12 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use esup_runner::local::LocalTaskArgs;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use worker_agent::config::AgentConfig;
 use worker_agent::simulate::SimulateArgs;
-use worker_agent::{child, commands, simulate, supervisor};
+use worker_agent::{child, commands, config_check, simulate, supervisor};
 
 /// Self-updating media worker agent (ESUP runner protocol) with signed releases.
 #[derive(Debug, Parser)]
@@ -75,7 +75,20 @@ fn log_file() -> Result<Option<std::fs::File>, String> {
 fn main() -> ExitCode {
     // A `.env` in the working directory supplies defaults; real environment variables win.
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    // A configuration that does not parse, or cannot work, is refused once with one line and
+    // exit 78 (`config_check`): restarting cannot mend it.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => match config_check::usage_error_line(&error, &Cli::command()) {
+            Some(line) => return exit_code(config_check::refuse(&line)),
+            None => error.exit(),
+        },
+    };
+    if let Command::Run(config) = &cli.command {
+        if let Err(error) = config_check::check(config) {
+            return exit_code(config_check::refuse(&error.to_string()));
+        }
+    }
     let role = if supervisor::is_child() {
         "worker"
     } else {
@@ -130,5 +143,9 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await,
         }
     });
+    exit_code(code)
+}
+
+fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
