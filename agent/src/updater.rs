@@ -240,7 +240,7 @@ impl Updater {
             .and_then(|l| l.channel.as_ref().zip(l.release.as_ref()))
         {
             Some((channel, release)) => format!(
-                "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {:?}",
+                "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {}",
                 self.session.version,
                 channel.signed.channel,
                 channel.signed.serial,
@@ -251,7 +251,9 @@ impl Updater {
                 } else {
                     ""
                 },
-                self.trust.accepted_serial
+                self.trust
+                    .accepted_serial
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string())
             ),
             None => format!(
                 "running {}; channel {} offers nothing yet",
@@ -471,7 +473,7 @@ impl Updater {
         if !self.reported.insert(key) {
             return;
         }
-        tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = ?to_version, "update rejected; nothing touched");
+        tracing::warn!(reason = %failure.reason, error = %failure.message, to_version = to_version.as_ref().map(ToString::to_string).unwrap_or_default(), "update rejected; nothing touched");
         self.session.telemetry.failure(&failure.reason.label());
         if let Some(to) = to_version {
             self.queue_outcome(
