@@ -17,9 +17,21 @@ pub struct AgentConfig {
     /// Channel to follow (`canary`, `stable`, ...).
     #[arg(long, env = "UPDATE_CHANNEL", default_value = "stable")]
     pub channel: String,
-    /// Worker token for the update server (`Authorization: Bearer`).
-    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    /// Worker token for the update server (`Authorization: Bearer`). Prefer `--token-file`
+    /// (or systemd `LoadCredential=worker-token:...`): a token here is visible in the process
+    /// list.
+    #[arg(
+        long,
+        env = "WORKER_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub token: String,
+    /// A file holding the worker token (refused when group or others can read it). Unset, and
+    /// no `--token`: `$CREDENTIALS_DIRECTORY/worker-token` (systemd `LoadCredential=`) if present.
+    #[arg(long, env = "WORKER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// The trusted root installed with the agent; used only until the state directory holds a
     /// newer verified root.
     #[arg(long, env = "TRUSTED_ROOT")]

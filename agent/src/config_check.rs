@@ -8,6 +8,7 @@
 //! placeholder token, an unusable `RUNNER_TASK_TYPES`).
 
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
@@ -24,14 +25,94 @@ pub enum ConfigError {
     #[error(transparent)]
     Runner(#[from] esup_runner::config::ConfigError),
     /// No worker token at all.
-    #[error("WORKER_TOKEN is not set: give the worker token the update server issued")]
+    #[error("WORKER_TOKEN_FILE (or WORKER_TOKEN) is not set: give the worker token the update server issued")]
     WorkerTokenMissing,
+    /// A token on the command line or in the environment and a token file: which one is meant?
+    #[error("WORKER_TOKEN and WORKER_TOKEN_FILE are both set: keep only WORKER_TOKEN_FILE")]
+    WorkerTokenTwice,
+    /// The token file is readable by group or others.
+    #[error("{variable} {path} has mode {mode:o}: group or others can read the token; refusing to use it (run: chmod 600 {path}, or use systemd LoadCredential=)", path = path.display())]
+    TokenFilePermissions {
+        /// `WORKER_TOKEN_FILE`, or the systemd credential.
+        variable: &'static str,
+        /// The token file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The token file cannot be read, or holds no token.
+    #[error("{variable} {path}: {problem}", path = path.display())]
+    TokenFile {
+        /// `WORKER_TOKEN_FILE`, or the systemd credential.
+        variable: &'static str,
+        /// The token file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The worker token is copied from an example file.
     #[error("WORKER_TOKEN is a placeholder (it contains `{word}`): set the worker token the update server issued")]
     WorkerTokenPlaceholder {
         /// The placeholder word found (never the token itself: it is a secret).
         word: &'static str,
     },
+}
+
+/// The systemd credential the shipped unit loads the worker token into
+/// (`LoadCredential=worker-token:/etc/worker-agent/worker.token`).
+pub const TOKEN_CREDENTIAL: &str = "worker-token";
+
+/// Makes `config` ready for a command that talks to the update server: the worker token read
+/// from `WORKER_TOKEN_FILE` (or the systemd credential) when `WORKER_TOKEN` is not given, then,
+/// for `run`, [`check`].
+pub fn prepare(config: &mut AgentConfig, run: bool) -> Result<(), ConfigError> {
+    resolve_token(config)?;
+    if run {
+        check(config)?;
+    }
+    Ok(())
+}
+
+/// `--token`/`WORKER_TOKEN`, else `--token-file`/`WORKER_TOKEN_FILE`, else
+/// `$CREDENTIALS_DIRECTORY/worker-token` when it exists.
+fn resolve_token(config: &mut AgentConfig) -> Result<(), ConfigError> {
+    let given = !config.token.trim().is_empty();
+    let file = match (&config.token_file, given) {
+        (Some(_), true) => return Err(ConfigError::WorkerTokenTwice),
+        (Some(path), false) => Some(("WORKER_TOKEN_FILE", path.clone())),
+        (None, true) => None,
+        (None, false) => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| Path::new(&dir).join(TOKEN_CREDENTIAL))
+            .filter(|path| path.exists())
+            .map(|path| ("the systemd credential", path)),
+    };
+    if let Some((variable, path)) = file {
+        config.token = read_token_file(variable, &path)?;
+    }
+    Ok(())
+}
+
+/// Reads a token file after the one permission check every secret file passes.
+fn read_token_file(variable: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let problem = |problem: String| ConfigError::TokenFile {
+        variable,
+        path: path.to_owned(),
+        problem,
+    };
+    manifests::check_secret_file(path).map_err(|error| match error {
+        manifests::Error::KeyPermissions { path, mode } => ConfigError::TokenFilePermissions {
+            variable,
+            path,
+            mode,
+        },
+        other => problem(other.to_string()),
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(problem("must hold one token, on one line".to_owned()));
+    }
+    Ok(token.to_owned())
 }
 
 /// Checks what parses but cannot work, before the supervisor starts any worker.

@@ -57,20 +57,33 @@ enum UpdateAction {
     Status(StatusArgs),
 }
 
+impl Command {
+    /// The configuration of a command that talks to the update server, and whether it is `run`.
+    fn agent_config(&mut self) -> Option<(&mut AgentConfig, bool)> {
+        match self {
+            Command::Run(config) => Some((config, true)),
+            Command::Update {
+                action: UpdateAction::Check(config) | UpdateAction::Apply(config),
+            } => Some((config, false)),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // A `.env` in the working directory supplies defaults; real environment variables win.
     let _ = dotenvy::dotenv();
     // A configuration that does not parse, or cannot work, is refused once with one line and
     // exit 78 (`config_check`): restarting cannot mend it.
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => match config_check::usage_error_line(&error, &Cli::command()) {
             Some(line) => return exit_code(config_check::refuse(&line)),
             None => error.exit(),
         },
     };
-    if let Command::Run(config) = &cli.command {
-        if let Err(error) = config_check::check(config) {
+    if let Some((config, run)) = cli.command.agent_config() {
+        if let Err(error) = config_check::prepare(config, run) {
             return exit_code(config_check::refuse(&error.to_string()));
         }
     }

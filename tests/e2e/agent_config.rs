@@ -104,3 +104,86 @@ fn durations_and_booleans_share_one_syntax_in_every_binary() {
         agent.log()
     );
 }
+
+/// Writes `token` to `path` with `mode`.
+fn token_file(path: &std::path::Path, token: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(path, format!("{token}\n")).expect("token file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A v1 agent in `dir` with no token on its command line (`--token ""`) and `env`.
+fn tokenless_agent(world: &World, dir: &str, env: &[(&str, &str)]) -> Agent {
+    Agent::start_at(
+        &world.sandbox.join(dir),
+        &world.server.url,
+        "",
+        &world.trust,
+        &e2e::agent_at_version(VERSION),
+        "stable",
+        &[],
+        env,
+    )
+}
+
+#[test]
+fn the_worker_token_comes_from_a_private_file_or_a_systemd_credential() {
+    let world = World::new();
+    let token = world.server.worker_token.clone();
+    // WORKER_TOKEN_FILE, mode 0600: registered and serving; the token is in no command line.
+    let file = world.sandbox.join("secrets/worker.token");
+    token_file(&file, &token, 0o600);
+    let from_file = tokenless_agent(
+        &world,
+        "from-file",
+        &[("WORKER_TOKEN_FILE", &file.to_string_lossy())],
+    );
+    from_file.wait_until(
+        "serving with the file's token",
+        Duration::from_secs(60),
+        |a| a.serves_version(VERSION),
+    );
+    let worker_pid = from_file.ready().expect("ready")["pid"].to_string();
+    for pid in [from_file.supervisor_pid().to_string(), worker_pid] {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&token),
+            "the token is on the command line of {pid}"
+        );
+    }
+    // systemd LoadCredential=: $CREDENTIALS_DIRECTORY/worker-token, mode 0400.
+    let credentials = world.sandbox.join("credentials");
+    token_file(&credentials.join("worker-token"), &token, 0o400);
+    let from_credential = tokenless_agent(
+        &world,
+        "from-credential",
+        &[("CREDENTIALS_DIRECTORY", &credentials.to_string_lossy())],
+    );
+    from_credential.wait_until(
+        "serving with the credential",
+        Duration::from_secs(60),
+        |a| a.serves_version(VERSION),
+    );
+
+    // A token file group and others can read: refused like a key file, exit 78, one line.
+    let open = world.sandbox.join("secrets/open.token");
+    token_file(&open, &token, 0o644);
+    let mut refused = tokenless_agent(
+        &world,
+        "open-file",
+        &[("WORKER_TOKEN_FILE", &open.to_string_lossy())],
+    );
+    assert_eq!(exit_code(&mut refused, "a 0644 token file"), Some(78));
+    let log = refused.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, not {lines:#?}");
+    assert!(
+        lines[0].contains("WORKER_TOKEN_FILE")
+            && lines[0].contains("mode 644")
+            && lines[0].contains("chmod 600"),
+        "{}",
+        lines[0]
+    );
+    assert!(!log.contains(&token), "the token is not printed: {log}");
+}
