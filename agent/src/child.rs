@@ -30,7 +30,7 @@ pub async fn run_child(config: AgentConfig) -> i32 {
     match run(config).await {
         Ok(code) => code,
         Err(message) => {
-            tracing::error!(%message, "worker failed to start");
+            tracing::error!(error = %message, "worker failed to start");
             eprintln!("worker-agent: error: {message}");
             1
         }

@@ -1,5 +1,6 @@
 //! The entry points behind the command line.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,11 +88,22 @@ async fn one_shot_updater(config: AgentConfig) -> Result<(Updater, StateDir), St
     Ok((updater, state))
 }
 
-/// `worker-agent update check`: what would happen, without changing anything but the accepted
-/// serial.
+/// `worker-agent update check`: what would happen, changing nothing on disk. The updater runs
+/// on a scratch copy of the state directory (dropped afterwards), so the serial it accepts,
+/// a root it follows, a worker id it creates never reach the agent's own state.
 pub async fn check(mut config: AgentConfig) -> i32 {
     config.no_auto_update = true;
     config.long_poll = false;
+    let scratch = match scratch_copy(&config.state_dir) {
+        Ok(scratch) => scratch,
+        Err(error) => {
+            return fail(&format!(
+                "cannot copy {} to a scratch directory: {error}",
+                config.state_dir.display()
+            ))
+        }
+    };
+    config.state_dir = scratch.path().to_owned();
     let (mut updater, _) = match one_shot_updater(config).await {
         Ok(pair) => pair,
         Err(message) => return fail(&message),
@@ -110,7 +122,7 @@ pub async fn apply(mut config: AgentConfig) -> i32 {
     config.force_update = true;
     config.long_poll = false;
     config.no_auto_update = false;
-    config.auto_update_env = "1".to_owned();
+    config.auto_update_env = true;
     let state = match StateDir::open(&config.state_dir) {
         Ok(state) => state,
         Err(error) => return fail(&error.to_string()),
@@ -180,32 +192,24 @@ pub fn rollback(config: &AgentConfig) -> i32 {
     0
 }
 
-/// `worker-agent update status`.
-pub fn status(config: &AgentConfig) -> i32 {
-    let state = match StateDir::open(&config.state_dir) {
-        Ok(state) => state,
-        Err(error) => return fail(&error.to_string()),
+/// A temporary copy of the files of `state_dir` the updater reads (a missing directory gives
+/// an empty one: what a first start would see). The lock, the outbox and `ready.json` stay out.
+fn scratch_copy(state_dir: &Path) -> std::io::Result<tempfile::TempDir> {
+    let scratch = tempfile::Builder::new()
+        .prefix("worker-agent-check-")
+        .tempdir()?;
+    let entries = match std::fs::read_dir(state_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(scratch),
+        Err(error) => return Err(error),
     };
-    let trust = state.load_trust(&config.root, &config.channel).ok();
-    let pending = state.pending().ok().flatten();
-    let counters = state.counters().unwrap_or_default();
-    let value = serde_json::json!({
-        "version": VERSION,
-        "worker_id": state.worker_id().ok(),
-        "install_path": resolve_install_path(config).ok(),
-        "channel": config.channel,
-        "auto_update": config.auto_update(),
-        "root_version": trust.as_ref().map(|t| t.root.signed.version),
-        "accepted_serial": trust.as_ref().and_then(|t| t.accepted_serial),
-        "highest_version_seen": trust.as_ref().and_then(|t| t.highest_version_seen.as_ref().map(ToString::to_string)),
-        "quarantined": trust.as_ref().map(|t| t.quarantined.iter().map(ToString::to_string).collect::<Vec<_>>()),
-        "pending": pending.map(|p| serde_json::json!({"to_version": p.to_version.to_string(), "staged": p.staged_path, "correlation_id": p.correlation_id})),
-        "lock_holder": state.try_lock().ok().flatten().is_none().then(|| state.lock_holder()).flatten(),
-        "counters": counters,
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    );
-    0
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let skipped = ["update.lock", crate::handover::READY_FILE];
+        if entry.file_type()?.is_file() && !skipped.iter().any(|s| name == *s) {
+            std::fs::copy(entry.path(), scratch.path().join(&name))?;
+        }
+    }
+    Ok(scratch)
 }

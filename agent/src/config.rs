@@ -1,4 +1,6 @@
 //! Configuration of `worker-agent run`: flags, each also from the environment or a `.env` file.
+//! Booleans and durations parse strictly, in the syntax every binary shares (`config_syntax`):
+//! a `*_SECS` value is plain seconds or `30s`, `5m`, `2h`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,9 +17,21 @@ pub struct AgentConfig {
     /// Channel to follow (`canary`, `stable`, ...).
     #[arg(long, env = "UPDATE_CHANNEL", default_value = "stable")]
     pub channel: String,
-    /// Worker token for the update server (`Authorization: Bearer`).
-    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    /// Worker token for the update server (`Authorization: Bearer`). Prefer `--token-file`
+    /// (or systemd `LoadCredential=worker-token:...`): a token here is visible in the process
+    /// list.
+    #[arg(
+        long,
+        env = "WORKER_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub token: String,
+    /// A file holding the worker token (refused when group or others can read it). Unset, and
+    /// no `--token`: `$CREDENTIALS_DIRECTORY/worker-token` (systemd `LoadCredential=`) if present.
+    #[arg(long, env = "WORKER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// The trusted root installed with the agent; used only until the state directory holds a
     /// newer verified root.
     #[arg(long, env = "TRUSTED_ROOT")]
@@ -28,9 +42,10 @@ pub struct AgentConfig {
     /// Never update (still report the running version). `AUTO_UPDATE=0` does the same.
     #[arg(long)]
     pub no_auto_update: bool,
-    /// `AUTO_UPDATE` from the environment (`0`/`false`/`no`/`off` disables updates).
-    #[arg(long, env = "AUTO_UPDATE", default_value = "1", hide = true)]
-    pub auto_update_env: String,
+    /// `AUTO_UPDATE` from the environment, a boolean (`0`/`false`/`no`/`off` disables
+    /// updates; anything but a boolean is a configuration error).
+    #[arg(long, env = "AUTO_UPDATE", default_value = "1", hide = true, value_parser = config_syntax::parse_bool)]
+    pub auto_update_env: bool,
     /// Check and apply now, once, ignoring cohort, jitter and busy deferral (never the signature
     /// chain); later checks, and the version it installs, run unforced.
     #[arg(long)]
@@ -38,29 +53,29 @@ pub struct AgentConfig {
     /// Keep serving tasks while a verified channel statement's signed `minimum_version` is
     /// above this version (default: refuse new tasks until updated). Either way the agent runs
     /// and installs the channel's release. `--force-start` is the older name.
-    #[arg(long, visible_alias = "force-start", env = "SERVE_BELOW_MINIMUM", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, visible_alias = "force-start", env = "SERVE_BELOW_MINIMUM", value_parser = config_syntax::parse_bool)]
     pub serve_below_minimum: bool,
     /// How long a new version must stay up, once ready, before it is kept.
-    #[arg(long, env = "PROBATION_SECS", default_value_t = 30)]
+    #[arg(long, env = "PROBATION_SECS", default_value_t = 30, value_parser = config_syntax::parse_secs)]
     pub probation_secs: u64,
     /// How long a new version gets to become ready (task API bound; the update server's answer
     /// is not awaited) before it is rolled back.
-    #[arg(long, env = "READY_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "READY_TIMEOUT_SECS", default_value_t = 60, value_parser = config_syntax::parse_secs)]
     pub ready_timeout_secs: u64,
     /// Poll with long polls (`wait=`) instead of plain polls every `poll_interval_s`.
-    #[arg(long, env = "UPDATE_LONG_POLL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "UPDATE_LONG_POLL", default_value_t = true, action = clap::ArgAction::Set, value_parser = config_syntax::parse_bool)]
     pub long_poll: bool,
     /// Override the poll interval the server suggests (seconds).
-    #[arg(long, env = "UPDATE_POLL_INTERVAL_SECS")]
+    #[arg(long, env = "UPDATE_POLL_INTERVAL_SECS", value_parser = config_syntax::parse_secs)]
     pub poll_interval_secs: Option<u64>,
     /// Longest time to defer an update while tasks run; after it, apply only if forced or urgent.
-    #[arg(long, env = "UPDATE_MAX_DEFERRAL_SECS", default_value_t = 7200)]
+    #[arg(long, env = "UPDATE_MAX_DEFERRAL_SECS", default_value_t = 7200, value_parser = config_syntax::parse_secs)]
     pub max_deferral_secs: u64,
     /// Downloads slower than this (bytes/s, over 10 s windows) are aborted and retried.
     #[arg(long, env = "UPDATE_MIN_RATE_BYTES", default_value_t = 10 * 1024)]
     pub min_rate_bytes: u64,
     /// Connect timeout for update-server requests (seconds).
-    #[arg(long, env = "UPDATE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "UPDATE_CONNECT_TIMEOUT_SECS", default_value_t = 10, value_parser = config_syntax::parse_secs)]
     pub connect_timeout_secs: u64,
     /// PEM file of CA certificates to trust for the update server and artifact mirrors, in
     /// addition to the system's: for a server whose certificate an internal CA issued. A
@@ -69,12 +84,12 @@ pub struct AgentConfig {
     #[arg(long = "ca-bundle", env = "UPDATE_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
     /// Longest silence while reading a response (seconds).
-    #[arg(long, env = "UPDATE_READ_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "UPDATE_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = config_syntax::parse_secs)]
     pub read_timeout_secs: u64,
     /// First pause (seconds) after a refused channel answer, and how long an artifact source
     /// that served bad bytes is avoided at first; each doubles on every new refusal, up to 60
     /// times this (the default: 1 minute doubling to 1 hour).
-    #[arg(long, env = "UPDATE_RETRY_BACKOFF_SECS", default_value_t = 60)]
+    #[arg(long, env = "UPDATE_RETRY_BACKOFF_SECS", default_value_t = 60, value_parser = config_syntax::parse_secs)]
     pub retry_backoff_secs: u64,
     /// Download attempts (resuming each time) before an update attempt fails.
     #[arg(long, env = "UPDATE_DOWNLOAD_ATTEMPTS", default_value_t = 5)]
@@ -93,11 +108,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Whether automatic updates are on.
     pub fn auto_update(&self) -> bool {
-        let disabled = matches!(
-            self.auto_update_env.trim().to_ascii_lowercase().as_str(),
-            "0" | "false" | "no" | "off"
-        );
-        !(self.no_auto_update || disabled)
+        self.auto_update_env && !self.no_auto_update
     }
 
     /// Probation as a duration.

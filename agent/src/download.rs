@@ -57,7 +57,7 @@ pub async fn download(
                     .backoff
                     .saturating_mul(1 << (attempt - 1).min(5))
                     .min(Duration::from_secs(30));
-                tracing::warn!(attempt, reason = %failure.reason, error = %failure.message, ?backoff, "download attempt failed; retrying");
+                tracing::warn!(attempt, reason = %failure.reason, error = %failure.message, backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "download attempt failed; retrying");
                 last = failure;
                 tokio::time::sleep(backoff).await;
             }
@@ -112,7 +112,7 @@ async fn attempt_once(transfer: &Transfer<'_>) -> Result<(), UpdateFailure> {
         .map_err(|_| {
             UpdateFailure::retryable(
                 FailureReason::Timeout,
-                format!("{what}: no answer in {:?}", options.read_timeout),
+                format!("{what}: no answer in {} s", options.read_timeout.as_secs()),
             )
         })?
         .map_err(network)?;
@@ -153,7 +153,7 @@ async fn attempt_once(transfer: &Transfer<'_>) -> Result<(), UpdateFailure> {
             .map_err(|_| {
                 UpdateFailure::retryable(
                     FailureReason::Timeout,
-                    format!("{what}: no data for {:?}", options.read_timeout),
+                    format!("{what}: no data for {} s", options.read_timeout.as_secs()),
                 )
             })?;
         let Some(chunk) = next else { break };
@@ -176,7 +176,8 @@ async fn attempt_once(transfer: &Transfer<'_>) -> Result<(), UpdateFailure> {
                 return Err(UpdateFailure::retryable(
                     FailureReason::TooSlow,
                     format!(
-                        "{what}: {rate:.0} B/s over {elapsed:?}, minimum {} B/s",
+                        "{what}: {rate:.0} B/s over {:.1} s, minimum {} B/s",
+                        elapsed.as_secs_f64(),
                         options.min_rate
                     ),
                 ));

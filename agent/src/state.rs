@@ -168,6 +168,26 @@ impl StateDir {
         })
     }
 
+    /// Opens an existing state directory without creating or changing anything (operator
+    /// commands that only read): a missing directory is an error.
+    pub fn existing(dir: &Path) -> Result<Self> {
+        let metadata = fs::metadata(dir).map_err(io(dir))?;
+        if !metadata.is_dir() {
+            return Err(io(dir)(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        Ok(StateDir {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The stored trust state, if any, as it is on disk (no root file consulted, nothing saved).
+    pub fn stored_trust(&self) -> Result<Option<TrustState>> {
+        read_json(&self.file(TRUST_FILE))
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir

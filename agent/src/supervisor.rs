@@ -53,6 +53,15 @@ pub fn resolve_install_path(config: &AgentConfig) -> std::io::Result<PathBuf> {
 /// [`Supervisor::stopping`]).
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// How a worker ended, for the log: `exit status: 1`, `signal: 9 (SIGKILL)`, or why waiting
+/// for it failed (never Rust's debug form).
+fn exit_description(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("cannot wait for it: {error}"),
+    }
+}
+
 /// The command-line flag that forces one update (see `AgentConfig::force_update`).
 const FORCE_UPDATE_FLAG: &str = "--force-update";
 
@@ -172,7 +181,7 @@ pub(crate) async fn judge<H: Handover>(
                     "probation passed; update committed"
                 );
                 let duration_ms = finish_update(state, &pending, Outcome::Success, None);
-                tracing::info!(outcome = %Outcome::Success, reason = "", detail = ?None::<&str>, duration_ms, "update finished");
+                tracing::info!(outcome = %Outcome::Success, reason = "", detail = "", duration_ms, "update finished");
                 Verdict::Committed(worker)
             }
             Err(error) => {
@@ -235,7 +244,7 @@ fn end<W>(
     detail: Option<&str>,
 ) -> Verdict<W> {
     let duration_ms = finish_update(state, pending, outcome, Some(reason));
-    tracing::info!(%outcome, %reason, detail = ?detail, duration_ms, "update finished");
+    tracing::info!(%outcome, %reason, detail = detail.unwrap_or_default(), duration_ms, "update finished");
     Verdict::Ended { outcome, reason }
 }
 
@@ -314,7 +323,7 @@ impl Supervisor {
                     if started.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_secs(1);
                     }
-                    tracing::error!(status = ?status, ?backoff, "worker exited; restarting it");
+                    tracing::error!(status = %exit_description(&status), backoff_s = backoff.as_secs(), "worker exited; restarting it");
                     self.pause(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -377,7 +386,7 @@ impl Supervisor {
             command.env(PROBATION_ENV, version);
         }
         let child = command.spawn()?;
-        tracing::info!(pid = ?child.id(), program = %program.display(), probation = ?probation_of, "worker started");
+        tracing::info!(pid = child.id().unwrap_or_default(), program = %program.display(), probation = probation_of.unwrap_or_default(), "worker started");
         Ok(child)
     }
 

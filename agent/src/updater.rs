@@ -261,7 +261,7 @@ impl Updater {
             .and_then(|l| l.channel.as_ref().zip(l.release.as_ref()))
         {
             Some((channel, release)) => format!(
-                "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {:?}",
+                "running {}; channel {} serial {} offers {} at {}%{}; accepted serial now {}",
                 self.session.version,
                 channel.signed.channel,
                 channel.signed.serial,
@@ -272,7 +272,9 @@ impl Updater {
                 } else {
                     ""
                 },
-                self.trust.accepted_serial
+                self.trust
+                    .accepted_serial
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string())
             ),
             None => format!(
                 "running {}; channel {} offers nothing yet",

@@ -168,14 +168,7 @@ impl PrivateKey {
 
     /// Loads a private key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self> {
-        let metadata = fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::KeyPermissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
+        check_secret_file(path)?;
         let text = Zeroizing::new(fs::read(path).map_err(|e| Error::io(path, e))?);
         let file: PrivateKeyFile = serde_json::from_slice(&text).map_err(|source| Error::Json {
             what: path.display().to_string(),
@@ -234,4 +227,18 @@ impl PrivateKey {
         fs::write(&pub_path, public).map_err(|e| Error::io(&pub_path, e))?;
         Ok((key_path, pub_path))
     }
+}
+
+/// Refuses a secret file (a private key, a token file) that group or others can access
+/// ([`Error::KeyPermissions`], with its mode): the one check every secret file passes.
+pub fn check_secret_file(path: &Path) -> Result<()> {
+    let metadata = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyPermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }

@@ -38,7 +38,7 @@ pub use documents::{
     Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
-pub use keys::{keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
+pub use keys::{check_secret_file, keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
 pub use role::{Key, Role};
 pub use root::{follow_root_chain, verify_rotation, RoleName, Roles, Root};
 pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX, MAX_EXACT_INTEGER};

@@ -44,26 +44,13 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Parses a duration such as `90s`, `15m`, `24h`, `30d` or `52w` into seconds.
+/// Parses a duration into seconds, in the one syntax every binary shares
+/// ([`config_syntax::parse_duration`]: plain seconds, or `90s`, `15m`, `24h`, `30d`, `52w`).
 pub fn parse_duration_secs(text: &str) -> Result<i64> {
-    let bad = || {
-        Error::malformed(
-            "duration",
-            format!("{text:?} (expected e.g. 90s, 15m, 24h, 30d, 52w)"),
-        )
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().map_err(|_| bad())?;
-    let unit_secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    number.checked_mul(unit_secs).ok_or_else(bad)
+    config_syntax::parse_secs(text)
+        .map_err(|e| e.to_string())
+        .and_then(|secs| i64::try_from(secs).map_err(|_| format!("`{text}` is too long")))
+        .map_err(|detail| Error::malformed("duration", detail))
 }
 
 #[cfg(test)]
@@ -90,5 +77,6 @@ mod tests {
         assert_eq!(parse_duration_secs("90s").ok(), Some(90));
         assert!(parse_duration_secs("1y").is_err());
         assert!(parse_duration_secs("h").is_err());
+        assert_eq!(parse_duration_secs("90").ok(), Some(90));
     }
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real binaries, real files, real keys. One test binary (like ripgrep's),
 //! one module per area.
 
+mod agent_commands;
+mod agent_config;
 mod agent_crash;
 mod agent_download;
 mod agent_network;

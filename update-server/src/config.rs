@@ -1,4 +1,5 @@
-//! Configuration of `update-server serve`: flags, each also settable by environment.
+//! Configuration of `update-server serve`: flags, each also settable by environment. Durations
+//! are in the syntax every binary shares (`config_syntax::parse_duration`: `30`, `30s`, `5m`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ pub struct ServeConfig {
     #[arg(long, env = "UPDATE_SERVER_WORKER_TOKEN_FILE")]
     pub worker_token_file: PathBuf,
     /// How long a version must have been on the canary channel before it may be promoted to stable.
-    #[arg(long, env = "UPDATE_SERVER_SOAK", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_SOAK", default_value = "1h", value_parser = config_syntax::parse_duration)]
     pub soak: Duration,
     /// Highest canary failure rate (failed + rolled back workers / workers that tried) that still
     /// allows promotion to stable.
@@ -39,16 +40,16 @@ pub struct ServeConfig {
     )]
     pub promote_max_failure_rate: f64,
     /// Lifetime of a signed channel statement.
-    #[arg(long, env = "UPDATE_SERVER_STATEMENT_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_STATEMENT_TTL", default_value = "24h", value_parser = config_syntax::parse_duration)]
     pub statement_ttl: Duration,
     /// Re-sign a statement when less than this is left before it expires (default: a quarter of the TTL).
-    #[arg(long, env = "UPDATE_SERVER_RESIGN_BEFORE", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_RESIGN_BEFORE", value_parser = config_syntax::parse_duration)]
     pub resign_before: Option<Duration>,
     /// Poll interval suggested to agents.
-    #[arg(long, env = "UPDATE_SERVER_POLL_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_POLL_INTERVAL", default_value = "60s", value_parser = config_syntax::parse_duration)]
     pub poll_interval: Duration,
     /// Longest a long poll (`wait=`) is held.
-    #[arg(long, env = "UPDATE_SERVER_LONG_POLL_MAX", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_LONG_POLL_MAX", default_value = "60s", value_parser = config_syntax::parse_duration)]
     pub long_poll_max: Duration,
     /// Auto-halt a channel when this many distinct workers failed or rolled back its release.
     #[arg(long, env = "UPDATE_SERVER_AUTO_HALT_FAILURES", default_value_t = 3)]
@@ -61,7 +62,7 @@ pub struct ServeConfig {
     #[arg(long, env = "UPDATE_SERVER_AUTO_HALT_MIN_TRIED", default_value_t = 5)]
     pub auto_halt_min_tried: u64,
     /// A worker not seen for this long counts as stale in the fleet figures.
-    #[arg(long, env = "UPDATE_SERVER_STALE_AFTER", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_STALE_AFTER", default_value = "15m", value_parser = config_syntax::parse_duration)]
     pub stale_after: Duration,
     /// Largest artifact accepted for upload.
     #[arg(long, env = "UPDATE_SERVER_MAX_ARTIFACT_BYTES", default_value_t = 4 << 30)]
@@ -74,7 +75,7 @@ pub struct ServeConfig {
     #[arg(long, env = "UPDATE_SERVER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// How long in-flight requests get to finish on shutdown.
-    #[arg(long, env = "UPDATE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "UPDATE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = config_syntax::parse_duration)]
     pub drain_timeout: Duration,
 }
 
@@ -83,19 +84,4 @@ impl ServeConfig {
     pub fn resign_margin(&self) -> Duration {
         self.resign_before.unwrap_or(self.statement_ttl / 4)
     }
-}
-
-/// Parses `90s`, `15m`, `24h`, `7d`, `2w` (and `500ms` for tests).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 90s, 15m, 24h, 7d)"));
-    }
-    manifests::parse_duration_secs(text)
-        .ok()
-        .and_then(|secs| u64::try_from(secs).ok())
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is not a duration (e.g. 90s, 15m, 24h, 7d)"))
 }

@@ -112,18 +112,7 @@ fn read_token_file(path: &Path, kind: &str) -> Result<Vec<(String, Vec<u8>)>, St
 
 /// Why a token is refused, if it is a placeholder or too weak.
 pub fn placeholder_problem(token: &str) -> Option<String> {
-    let lower = token.to_ascii_lowercase();
-    let placeholders = [
-        "change_me",
-        "changeme",
-        "change-me",
-        "placeholder",
-        "default",
-        "example",
-        "xxxx",
-        "your-token",
-    ];
-    if let Some(word) = placeholders.iter().find(|p| lower.contains(*p)) {
+    if let Some(word) = config_syntax::placeholder_word(token) {
         return Some(format!(
             "the token looks like a placeholder (contains {word:?})"
         ));

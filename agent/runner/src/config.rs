@@ -47,7 +47,7 @@ fn parse_encoding_type(text: &str) -> Result<EncodingType, String> {
     match text.trim().to_ascii_uppercase().as_str() {
         "CPU" => Ok(EncodingType::Cpu),
         "GPU" => Ok(EncodingType::Gpu),
-        other => Err(format!("ENCODING_TYPE must be CPU or GPU, not {other:?}")),
+        other => Err(format!("ENCODING_TYPE must be CPU or GPU, not `{other}`")),
     }
 }
 
@@ -82,13 +82,13 @@ pub struct LimitArgs {
     )]
     pub source_allowed_hosts: Vec<String>,
     /// Connect timeout of source downloads (seconds).
-    #[arg(long, env = "SOURCE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "SOURCE_CONNECT_TIMEOUT_SECS", default_value_t = 10, value_parser = config_syntax::parse_secs)]
     pub source_connect_timeout_secs: u64,
     /// Longest silence while downloading a source (seconds).
-    #[arg(long, env = "SOURCE_READ_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "SOURCE_READ_TIMEOUT_SECS", default_value_t = 60, value_parser = config_syntax::parse_secs)]
     pub source_read_timeout_secs: u64,
     /// Longest run of a task's tools, download included ("Script timeout after N seconds").
-    #[arg(long, env = "EXTERNAL_SCRIPT_TIMEOUT_SECONDS", default_value_t = 18000)]
+    #[arg(long, env = "EXTERNAL_SCRIPT_TIMEOUT_SECONDS", default_value_t = 18000, value_parser = config_syntax::parse_secs)]
     pub external_script_timeout_seconds: u64,
 }
 
@@ -170,7 +170,7 @@ pub struct RunnerConfig {
     pub cleanup_interval_hours: u64,
     /// Heartbeat period; also the base of the reconnect loop (health check period, backoff
     /// base, capped at 20 periods).
-    #[arg(long, env = "RUNNER_HEARTBEAT_SECS", default_value_t = 15)]
+    #[arg(long, env = "RUNNER_HEARTBEAT_SECS", default_value_t = 15, value_parser = config_syntax::parse_secs)]
     pub runner_heartbeat_secs: u64,
     /// Retries of a failed completion callback.
     #[arg(long, env = "COMPLETION_RETRIES", default_value_t = 5)]
@@ -179,7 +179,7 @@ pub struct RunnerConfig {
     #[arg(long, env = "COMPLETION_RETRY_BASE_SECS", default_value_t = 60.0)]
     pub completion_retry_base_secs: f64,
     /// On shutdown, how long running tasks may finish before they are stopped.
-    #[arg(long, env = "RUNNER_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "RUNNER_DRAIN_TIMEOUT_SECS", default_value_t = 30, value_parser = config_syntax::parse_secs)]
     pub runner_drain_timeout_secs: u64,
     /// Media tools.
     #[command(flatten)]
@@ -227,9 +227,10 @@ impl RunnerConfig {
                 "RUNNER_TOKEN is not set: the Manager and the runner must share a token".to_owned(),
             ));
         }
-        if token == "default-runner-token" || token.contains("CHANGE_ME") {
+        // The message never repeats the token: it is a secret, and this line goes to the log.
+        if let Some(word) = config_syntax::placeholder_word(token) {
             return Err(ConfigError(format!(
-                "RUNNER_TOKEN {token:?} is a placeholder: set a real secret token"
+                "RUNNER_TOKEN is a placeholder (it contains `{word}`): set a real secret token"
             )));
         }
         Ok(token.to_owned())
@@ -275,15 +276,15 @@ impl RunnerConfig {
         self.checked_token()?;
         let manager = self.manager_base().unwrap_or_default();
         let parsed = reqwest::Url::parse(&manager)
-            .map_err(|e| ConfigError(format!("MANAGER_URL {manager:?} is not a URL: {e}")))?;
+            .map_err(|e| ConfigError(format!("MANAGER_URL `{manager}` is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ConfigError(format!(
-                "MANAGER_URL {manager:?} must be http(s)"
+                "MANAGER_URL `{manager}` must be http(s)"
             )));
         }
         if !matches!(self.runner_protocol.as_str(), "http" | "https") {
             return Err(ConfigError(format!(
-                "RUNNER_PROTOCOL must be http or https, not {:?}",
+                "RUNNER_PROTOCOL must be http or https, not `{}`",
                 self.runner_protocol
             )));
         }
@@ -293,7 +294,7 @@ impl RunnerConfig {
             })
         {
             return Err(ConfigError(format!(
-                "RUNNER_HOST {:?} must be a bare host name",
+                "RUNNER_HOST `{}` must be a bare host name",
                 self.runner_host
             )));
         }
@@ -302,7 +303,7 @@ impl RunnerConfig {
             .is_match(&self.runner_protocol_version)
         {
             return Err(ConfigError(format!(
-                "RUNNER_PROTOCOL_VERSION {:?} is not MAJOR.MINOR[.PATCH]",
+                "RUNNER_PROTOCOL_VERSION `{}` is not MAJOR.MINOR[.PATCH]",
                 self.runner_protocol_version
             )));
         }
@@ -332,7 +333,7 @@ pub fn parse_task_types(text: &str, instances: usize) -> Result<Vec<Vec<TaskType
     if let Some(inner) = body.strip_prefix('[') {
         body = inner
             .strip_suffix(']')
-            .ok_or_else(|| ConfigError(format!("RUNNER_TASK_TYPES {text:?}: '[' without ']'")))?;
+            .ok_or_else(|| ConfigError(format!("RUNNER_TASK_TYPES `{text}`: '[' without ']'")))?;
     }
     let group = regex::Regex::new(r"^\s*(\d+)\s*[xX]\s*\(([^()]*)\)\s*(,|$)").expect("valid regex");
     let mut instances = Vec::new();
@@ -340,15 +341,15 @@ pub fn parse_task_types(text: &str, instances: usize) -> Result<Vec<Vec<TaskType
     while !rest.is_empty() {
         let captures = group.captures(rest).ok_or_else(|| {
             ConfigError(format!(
-                "RUNNER_TASK_TYPES {text:?}: expected groups like 2x(encoding,studio) at {rest:?}"
+                "RUNNER_TASK_TYPES `{text}`: expected groups like 2x(encoding,studio) at `{rest}`"
             ))
         })?;
         let count: usize = captures[1]
             .parse()
-            .map_err(|_| ConfigError(format!("RUNNER_TASK_TYPES {text:?}: bad multiplier")))?;
+            .map_err(|_| ConfigError(format!("RUNNER_TASK_TYPES `{text}`: bad multiplier")))?;
         if count == 0 {
             return Err(ConfigError(format!(
-                "RUNNER_TASK_TYPES {text:?}: multipliers must be at least 1"
+                "RUNNER_TASK_TYPES `{text}`: multipliers must be at least 1"
             )));
         }
         let types = parse_type_list(&captures[2])?;
@@ -358,7 +359,7 @@ pub fn parse_task_types(text: &str, instances: usize) -> Result<Vec<Vec<TaskType
     }
     if instances.is_empty() {
         return Err(ConfigError(format!(
-            "RUNNER_TASK_TYPES {text:?} has no group"
+            "RUNNER_TASK_TYPES `{text}` has no group"
         )));
     }
     Ok(instances)
@@ -369,7 +370,7 @@ fn parse_type_list(text: &str) -> Result<Vec<TaskType>, ConfigError> {
     for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let task_type = TaskType::parse(name).ok_or_else(|| {
             ConfigError(format!(
-                "RUNNER_TASK_TYPES: unknown task type {name:?} (known: encoding, studio, transcription)"
+                "RUNNER_TASK_TYPES: unknown task type `{name}` (known: encoding, studio, transcription)"
             ))
         })?;
         if !types.contains(&task_type) {
@@ -378,7 +379,7 @@ fn parse_type_list(text: &str) -> Result<Vec<TaskType>, ConfigError> {
     }
     if types.is_empty() {
         return Err(ConfigError(format!(
-            "RUNNER_TASK_TYPES {text:?} names no task type"
+            "RUNNER_TASK_TYPES `{text}` names no task type"
         )));
     }
     Ok(types)
@@ -412,7 +413,7 @@ mod tests {
             "",
             "video",
         ] {
-            assert!(parse_task_types(bad, 1).is_err(), "{bad:?}");
+            assert!(parse_task_types(bad, 1).is_err(), "`{bad}`");
         }
         assert!(parse_task_types("encoding", 0).is_err());
     }

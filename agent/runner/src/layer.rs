@@ -98,7 +98,7 @@ pub async fn start(
                 plan.index
             ))
         })?;
-        tracing::info!(runner_id = %instance.runner_id, %address, task_types = ?instance.task_types, "runner instance listening");
+        tracing::info!(runner_id = %instance.runner_id, %address, task_types = %instance.task_types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","), "runner instance listening");
         tokio::spawn({
             let app = api::router(instance.clone());
             let stop = servers.clone();

@@ -210,7 +210,7 @@ fn agent_config(
         .config;
     // The simulation is about updating: whatever the environment says.
     config.no_auto_update = false;
-    config.auto_update_env = "1".to_owned();
+    config.auto_update_env = true;
     config.force_update = false;
     Ok(config)
 }
