@@ -251,6 +251,56 @@ impl Server {
         self.url = url;
     }
 
+    /// Stops the server and starts it again on the same data directory (new port) with each
+    /// `(flag, value)` set: replaced when the flag is there, added otherwise (an empty value
+    /// adds a bare flag such as `--allow-weaker`).
+    pub fn restart_with(&mut self, set: &[(&str, &str)]) {
+        for (flag, value) in set {
+            match self.args.iter().position(|arg| arg == flag) {
+                Some(at) if !value.is_empty() => self.args[at + 1] = (*value).to_owned(),
+                Some(_) => {}
+                None => {
+                    self.args.push((*flag).to_owned());
+                    if !value.is_empty() {
+                        self.args.push((*value).to_owned());
+                    }
+                }
+            }
+        }
+        self.crash_and_restart();
+    }
+
+    /// Starts the server with extra `args` on the same data directory and returns what it
+    /// printed when it refused to start (exit status, log), or panics when it started.
+    pub fn refused_start(&self, args: &[&str]) -> String {
+        let mut all = self.args.clone();
+        all.extend(args.iter().map(ToString::to_string));
+        let mut child = Command::new(bin("update-server"))
+            .args(&all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run update-server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("reap");
+                panic!(
+                    "update-server started with {args:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let output = child.wait_with_output().expect("reap");
+        assert!(
+            !output.status.success(),
+            "update-server exited 0 with {args:?}"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// The server's log so far (JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

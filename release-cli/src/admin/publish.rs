@@ -76,6 +76,8 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         release.version,
         if status == 201 {
             "published"
+        } else if answer.get("resigned").and_then(Value::as_bool) == Some(true) {
+            "already published; its signatures replaced by these (re-signed)"
         } else {
             "already published, identical"
         },

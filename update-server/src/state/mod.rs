@@ -9,6 +9,7 @@
 
 mod channels;
 mod fleet;
+mod reconcile;
 mod releases;
 mod trust;
 
@@ -165,12 +166,7 @@ impl App {
             admin: tokio::sync::Mutex::new(()),
             config,
         };
-        for record in store.channels()? {
-            let channel = record.channel.clone();
-            if let Err(error) = app.install_view(record) {
-                tracing::error!(%channel, %error, "stored channel state unusable; channel not served");
-            }
-        }
+        app.load_channels()?;
         Ok(app)
     }
 

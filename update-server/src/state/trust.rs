@@ -105,6 +105,16 @@ impl Trust {
         })
     }
 
+    /// Every root of the chain, newest first (each was verified when it was added).
+    pub(super) fn roots_newest_first(&self) -> Vec<Root> {
+        self.chain
+            .values()
+            .rev()
+            .filter_map(|body| Signed::<Root>::from_slice(body).ok())
+            .map(|doc| doc.signed)
+            .collect()
+    }
+
     /// Refuses a channel key the current root does not authorise alone.
     pub(super) fn check_channel_key(
         &self,
@@ -178,6 +188,8 @@ impl App {
             trust.empty = empty_body(version, self.config.poll_interval);
         }
         self.rebuild_views();
+        self.recheck_releases();
+        self.resign_all_locked(actor).await;
         self.notify();
         tracing::info!(root_version = version, %actor, "root rotated");
         Ok(version)
