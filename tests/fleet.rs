@@ -251,30 +251,37 @@ impl Server {
         self.url = url;
     }
 
-    /// Stops the server and starts it again on the same data directory (new port) with each
-    /// `(flag, value)` set: replaced when the flag is there, added otherwise (an empty value
-    /// adds a bare flag such as `--allow-weaker`).
-    pub fn restart_with(&mut self, set: &[(&str, &str)]) {
+    /// The server's arguments with each `(flag, value)` set: replaced when the flag is there,
+    /// added otherwise (an empty value adds a bare flag such as `--allow-weaker`).
+    fn args_with(&self, set: &[(&str, &str)]) -> Vec<String> {
+        let mut args = self.args.clone();
         for (flag, value) in set {
-            match self.args.iter().position(|arg| arg == flag) {
-                Some(at) if !value.is_empty() => self.args[at + 1] = (*value).to_owned(),
+            match args.iter().position(|arg| arg == flag) {
+                Some(at) if !value.is_empty() => args[at + 1] = (*value).to_owned(),
                 Some(_) => {}
                 None => {
-                    self.args.push((*flag).to_owned());
+                    args.push((*flag).to_owned());
                     if !value.is_empty() {
-                        self.args.push((*value).to_owned());
+                        args.push((*value).to_owned());
                     }
                 }
             }
         }
+        args
+    }
+
+    /// Stops the server and starts it again on the same data directory (new port) with the
+    /// flags of [`Server::args_with`].
+    pub fn restart_with(&mut self, set: &[(&str, &str)]) {
+        self.args = self.args_with(set);
         self.crash_and_restart();
     }
 
-    /// Starts the server with extra `args` on the same data directory and returns what it
-    /// printed when it refused to start (exit status, log), or panics when it started.
-    pub fn refused_start(&self, args: &[&str]) -> String {
-        let mut all = self.args.clone();
-        all.extend(args.iter().map(ToString::to_string));
+    /// Starts a second server on the same data directory with the flags of
+    /// [`Server::args_with`] and returns its stderr once it refused to start; panics when it
+    /// started (or ran for 20 s).
+    pub fn refused_start(&self, set: &[(&str, &str)]) -> String {
+        let all = self.args_with(set);
         let mut child = Command::new(bin("update-server"))
             .args(&all)
             .stdout(Stdio::null())
@@ -287,7 +294,7 @@ impl Server {
                 let _ = child.kill();
                 let output = child.wait_with_output().expect("reap");
                 panic!(
-                    "update-server started with {args:?}: {}",
+                    "update-server started with {set:?}: {}",
                     String::from_utf8_lossy(&output.stderr)
                 );
             }
@@ -296,7 +303,7 @@ impl Server {
         let output = child.wait_with_output().expect("reap");
         assert!(
             !output.status.success(),
-            "update-server exited 0 with {args:?}"
+            "update-server exited 0 with {set:?}"
         );
         String::from_utf8_lossy(&output.stderr).into_owned()
     }

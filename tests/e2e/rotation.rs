@@ -4,7 +4,7 @@
 //! and the server refuses a channel key that is also an offline key.
 
 use e2e::world::World;
-use e2e::Run;
+use e2e::{Run, Sandbox};
 use manifests::{PrivateKey, Root, Signed};
 
 /// A world with stable at 1.1.0 (10 %) and canary at 1.1.0 (50 %), and an `admin.token` file.
@@ -106,6 +106,9 @@ fn a_channel_key_rotation_keeps_every_channel_served_and_serials_growing_across_
             "root.json",
             "--channel-key",
             "keys/channel-2.pub",
+            "--remove-key",
+            "keys/channel.pub",
+            "--allow-weaker",
             "--key",
             "keys/root.key",
             "--out",
@@ -122,7 +125,18 @@ fn a_channel_key_rotation_keeps_every_channel_served_and_serials_growing_across_
         world.sandbox.join("root-2.json"),
         world.sandbox.join("keys/channel-2.key"),
     );
+    let refused = world.server.refused_start(&[
+        ("--root", &root_path.to_string_lossy()),
+        ("--channel-key", &key_path.to_string_lossy()),
+    ]);
+    assert!(
+        refused.contains("weakens trust")
+            && refused.contains("channel: key")
+            && refused.contains("--allow-weaker"),
+        "a root that drops the old channel key needs --allow-weaker at start: {refused}"
+    );
     world.server.restart_with(&[
+        ("--allow-weaker", ""),
         ("--root", &root_path.to_string_lossy()),
         ("--channel-key", &key_path.to_string_lossy()),
     ]);
@@ -170,6 +184,9 @@ fn a_release_key_rotation_halts_the_channels_of_unresigned_releases_until_they_a
             "root.json",
             "--release-key",
             "keys/release-2.pub",
+            "--remove-key",
+            "keys/release.pub",
+            "--allow-weaker",
             "--key",
             "keys/root.key",
             "--out",
@@ -178,7 +195,12 @@ fn a_release_key_rotation_halts_the_channels_of_unresigned_releases_until_they_a
     )
     .success();
     // DEPLOYMENT.md: a release-key rotation is published live.
-    admin_cli(&world, "publish-root", &["root-2.json"]).success();
+    let refused = admin_cli(&world, "publish-root", &["root-2.json"]).failure();
+    assert!(
+        refused.contains("[weaker_root]") && refused.contains("release: key"),
+        "a root that drops a release key needs --allow-weaker: {refused}"
+    );
+    admin_cli(&world, "publish-root", &["--allow-weaker", "root-2.json"]).success();
     world.server.crash_and_restart();
 
     let stable = latest(&world, "stable");
@@ -217,4 +239,197 @@ fn a_release_key_rotation_halts_the_channels_of_unresigned_releases_until_they_a
         &["verify", "--root", "root-2.json", "release-1.1.0.json"],
     )
     .success();
+}
+
+/// A sandbox with keys root-1..3, release and channel, and the README's root: root-1 and
+/// root-2, 2 of 2.
+fn two_of_two_root() -> Sandbox {
+    let sb = Sandbox::new();
+    for name in ["root-1", "root-2", "root-3", "release", "channel"] {
+        sb.release_cli(&["keygen", "--out", "keys", "--name", name])
+            .success();
+    }
+    sb.release_cli(&[
+        "init-root",
+        "--root-key",
+        "keys/root-1.pub",
+        "--root-key",
+        "keys/root-2.pub",
+        "--root-threshold",
+        "2",
+        "--release-key",
+        "keys/release.pub",
+        "--channel-key",
+        "keys/channel.pub",
+        "--key",
+        "keys/root-1.key",
+        "--key",
+        "keys/root-2.key",
+        "--out",
+        "root.json",
+    ])
+    .success();
+    sb
+}
+
+fn sandbox_root(sb: &Sandbox, path: &str) -> Root {
+    Signed::<Root>::load(&sb.join(path)).expect("root").signed
+}
+
+fn sandbox_keyid(sb: &Sandbox, name: &str) -> String {
+    PrivateKey::load(&sb.join(&format!("keys/{name}.key")))
+        .expect("key")
+        .keyid()
+}
+
+#[test]
+fn rotate_root_keeps_keys_and_thresholds_and_needs_allow_weaker_to_lower_them() {
+    let sb = two_of_two_root();
+    let signers = ["--key", "keys/root-1.key", "--key", "keys/root-2.key"];
+    let rotate = |extra: &[&str]| {
+        let mut args = vec!["rotate-root"];
+        args.extend_from_slice(extra);
+        sb.release_cli(&args)
+    };
+
+    // The README's rotation adds root-3: the root stays 2 of N, the other roles unchanged.
+    let dry = rotate(&[
+        "--root",
+        "root.json",
+        "--root-key",
+        "keys/root-3.pub",
+        "--dry-run",
+    ])
+    .success();
+    let root_3 = sandbox_keyid(&sb, "root-3");
+    assert!(
+        dry.contains(&format!("root: key {root_3} added"))
+            && dry.contains("dry run: nothing written")
+            && !dry.contains("weaker"),
+        "{dry}"
+    );
+    assert!(!sb.join("root-2.json").exists(), "a dry run writes nothing");
+    let mut args = vec!["--root", "root.json", "--root-key", "keys/root-3.pub"];
+    args.extend_from_slice(&signers);
+    args.extend(["--out", "root-2.json"]);
+    let out = rotate(&args).success();
+    assert!(out.contains("rotation from 1 verified"), "{out}");
+    let (old, new) = (
+        sandbox_root(&sb, "root.json"),
+        sandbox_root(&sb, "root-2.json"),
+    );
+    assert_eq!(new.roles.root.threshold, 2, "the threshold is kept");
+    assert_eq!(new.roles.root.keyids.len(), 3);
+    assert_eq!(new.roles.release, old.roles.release);
+    assert_eq!(new.roles.channel, old.roles.channel);
+
+    // Lowering a threshold is refused without --allow-weaker, saying what changes.
+    let mut args = vec!["--root", "root-2.json", "--root-threshold", "1"];
+    args.extend_from_slice(&signers);
+    args.extend(["--out", "root-3.json"]);
+    let err = rotate(&args).failure();
+    assert!(
+        err.contains("root: threshold 2 -> 1 (lowered)") && err.contains("--allow-weaker"),
+        "{err}"
+    );
+    assert!(!sb.join("root-3.json").exists());
+
+    // So is removing a key; the dry run shows it as weaker.
+    let dry = rotate(&[
+        "--root",
+        "root-2.json",
+        "--remove-key",
+        "keys/root-3.pub",
+        "--dry-run",
+    ])
+    .success();
+    assert!(
+        dry.contains(&format!("root: key {root_3} removed (weaker)"))
+            && dry.contains("writing it needs --allow-weaker"),
+        "{dry}"
+    );
+    let mut args = vec!["--root", "root-2.json", "--remove-key", "keys/root-3.pub"];
+    args.extend_from_slice(&signers);
+    args.extend(["--out", "root-3.json"]);
+    let err = rotate(&args).failure();
+    assert!(
+        err.contains(&format!("root: key {root_3} removed")) && err.contains("--allow-weaker"),
+        "{err}"
+    );
+    assert!(!sb.join("root-3.json").exists());
+
+    // With --allow-weaker it is written and is a valid rotation.
+    args.extend(["--root-threshold", "1", "--allow-weaker"]);
+    let out = rotate(&args).success();
+    assert!(
+        out.contains("(weaker)") && out.contains("verified"),
+        "{out}"
+    );
+    let weaker = sandbox_root(&sb, "root-3.json");
+    assert_eq!(weaker.roles.root.threshold, 1);
+    assert_eq!(weaker.roles.root.keyids.len(), 2);
+    assert!(
+        !weaker.keys.contains_key(&root_3),
+        "an unused key leaves the root"
+    );
+    let ok = sb
+        .release_cli(&["verify", "--root", "root-2.json", "root-3.json"])
+        .success();
+    assert!(ok.contains("valid rotation"), "{ok}");
+}
+
+#[test]
+fn the_server_refuses_a_weaker_root_unless_publish_root_allows_it() {
+    let world = world_with_channels();
+    cli(&world, &["keygen", "--out", "keys", "--name", "root-2"]).success();
+    let stronger = [
+        "rotate-root",
+        "--root",
+        "root.json",
+        "--root-key",
+        "keys/root-2.pub",
+        "--root-threshold",
+        "2",
+        "--key",
+        "keys/root.key",
+        "--key",
+        "keys/root-2.key",
+        "--out",
+        "root-2.json",
+    ];
+    cli(&world, &stronger).success();
+    admin_cli(&world, "publish-root", &["root-2.json"]).success();
+    let weaker = [
+        "rotate-root",
+        "--root",
+        "root-2.json",
+        "--remove-key",
+        "keys/root-2.pub",
+        "--root-threshold",
+        "1",
+        "--allow-weaker",
+        "--key",
+        "keys/root.key",
+        "--key",
+        "keys/root-2.key",
+        "--out",
+        "root-3.json",
+    ];
+    cli(&world, &weaker).success();
+
+    let refused = admin_cli(&world, "publish-root", &["root-3.json"]).failure();
+    assert!(
+        refused.contains("[weaker_root]")
+            && refused.contains("root: threshold 2 -> 1 (lowered)")
+            && refused.contains("--allow-weaker"),
+        "{refused}"
+    );
+    assert_eq!(latest(&world, "stable")["root_version"], 2);
+
+    admin_cli(&world, "publish-root", &["--allow-weaker", "root-3.json"]).success();
+    let stable = latest(&world, "stable");
+    assert_eq!(stable["root_version"], 3);
+    verify_served(&world, "root-3.json", &stable, "stable");
+    let audit = admin_cli(&world, "audit", &["--json"]).success();
+    assert!(audit.contains("weaker (allowed)"), "{audit}");
 }

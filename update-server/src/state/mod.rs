@@ -131,7 +131,7 @@ impl App {
         std::fs::create_dir_all(artifacts_dir.join("incoming")).map_err(|e| {
             StartupError::Config(format!("cannot create {}: {e}", artifacts_dir.display()))
         })?;
-        let trust = Trust::load(&config.root, store.as_ref(), config.poll_interval)?;
+        let trust = Trust::load(&config, store.as_ref())?;
         let channel_key = PrivateKey::load(&config.channel_key)
             .map_err(|e| StartupError::Config(format!("channel key: {e}")))?;
         trust.check_channel_key(&channel_key, &config.channel_key)?;
