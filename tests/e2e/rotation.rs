@@ -433,3 +433,73 @@ fn the_server_refuses_a_weaker_root_unless_publish_root_allows_it() {
     let audit = admin_cli(&world, "audit", &["--json"]).success();
     assert!(audit.contains("weaker (allowed)"), "{audit}");
 }
+
+#[test]
+fn the_server_refuses_a_channel_key_that_is_also_a_root_or_release_key() {
+    let world = world_with_channels();
+    // Root 2 makes the channel key a release key too: refused live ...
+    cli(
+        &world,
+        &[
+            "rotate-root",
+            "--root",
+            "root.json",
+            "--release-key",
+            "keys/channel.pub",
+            "--key",
+            "keys/root.key",
+            "--out",
+            "root-2.json",
+        ],
+    )
+    .success();
+    let refused = admin_cli(&world, "publish-root", &["root-2.json"]).failure();
+    assert!(
+        refused.contains("[channel_key]")
+            && refused.contains("also a key of the release role of root version 2")
+            && refused.contains("offline key"),
+        "{refused}"
+    );
+    assert_eq!(latest(&world, "stable")["root_version"], 1);
+    // ... and at start.
+    let root_2 = world.sandbox.join("root-2.json");
+    let refused = world
+        .server
+        .refused_start(&[("--root", &root_2.to_string_lossy())]);
+    assert!(
+        refused.contains("also a key of the release role of root version 2")
+            && refused.contains("offline key"),
+        "{refused}"
+    );
+
+    // A root 1 whose root role holds the channel key: a new server refuses to start with it.
+    cli(
+        &world,
+        &[
+            "init-root",
+            "--root-key",
+            "keys/channel.pub",
+            "--release-key",
+            "keys/release.pub",
+            "--channel-key",
+            "keys/channel.pub",
+            "--key",
+            "keys/channel.key",
+            "--out",
+            "shared-root.json",
+        ],
+    )
+    .success();
+    let (data_dir, root) = (
+        world.sandbox.join("other-server-data"),
+        world.sandbox.join("shared-root.json"),
+    );
+    let refused = world.server.refused_start(&[
+        ("--data-dir", &data_dir.to_string_lossy()),
+        ("--root", &root.to_string_lossy()),
+    ]);
+    assert!(
+        refused.contains("also a key of the root role of root version 1"),
+        "{refused}"
+    );
+}

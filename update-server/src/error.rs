@@ -199,6 +199,16 @@ pub enum Error {
         /// What it weakens, in words.
         changes: String,
     },
+    /// A root naming this server's online channel key in an offline role (root or release).
+    #[error("key {keyid} is also a key of the {role} role of root version {version}: the online update server would hold an offline key (it could sign {role} documents); give the channel role a key of its own")]
+    ChannelKeyInOfflineRole {
+        /// The root version.
+        version: u64,
+        /// `root` or `release`.
+        role: &'static str,
+        /// The channel key's id.
+        keyid: String,
+    },
     /// A release manifest without artifacts.
     #[error("the release lists no artifact")]
     ReleaseWithoutArtifacts {
@@ -281,7 +291,8 @@ impl Error {
             | Error::CanaryFailureRate { .. }
             | Error::RootWithoutChannelKey { .. }
             | Error::ReleaseUntrusted { .. }
-            | Error::WeakerRoot { .. } => ErrorKind::Refused,
+            | Error::WeakerRoot { .. }
+            | Error::ChannelKeyInOfflineRole { .. } => ErrorKind::Refused,
             Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
             Error::Manifest(error) => match error.reason() {
                 manifests::Reason::Io => ErrorKind::Internal,
@@ -305,7 +316,9 @@ impl Error {
             | Error::SoakTooShort { .. }
             | Error::NoCanarySuccess { .. } => "soak",
             Error::CanaryFailureRate { .. } => "failure_rate",
-            Error::RootWithoutChannelKey { .. } => "channel_key",
+            Error::RootWithoutChannelKey { .. } | Error::ChannelKeyInOfflineRole { .. } => {
+                "channel_key"
+            }
             Error::ReleaseUntrusted { .. } => "untrusted_release",
             Error::WeakerRoot { .. } => "weaker_root",
             Error::ReleaseWithoutArtifacts { .. } => "malformed",

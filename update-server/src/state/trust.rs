@@ -124,12 +124,19 @@ impl Trust {
             .collect()
     }
 
-    /// Refuses a channel key the current root does not authorise alone.
+    /// Refuses a channel key the current root does not authorise alone, or that is also a key
+    /// of an offline role.
     pub(super) fn check_channel_key(
         &self,
         channel_key: &PrivateKey,
         key_file: &Path,
     ) -> Result<(), StartupError> {
+        if let Some(error) = offline_role_of(&self.current, &channel_key.keyid()) {
+            return Err(StartupError::Config(format!(
+                "channel key {}: {error}",
+                key_file.display()
+            )));
+        }
         let role = self.current.role(RoleName::Channel);
         if !role.keyids.contains(&channel_key.keyid()) {
             return Err(StartupError::Config(format!(
@@ -168,6 +175,9 @@ impl App {
         let _admin = self.admin.lock().await;
         let current = read_lock(&self.trust).current.clone();
         let next = manifests::verify_rotation(&current, &doc)?;
+        if let Some(error) = offline_role_of(&next, &self.channel_key.keyid()) {
+            return Err(error);
+        }
         let weaker = manifests::weakening(&current, &next);
         if !weaker.is_empty() && !allow_weaker {
             return Err(Error::WeakerRoot {
@@ -218,6 +228,19 @@ impl App {
         tracing::info!(root_version = version, %actor, "root rotated");
         Ok(version)
     }
+}
+
+/// The refusal when `root` names the online channel key `keyid` in an offline role (root or
+/// release): the server would then hold a key that signs roots or releases.
+fn offline_role_of(root: &Root, keyid: &str) -> Option<Error> {
+    [RoleName::Root, RoleName::Release]
+        .into_iter()
+        .find(|name| root.role(*name).keyids.iter().any(|id| id == keyid))
+        .map(|role| Error::ChannelKeyInOfflineRole {
+            version: root.version,
+            role: role.as_str(),
+            keyid: keyid.to_owned(),
+        })
 }
 
 fn empty_body(root_version: u64, poll_interval: Duration) -> CachedBody {
