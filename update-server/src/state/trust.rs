@@ -131,12 +131,6 @@ impl Trust {
         channel_key: &PrivateKey,
         key_file: &Path,
     ) -> Result<(), StartupError> {
-        if let Some(error) = offline_role_of(&self.current, &channel_key.keyid()) {
-            return Err(StartupError::Config(format!(
-                "channel key {}: {error}",
-                key_file.display()
-            )));
-        }
         let role = self.current.role(RoleName::Channel);
         if !role.keyids.contains(&channel_key.keyid()) {
             return Err(StartupError::Config(format!(
@@ -145,6 +139,12 @@ impl Trust {
                 channel_key.keyid(),
                 self.current.version,
                 role.keyids.join(", ")
+            )));
+        }
+        if let Some(error) = offline_role_of(&self.current, &channel_key.keyid()) {
+            return Err(StartupError::Config(format!(
+                "channel key {}: {error}",
+                key_file.display()
             )));
         }
         if role.threshold > 1 {
