@@ -147,7 +147,7 @@ impl App {
             );
         }
         let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
-        let releases = releases::load_releases(store.as_ref(), &trust.current)?;
+        let releases = releases::load_releases(store.as_ref(), &trust.roots_newest_first())?;
         let artifacts = store.artifacts()?.into_iter().collect();
         let inventory = fleet::load_inventory(store.as_ref(), now().unix())?;
         let (changes, _) = watch::channel(0);

@@ -46,13 +46,18 @@ fn untrusted_text(doc: &Signed<Release>, root: &Root, error: &manifests::Error) 
     )
 }
 
-/// The stored releases, each checked against `root`. One that is unreadable or invalid is
-/// not loaded; one whose signatures `root` does not accept is kept, marked untrusted, so that
-/// the channels offering it can be halted with the reason instead of vanishing.
+/// The stored releases, each checked against the current root (`roots[0]`, the chain newest
+/// first). One that is unreadable, invalid, or verifies against no root of the chain (whoever
+/// can write the database must not get a release served) is not loaded; one only an earlier
+/// root accepts (its release key was dropped) is kept, marked untrusted, so that the channels
+/// offering it can be halted with the reason instead of vanishing.
 pub(super) fn load_releases(
     store: &dyn Store,
-    root: &Root,
+    roots: &[Root],
 ) -> StoreResult<BTreeMap<String, StoredRelease>> {
+    let Some(root) = roots.first() else {
+        return Ok(BTreeMap::new());
+    };
     let mut releases = BTreeMap::new();
     for record in store.releases()? {
         let doc = match Signed::<Release>::from_slice(&record.body) {
@@ -64,6 +69,13 @@ pub(super) fn load_releases(
         };
         if let Err(error) = doc.signed.validate() {
             tracing::error!(version = %record.version, %error, reason = %error.reason(), "stored release invalid; not served");
+            continue;
+        }
+        let trusted_once = roots
+            .iter()
+            .any(|root| root.verify_signed(RoleName::Release, &doc).is_ok());
+        if !trusted_once {
+            tracing::error!(version = %record.version, reason = "bad_signature", "stored release verifies against no root of the chain; not served");
             continue;
         }
         let stored = StoredRelease::checked(record, doc, root);
