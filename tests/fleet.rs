@@ -251,22 +251,69 @@ impl Server {
         self.url = url;
     }
 
-    /// `kill -9` the server and start it again on the same data directory and the same address
-    /// (agents and proxies keep reaching it), each `(flag, value)` replacing that flag's value
-    /// (e.g. `--root` and `--channel-key` for a channel-key rotation, as DEPLOYMENT.md says).
-    pub fn restart_with(&mut self, flags: &[(&str, &str)]) {
-        let address = self.url.trim_start_matches("http://").to_owned();
-        for (flag, value) in flags
-            .iter()
-            .copied()
-            .chain([("--listen", address.as_str())])
-        {
-            match self.args.iter().position(|a| a == flag) {
-                Some(at) => value.clone_into(&mut self.args[at + 1]),
-                None => self.args.extend([flag.to_owned(), value.to_owned()]),
+    /// The server's arguments with each `(flag, value)` set: replaced when the flag is there,
+    /// added otherwise (an empty value adds a bare flag such as `--allow-weaker`).
+    fn args_with(&self, set: &[(&str, &str)]) -> Vec<String> {
+        let mut args = self.args.clone();
+        for (flag, value) in set {
+            match args.iter().position(|arg| arg == flag) {
+                Some(at) if !value.is_empty() => args[at + 1] = (*value).to_owned(),
+                Some(_) => {}
+                None => {
+                    args.push((*flag).to_owned());
+                    if !value.is_empty() {
+                        args.push((*value).to_owned());
+                    }
+                }
             }
         }
+        args
+    }
+
+    /// `kill -9` the server and start it again on the same data directory and the same address
+    /// (agents and proxies keep reaching it) with the flags of [`Server::args_with`] (e.g.
+    /// `--root` and `--channel-key` for a channel-key rotation, as DEPLOYMENT.md says).
+    pub fn restart_with(&mut self, set: &[(&str, &str)]) {
+        let address = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest)
+            .to_owned();
+        let mut set = set.to_vec();
+        set.push(("--listen", &address));
+        self.args = self.args_with(&set);
         self.crash_and_restart();
+    }
+
+    /// Starts a second server on the same data directory with the flags of
+    /// [`Server::args_with`] and returns its stderr once it refused to start; panics when it
+    /// started (or ran for 20 s).
+    pub fn refused_start(&self, set: &[(&str, &str)]) -> String {
+        let all = self.args_with(set);
+        let mut child = Command::new(bin("update-server"))
+            .args(&all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run update-server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("reap");
+                panic!(
+                    "update-server started with {set:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let output = child.wait_with_output().expect("reap");
+        assert!(
+            !output.status.success(),
+            "update-server exited 0 with {set:?}"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     /// Stops the server (`kill -9`): an outage, until [`Server::start_again`].

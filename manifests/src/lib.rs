@@ -40,7 +40,9 @@ pub use documents::{
 pub use error::{Error, Reason, Result};
 pub use keys::{check_secret_file, keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
 pub use role::{Key, Role};
-pub use root::{follow_root_chain, verify_rotation, RoleName, Roles, Root};
+pub use root::{
+    follow_root_chain, role_changes, verify_rotation, weakening, RoleChange, RoleName, Roles, Root,
+};
 pub use signed::{canonical_json, Document, Signature, Signed, CONTEXT_PREFIX, MAX_EXACT_INTEGER};
 pub use time::parse_duration_secs;
 pub use timestamp::{ExpirationEnforcement, Timestamp};

@@ -200,6 +200,62 @@ pub fn verify_rotation(trusted: &Root, next: &Signed<Root>) -> Result<Root> {
     Ok(next.signed.clone())
 }
 
+/// One change a root rotation makes to a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    /// The role changed.
+    pub role: RoleName,
+    /// Whether it lowers trust (a key removed, a threshold lowered): a rotation making one
+    /// needs an explicit `--allow-weaker` from `worker-release` and from the update server.
+    pub weaker: bool,
+    /// The change in words (`release: key 3f2a... removed`, `root: threshold 2 -> 1`).
+    pub text: String,
+}
+
+/// What `next` changes in each role of `previous`: keys removed, keys added, thresholds.
+pub fn role_changes(previous: &Root, next: &Root) -> Vec<RoleChange> {
+    let mut changes = Vec::new();
+    for name in [RoleName::Root, RoleName::Release, RoleName::Channel] {
+        let (old, new) = (previous.role(name), next.role(name));
+        let mut change = |weaker: bool, text: String| {
+            changes.push(RoleChange {
+                role: name,
+                weaker,
+                text: format!("{}: {text}", name.as_str()),
+            });
+        };
+        for id in old.keyids.iter().filter(|id| !new.keyids.contains(id)) {
+            change(true, format!("key {id} removed"));
+        }
+        for id in new.keyids.iter().filter(|id| !old.keyids.contains(id)) {
+            change(false, format!("key {id} added"));
+        }
+        if new.threshold != old.threshold {
+            let lower = new.threshold < old.threshold;
+            change(
+                lower,
+                format!(
+                    "threshold {} -> {} ({})",
+                    old.threshold,
+                    new.threshold,
+                    if lower { "lowered" } else { "raised" }
+                ),
+            );
+        }
+    }
+    changes
+}
+
+/// The weakening changes of [`role_changes`], joined in one line (empty when there is none).
+pub fn weakening(previous: &Root, next: &Root) -> String {
+    role_changes(previous, next)
+        .into_iter()
+        .filter(|change| change.weaker)
+        .map(|change| change.text)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Walks `chain` (roots N+1, N+2, ... in order) from `trusted` and returns the last one, whose
 /// expiry is then enforced.
 pub fn follow_root_chain(

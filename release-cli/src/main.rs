@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod offline;
+mod rotate;
 
 /// Sign, verify and inspect worker-agent release documents; publish and roll them out.
 #[derive(Debug, Parser)]
@@ -39,8 +40,9 @@ enum Command {
     },
     /// Create root version 1 from public keys and thresholds, signed by root keys.
     InitRoot(offline::InitRootArgs),
-    /// Create root N+1 from the current root, signed by old AND new root keys.
-    RotateRoot(offline::RotateRootArgs),
+    /// Create root N+1 from the current root (keys and thresholds kept unless told), signed by
+    /// old AND new root keys.
+    RotateRoot(rotate::RotateRootArgs),
     /// Sign a release manifest for artifacts (hashes and sizes computed by streaming the files).
     SignRelease(offline::SignReleaseArgs),
     /// Sign a rollback directive allowing agents on FROM versions to move down to TO.
@@ -85,7 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { out, name } => offline::keygen(&out, &name),
         Command::InitRoot(args) => offline::init_root(args),
-        Command::RotateRoot(args) => offline::rotate_root(args),
+        Command::RotateRoot(args) => rotate::rotate_root(args),
         Command::SignRelease(args) => offline::sign_release(args),
         Command::SignRollback(args) => offline::sign_rollback(args),
         Command::SignChannel(args) => offline::sign_channel(args),

@@ -51,25 +51,6 @@ pub struct InitRootArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RotateRootArgs {
-    /// The currently trusted root.
-    #[arg(long)]
-    root: PathBuf,
-    /// New role key sets; a role given no keys keeps its keys and threshold from the old root.
-    #[command(flatten)]
-    roles: RoleKeys,
-    /// Expiry of the new root.
-    #[arg(long, default_value = "365d")]
-    expires: String,
-    /// Private keys to sign with: old root keys and new root keys.
-    #[arg(long = "key", required = true)]
-    keys: Vec<PathBuf>,
-    /// Where to write the new root.
-    #[arg(long)]
-    out: PathBuf,
-}
-
-#[derive(Debug, Args)]
 pub struct SignReleaseArgs {
     /// The release version (semver).
     #[arg(long)]
@@ -248,77 +229,6 @@ pub fn init_root(args: InitRootArgs) -> Result<()> {
         ),
         Err(error) if error.reason() == manifests::Reason::Threshold => println!(
             "wrote {} but it is not yet valid: {error}; add signatures with `worker-release sign {} --key K`",
-            args.out.display(),
-            args.out.display()
-        ),
-        Err(error) => return Err(error.into()),
-    }
-    Ok(())
-}
-
-pub fn rotate_root(args: RotateRootArgs) -> Result<()> {
-    let now = Timestamp::now();
-    let old_doc = Signed::<Root>::load(&args.root)?;
-    // The old root may have expired: rotating is how an operator recovers from that.
-    let old = old_doc.verify_self(now, ExpirationEnforcement::Unsafe)?;
-    let mut keys = BTreeMap::new();
-    let keep = |role: Option<Role>, name: RoleName, keys: &mut BTreeMap<String, Key>| -> Role {
-        role.unwrap_or_else(|| {
-            let role = old.role(name).clone();
-            for id in &role.keyids {
-                if let Some(key) = old.keys.get(id) {
-                    keys.insert(id.clone(), key.clone());
-                }
-            }
-            role
-        })
-    };
-    let RoleKeys {
-        root_keys,
-        root_threshold,
-        release_keys,
-        release_threshold,
-        channel_keys,
-        channel_threshold,
-    } = &args.roles;
-    let root_role = role_from(root_keys, *root_threshold, "--root-key", &mut keys)?;
-    let release_role = role_from(release_keys, *release_threshold, "--release-key", &mut keys)?;
-    let channel_role = role_from(channel_keys, *channel_threshold, "--channel-key", &mut keys)?;
-    let roles = Roles {
-        root: keep(root_role, RoleName::Root, &mut keys),
-        release: keep(release_role, RoleName::Release, &mut keys),
-        channel: keep(channel_role, RoleName::Channel, &mut keys),
-        extra: BTreeMap::new(),
-    };
-    let next = Root {
-        doc_type: DocType::Root,
-        version: old.version + 1,
-        expires: parse_expiry(&args.expires, now)?,
-        keys,
-        roles,
-        extra: old.extra.clone(),
-    };
-    next.validate()?;
-    let is_signer = |id: &str| {
-        old.roles
-            .root
-            .keyids
-            .iter()
-            .chain(&next.roles.root.keyids)
-            .any(|k| k == id)
-    };
-    let signers = load_signers(&args.keys, is_signer, "root key of the old or the new root")?;
-    let doc = Signed::sign(next, &signers.iter().collect::<Vec<_>>())?;
-    write_doc(&args.out, &doc)?;
-    match manifests::verify_rotation(&old, &doc) {
-        Ok(root) => println!(
-            "wrote {}: root version {} (rotation from {} verified)",
-            args.out.display(),
-            root.version,
-            old.version
-        ),
-        Err(error) if error.reason() == manifests::Reason::Threshold => println!(
-            "wrote {} but the rotation is not yet valid: {error}; add signatures with `worker-release sign {} --key K`",
             args.out.display(),
             args.out.display()
         ),
@@ -785,7 +695,7 @@ fn doc_type_of(bytes: &[u8], path: &Path) -> Result<DocType> {
     Ok(probe.signed.doc_type)
 }
 
-fn role_from(
+pub(crate) fn role_from(
     paths: &[PathBuf],
     threshold: u32,
     flag: &str,
@@ -808,7 +718,7 @@ fn role_from(
     Ok(Some(Role::new(keyids, threshold)))
 }
 
-fn load_signers(
+pub(crate) fn load_signers(
     paths: &[PathBuf],
     allowed: impl Fn(&str) -> bool,
     what: &str,
@@ -831,7 +741,7 @@ fn load_signers(
     Ok(signers)
 }
 
-fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp> {
+pub(crate) fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp> {
     if let Ok(stamp) = text.parse::<Timestamp>() {
         return Ok(stamp);
     }
@@ -841,7 +751,7 @@ fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp> {
 }
 
 /// Writes a document atomically: temp file in the same directory, fsync, rename.
-fn write_doc<T: Document>(path: &Path, doc: &Signed<T>) -> Result<()> {
+pub(crate) fn write_doc<T: Document>(path: &Path, doc: &Signed<T>) -> Result<()> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

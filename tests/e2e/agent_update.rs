@@ -497,10 +497,11 @@ fn the_agent_follows_a_root_rotation_to_trust_a_new_release_key() {
     );
     root.roles.release = manifests::Role::new(vec![public.keyid], 1);
     let rotated = manifests::Signed::sign(root, &[&w.trust.root_key]).expect("sign root 2");
-    let reply = w
-        .server
-        .admin()
-        .post_bytes("/api/admin/roots", rotated.to_json_pretty().expect("json"));
+    // Dropping the old release key weakens the release role: the server needs allow_weaker.
+    let reply = w.server.admin().post_bytes(
+        "/api/admin/roots?allow_weaker=true",
+        rotated.to_json_pretty().expect("json"),
+    );
     assert_eq!(reply.status, 201, "{}", reply.text());
     let v2 = agent_at_version(V2);
     let (release, _) = w.trust.sign_release(V2, "0.0.0", &[(PLATFORM, &v2)]);

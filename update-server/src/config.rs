@@ -74,6 +74,10 @@ pub struct ServeConfig {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "UPDATE_SERVER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Accept a `--root` rotation at start that weakens trust (a key removed from a role, a
+    /// threshold lowered); without it such a root is refused, naming what it weakens.
+    #[arg(long, env = "UPDATE_SERVER_ALLOW_WEAKER")]
+    pub allow_weaker: bool,
     /// How long in-flight requests get to finish on shutdown.
     #[arg(long, env = "UPDATE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = config_syntax::parse_duration)]
     pub drain_timeout: Duration,

@@ -181,6 +181,34 @@ pub enum Error {
         /// This server's channel key id.
         keyid: String,
     },
+    /// A release whose signatures the current root does not accept (signed by a release key
+    /// a rotation dropped): it must be re-signed and published again before a channel offers it.
+    #[error("{detail}")]
+    ReleaseUntrusted {
+        /// The release.
+        version: Version,
+        /// What is wrong and what to do, with the root version.
+        detail: String,
+    },
+    /// A root rotation that weakens a role (fewer keys, a lower threshold) without
+    /// `allow_weaker`.
+    #[error("root version {version} weakens trust ({changes}); publish it with --allow-weaker (`worker-release publish-root --allow-weaker`, or `update-server --allow-weaker` at start) if that is intended")]
+    WeakerRoot {
+        /// The offered root version.
+        version: u64,
+        /// What it weakens, in words.
+        changes: String,
+    },
+    /// A root naming this server's online channel key in an offline role (root or release).
+    #[error("key {keyid} is also a key of the {role} role of root version {version}: the online update server would hold an offline key (it could sign {role} documents); give the channel role a key of its own")]
+    ChannelKeyInOfflineRole {
+        /// The root version.
+        version: u64,
+        /// `root` or `release`.
+        role: &'static str,
+        /// The channel key's id.
+        keyid: String,
+    },
     /// A release manifest without artifacts.
     #[error("the release lists no artifact")]
     ReleaseWithoutArtifacts {
@@ -261,7 +289,10 @@ impl Error {
             | Error::SoakTooShort { .. }
             | Error::NoCanarySuccess { .. }
             | Error::CanaryFailureRate { .. }
-            | Error::RootWithoutChannelKey { .. } => ErrorKind::Refused,
+            | Error::RootWithoutChannelKey { .. }
+            | Error::ReleaseUntrusted { .. }
+            | Error::WeakerRoot { .. }
+            | Error::ChannelKeyInOfflineRole { .. } => ErrorKind::Refused,
             Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
             Error::Manifest(error) => match error.reason() {
                 manifests::Reason::Io => ErrorKind::Internal,
@@ -285,7 +316,11 @@ impl Error {
             | Error::SoakTooShort { .. }
             | Error::NoCanarySuccess { .. } => "soak",
             Error::CanaryFailureRate { .. } => "failure_rate",
-            Error::RootWithoutChannelKey { .. } => "channel_key",
+            Error::RootWithoutChannelKey { .. } | Error::ChannelKeyInOfflineRole { .. } => {
+                "channel_key"
+            }
+            Error::ReleaseUntrusted { .. } => "untrusted_release",
+            Error::WeakerRoot { .. } => "weaker_root",
             Error::ReleaseWithoutArtifacts { .. } => "malformed",
             Error::Manifest(error) => error.reason().as_str(),
             _ => match self.kind() {

@@ -579,12 +579,24 @@ async fn rollback(
     .into_response())
 }
 
+/// `POST /api/admin/roots?allow_weaker=true`: what `worker-release publish-root --allow-weaker`
+/// sends to accept a root that weakens a role.
+#[derive(Debug, Deserialize)]
+struct RootQuery {
+    #[serde(default)]
+    allow_weaker: bool,
+}
+
 async fn publish_root(
     State(ctx): State<Ctx>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Query(query): Query<RootQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let version = ctx.app.publish_root(body, &actor).await?;
+    let version = ctx
+        .app
+        .publish_root(body, &actor, query.allow_weaker)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({"version": version})),

@@ -124,15 +124,25 @@ impl Store for SqliteStore {
     fn put_release(&self, release: &ReleaseRecord, audit: &AuditRecord) -> StoreResult<PutRelease> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let existing: Option<String> = tx
+            let existing: Option<(String, Vec<u8>)> = tx
                 .query_row(
-                    "SELECT manifest_sha256 FROM releases WHERE version = ?1",
+                    "SELECT manifest_sha256, body FROM releases WHERE version = ?1",
                     params![release.version],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
             let outcome = match existing {
-                Some(sha) if sha == release.manifest_sha256 => PutRelease::Identical,
+                Some((sha, body)) if sha == release.manifest_sha256 && body == release.body => {
+                    PutRelease::Identical
+                }
+                Some((sha, _)) if sha == release.manifest_sha256 => {
+                    tx.execute(
+                        "UPDATE releases SET body = ?2 WHERE version = ?1",
+                        params![release.version, release.body],
+                    )?;
+                    insert_audit(&tx, audit)?;
+                    PutRelease::Resigned
+                }
                 Some(_) => PutRelease::Conflict,
                 None => {
                     tx.execute(
@@ -224,15 +234,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn last_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
-        let last: Option<i64> = self.with(|c| {
+    fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
+        self.with(|c| {
             c.query_row(
                 "SELECT MAX(serial) FROM statements WHERE channel = ?1",
                 params![channel],
-                |row| row.get(0),
+                |row| row.get::<_, Option<i64>>(0),
             )
-        })?;
-        Ok(last.map(|serial| u64::try_from(serial).unwrap_or(0)))
+            .map(|serial| serial.map(count))
+        })
     }
 
     fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>> {

@@ -67,6 +67,9 @@ pub enum PutRelease {
     Identical,
     /// The version exists with another manifest.
     Conflict,
+    /// The same manifest with other signatures (re-signed after a release-key rotation): the
+    /// stored document was replaced by this one, with an audit entry.
+    Resigned,
 }
 
 /// A channel's current state.
@@ -202,7 +205,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores root `version` (the caller verified the rotation), with an audit entry.
     fn add_root(&self, version: u64, body: &[u8], audit: &AuditRecord) -> StoreResult<()>;
 
-    /// Stores a release unless a different one has the same version; audits an insertion.
+    /// Stores a release unless a different one has the same version; audits an insertion, and
+    /// replaces (and audits) the stored document when the same manifest comes with other
+    /// signatures.
     fn put_release(&self, release: &ReleaseRecord, audit: &AuditRecord) -> StoreResult<PutRelease>;
     /// Every stored release.
     fn releases(&self) -> StoreResult<Vec<ReleaseRecord>>;
@@ -217,8 +222,9 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
     /// in the same transaction, the audit entry and the promotion (version, percent) if any.
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()>;
-    /// The highest serial ever signed for `channel` (its statement history), if any.
-    fn last_serial(&self, channel: &str) -> StoreResult<Option<u64>>;
+    /// The highest serial ever signed for `channel` (the statement history), if any: the next
+    /// statement's serial is one more, whatever the server remembers or was restarted with.
+    fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>>;
     /// When `version` was first promoted on `channel` (Unix seconds).
     fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>>;
 

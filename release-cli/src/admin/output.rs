@@ -41,6 +41,15 @@ pub(super) fn format_status(status: &Value, now: Timestamp) -> String {
         &["CHANNEL", "VERSION", "OUTCOME", "REASON", "COUNT"],
         &failures,
     )));
+    // Releases a rotation left without a valid signature: no channel offers them until they
+    // are re-signed and published again.
+    for release in list(status, "untrusted_releases") {
+        out.push_str(&format!(
+            "\nuntrusted release {}: {}\n",
+            text(release, "version"),
+            text(release, "problem")
+        ));
+    }
     out.push_str(&format!(
         "\ntotal workers: {}\nroot version: {}\n",
         text(status, "workers_total"),

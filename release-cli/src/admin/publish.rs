@@ -28,6 +28,10 @@ pub struct PublishRootArgs {
     server: ServerArgs,
     /// The signed root N+1 (from `worker-release rotate-root`).
     root: PathBuf,
+    /// Let the server accept a root that removes a key or lowers a threshold (it refuses one
+    /// otherwise, `409 weaker_root`).
+    #[arg(long)]
+    allow_weaker: bool,
 }
 
 pub fn publish(args: PublishArgs) -> Result<()> {
@@ -76,6 +80,8 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         release.version,
         if status == 201 {
             "published"
+        } else if answer.get("resigned").and_then(Value::as_bool) == Some(true) {
+            "already published; its signatures replaced by these (re-signed)"
         } else {
             "already published, identical"
         },
@@ -155,11 +161,15 @@ pub fn publish_root(args: PublishRootArgs) -> Result<()> {
         .with_context(|| format!("root document {}", path.display()))?;
     let server = Server::new(&args.server)?;
     let what = format!("publish root {}", doc.signed.version);
+    let mut url = server.endpoint(&["api", "admin", "roots"]);
+    if args.allow_weaker {
+        url.query_pairs_mut().append_pair("allow_weaker", "true");
+    }
     let (status, answer) = server.send(
         &what,
         server
             .client
-            .post(server.endpoint(&["api", "admin", "roots"]))
+            .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(bytes),
     )?;

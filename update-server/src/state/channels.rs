@@ -408,7 +408,7 @@ impl App {
 
     /// Signs the channel's next statement and makes it durable, then visible. The caller holds
     /// the admin lock.
-    async fn change_channel_locked(
+    pub(super) async fn change_channel_locked(
         &self,
         channel: &str,
         kind: &str,
@@ -419,20 +419,69 @@ impl App {
     ) -> Result<ChannelSummary> {
         let current = read_lock(&self.views).get(channel).cloned();
         let next = change(current.as_deref())?;
+        let name = channel.to_owned();
+        let stored_serial = self.db(move |store| store.max_serial(&name)).await?;
+        let signed = self.sign_change(channel, &next, stored_serial)?;
+        let audit = AuditRecord {
+            at: signed.statement.signed.issued_at.unix(),
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            channel: channel.to_owned(),
+            version: signed.statement.signed.release.version.to_string(),
+            detail: format!("serial {}: {detail}", signed.statement.signed.serial),
+        };
+        let serial = signed.statement.signed.serial;
+        let version_text = audit.version.clone();
+        let stored = signed.record.clone();
+        self.db(move |store| {
+            store.save_channel(ChannelWrite {
+                record: &stored,
+                serial,
+                audit: &audit,
+                promotion: promotion_percent.map(|p| (version_text.as_str(), p)),
+            })
+        })
+        .await?;
+        self.install_view(signed.record)?;
+        self.notify();
+        let view = read_lock(&self.views)
+            .get(channel)
+            .cloned()
+            .ok_or_else(|| Error::ChannelVanished {
+                channel: channel.to_owned(),
+            })?;
+        tracing::info!(%channel, %kind, %actor, serial, version = %view.release.signed.version, percent = view.statement.signed.rollout.percent, halted = view.statement.signed.halted, "channel statement signed");
+        Ok(summary(channel, &view))
+    }
+
+    /// Signs `next` as `channel`'s next statement, one serial above both the highest the store
+    /// ever recorded (`stored_serial`) and the current one: a server restarted on another key or
+    /// root never reuses a serial. A release the current root does not accept is offered only
+    /// by a halted statement.
+    pub(super) fn sign_change(
+        &self,
+        channel: &str,
+        next: &ChannelChange,
+        stored_serial: Option<u64>,
+    ) -> Result<SignedChange> {
         let release = next.release.clone().ok_or_else(|| Error::NoRelease {
             channel: channel.to_owned(),
         })?;
-        // From the history, not only the served statement: after a channel-key rotation the
-        // stored statement no longer verifies (it is not served), but its serial was signed.
-        let name = channel.to_owned();
-        let last = self.db(move |store| store.last_serial(&name)).await?;
-        let serial = next.serial.max(last.unwrap_or(0)).saturating_add(1);
+        let halted = next.halted.unwrap_or(false);
+        if !halted {
+            if let Some(detail) = self.release_untrusted(&release.signed.version) {
+                return Err(Error::ReleaseUntrusted {
+                    version: release.signed.version.clone(),
+                    detail,
+                });
+            }
+        }
         let issued = now();
         let ttl = i64::try_from(self.config.statement_ttl.as_secs()).unwrap_or(86_400);
         let statement = ChannelStatement {
             doc_type: DocType::Channel,
             channel: channel.to_owned(),
-            serial,
+            serial: stored_serial.unwrap_or(0).max(next.serial) + 1,
             issued_at: issued,
             expires: issued.plus_secs(ttl),
             release: ReleasePointer {
@@ -447,7 +496,7 @@ impl App {
             },
             minimum_version: next.minimum_version.clone(),
             recommended_version: release.signed.version.clone(),
-            halted: next.halted.unwrap_or(false),
+            halted,
             urgent: next.urgent,
             extra: BTreeMap::new(),
         };
@@ -461,48 +510,28 @@ impl App {
             },
             halt_reason: next.halt_reason.clone().unwrap_or_default(),
         };
-        let audit = AuditRecord {
-            at: issued.unix(),
-            kind: kind.to_owned(),
-            actor: actor.to_owned(),
-            channel: channel.to_owned(),
-            version: release.signed.version.to_string(),
-            detail: format!("serial {}: {detail}", signed.signed.serial),
-        };
-        let serial = signed.signed.serial;
-        let version_text = release.signed.version.to_string();
-        let stored = record.clone();
-        self.db(move |store| {
-            store.save_channel(ChannelWrite {
-                record: &stored,
-                serial,
-                audit: &audit,
-                promotion: promotion_percent.map(|p| (version_text.as_str(), p)),
-            })
+        Ok(SignedChange {
+            statement: signed,
+            record,
         })
-        .await?;
-        self.install_view(record)?;
-        self.notify();
-        let view = read_lock(&self.views)
-            .get(channel)
-            .cloned()
-            .ok_or_else(|| Error::ChannelVanished {
-                channel: channel.to_owned(),
-            })?;
-        tracing::info!(%channel, %kind, %actor, serial, version = %view.release.signed.version, percent = view.statement.signed.rollout.percent, halted = view.statement.signed.halted, "channel statement signed");
-        Ok(summary(channel, &view))
     }
 
     /// Parses and verifies a stored channel record, then serves it.
     pub(super) fn install_view(&self, record: ChannelRecord) -> Result<()> {
         let statement = Signed::<ChannelStatement>::from_slice(&record.statement)?;
-        let release = read_lock(&self.releases)
+        let (release, untrusted) = read_lock(&self.releases)
             .get(&statement.signed.release.version.to_string())
-            .map(|r| r.doc.clone())
+            .map(|r| (r.doc.clone(), r.untrusted.clone()))
             .ok_or_else(|| Error::StatementReleaseMissing {
                 channel: record.channel.clone(),
                 version: statement.signed.release.version.clone(),
             })?;
+        if let (Some(detail), false) = (untrusted, statement.signed.halted) {
+            return Err(Error::ReleaseUntrusted {
+                version: statement.signed.release.version.clone(),
+                detail,
+            });
+        }
         // Verified again, as if signed now: whoever can write the database must not get a
         // statement served, or re-signed with our key.
         read_lock(&self.trust)
@@ -531,7 +560,7 @@ impl App {
         Ok(())
     }
 
-    fn build_view(
+    pub(super) fn build_view(
         &self,
         statement: Signed<ChannelStatement>,
         release: Signed<Release>,
@@ -602,27 +631,36 @@ impl App {
     }
 }
 
+/// A statement signed by [`App::sign_change`], with the record that stores it.
+#[derive(Debug)]
+pub(super) struct SignedChange {
+    /// The statement.
+    pub(super) statement: Signed<ChannelStatement>,
+    /// The channel's state to store.
+    pub(super) record: ChannelRecord,
+}
+
 /// What a channel change sets; `From<Option<&ChannelView>>` starts from the current state.
 #[derive(Debug, Clone)]
-struct ChannelChange {
+pub(super) struct ChannelChange {
     /// The current serial (the next statement gets one more).
-    serial: u64,
+    pub(super) serial: u64,
     /// The release offered (`None`: nothing was ever promoted).
-    release: Option<Signed<Release>>,
+    pub(super) release: Option<Signed<Release>>,
     /// Rollout percentage.
-    percent: u8,
+    pub(super) percent: u8,
     /// Rollout salt (kept while the release stays, so the same workers stay in).
-    salt: String,
+    pub(super) salt: String,
     /// Channel minimum version.
-    minimum_version: Version,
+    pub(super) minimum_version: Version,
     /// Halted (`None`: never set).
-    halted: Option<bool>,
+    pub(super) halted: Option<bool>,
     /// Why it is halted.
-    halt_reason: Option<String>,
+    pub(super) halt_reason: Option<String>,
     /// Urgent flag.
-    urgent: bool,
+    pub(super) urgent: bool,
     /// Rollback directive attached.
-    rollback: Option<Signed<Rollback>>,
+    pub(super) rollback: Option<Signed<Rollback>>,
 }
 
 impl From<Option<&ChannelView>> for ChannelChange {

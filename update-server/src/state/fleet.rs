@@ -236,9 +236,18 @@ impl App {
         let failures = self
             .db(move |store| store.failures_since(now_secs - 3600))
             .await?;
+        let untrusted: Vec<serde_json::Value> = read_lock(&self.releases)
+            .values()
+            .filter_map(|r| {
+                r.untrusted
+                    .as_ref()
+                    .map(|why| serde_json::json!({"version": r.record.version, "problem": why}))
+            })
+            .collect();
         Ok(serde_json::json!({
             "root_version": self.root_version(),
             "channels": channels,
+            "untrusted_releases": untrusted,
             "fleet": fleet.into_iter().map(|((channel, version), (workers, stale))| serde_json::json!({
                 "channel": channel, "version": version, "workers": workers, "stale": stale,
             })).collect::<Vec<_>>(),

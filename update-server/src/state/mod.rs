@@ -9,6 +9,7 @@
 
 mod channels;
 mod fleet;
+mod reconcile;
 mod releases;
 mod trust;
 
@@ -130,7 +131,7 @@ impl App {
         std::fs::create_dir_all(artifacts_dir.join("incoming")).map_err(|e| {
             StartupError::Config(format!("cannot create {}: {e}", artifacts_dir.display()))
         })?;
-        let trust = Trust::load(&config.root, store.as_ref(), config.poll_interval)?;
+        let trust = Trust::load(&config, store.as_ref())?;
         let channel_key = PrivateKey::load(&config.channel_key)
             .map_err(|e| StartupError::Config(format!("channel key: {e}")))?;
         trust.check_channel_key(&channel_key, &config.channel_key)?;
@@ -146,7 +147,7 @@ impl App {
             );
         }
         let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
-        let releases = releases::load_releases(store.as_ref(), &trust.current)?;
+        let releases = releases::load_releases(store.as_ref(), &trust.roots_newest_first())?;
         let artifacts = store.artifacts()?.into_iter().collect();
         let inventory = fleet::load_inventory(store.as_ref(), now().unix())?;
         let (changes, _) = watch::channel(0);
@@ -165,12 +166,7 @@ impl App {
             admin: tokio::sync::Mutex::new(()),
             config,
         };
-        for record in store.channels()? {
-            let channel = record.channel.clone();
-            if let Err(error) = app.install_view(record) {
-                tracing::error!(%channel, %error, "stored channel state unusable; channel not served");
-            }
-        }
+        app.load_channels()?;
         Ok(app)
     }
 

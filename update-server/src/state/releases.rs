@@ -17,16 +17,47 @@ use crate::store::{AuditRecord, PutRelease, ReleaseRecord, Store, StoreResult};
 pub(super) struct StoredRelease {
     /// As stored.
     pub(super) record: ReleaseRecord,
-    /// Its document, verified against the current root.
+    /// Its document (valid; see `untrusted` for its signatures).
     pub(super) doc: Signed<Release>,
+    /// Why the current root does not accept its signatures (a release key the root dropped):
+    /// no channel offers it until it is re-signed and published again.
+    pub(super) untrusted: Option<String>,
 }
 
-/// The stored releases that still verify against `root`: whoever can write the database must
-/// not get a release served.
+impl StoredRelease {
+    /// `record` with its document, checked against `root`.
+    fn checked(record: ReleaseRecord, doc: Signed<Release>, root: &Root) -> Self {
+        let untrusted = root
+            .verify_signed(RoleName::Release, &doc)
+            .err()
+            .map(|error| untrusted_text(&doc, root, &error));
+        StoredRelease {
+            record,
+            doc,
+            untrusted,
+        }
+    }
+}
+
+fn untrusted_text(doc: &Signed<Release>, root: &Root, error: &manifests::Error) -> String {
+    format!(
+        "release {} does not verify against root version {} ({error}): re-sign it with a current release key (`worker-release sign release.json --key K`) and publish it again",
+        doc.signed.version, root.version
+    )
+}
+
+/// The stored releases, each checked against the current root (`roots[0]`, the chain newest
+/// first). One that is unreadable, invalid, or verifies against no root of the chain (whoever
+/// can write the database must not get a release served) is not loaded; one only an earlier
+/// root accepts (its release key was dropped) is kept, marked untrusted, so that the channels
+/// offering it can be halted with the reason instead of vanishing.
 pub(super) fn load_releases(
     store: &dyn Store,
-    root: &Root,
+    roots: &[Root],
 ) -> StoreResult<BTreeMap<String, StoredRelease>> {
+    let Some(root) = roots.first() else {
+        return Ok(BTreeMap::new());
+    };
     let mut releases = BTreeMap::new();
     for record in store.releases()? {
         let doc = match Signed::<Release>::from_slice(&record.body) {
@@ -36,21 +67,22 @@ pub(super) fn load_releases(
                 continue;
             }
         };
-        let mut check = root.verify_signed(RoleName::Release, &doc);
-        if check.is_ok() {
-            check = doc.signed.validate();
+        if let Err(error) = doc.signed.validate() {
+            tracing::error!(version = %record.version, %error, reason = %error.reason(), "stored release invalid; not served");
+            continue;
         }
-        match check {
-            Ok(()) => {
-                releases.insert(record.version.clone(), StoredRelease { record, doc });
-            }
-            Err(error) => tracing::error!(
-                version = %record.version,
-                %error,
-                reason = %error.reason(),
-                "stored release does not verify against the current root; not served"
-            ),
+        let trusted_once = roots
+            .iter()
+            .any(|root| root.verify_signed(RoleName::Release, &doc).is_ok());
+        if !trusted_once {
+            tracing::error!(version = %record.version, reason = "bad_signature", "stored release verifies against no root of the chain; not served");
+            continue;
         }
+        let stored = StoredRelease::checked(record, doc, root);
+        if let Some(problem) = &stored.untrusted {
+            tracing::error!(version = %stored.record.version, reason = "untrusted_release", "{problem}");
+        }
+        releases.insert(stored.record.version.clone(), stored);
     }
     Ok(releases)
 }
@@ -105,16 +137,20 @@ impl App {
         let newly_stored = match outcome {
             PutRelease::Conflict => return Err(Error::ReleaseConflict { version }),
             PutRelease::Identical => false,
-            PutRelease::Inserted => {
-                tracing::info!(%version, manifest_sha256 = %record.manifest_sha256, %actor, "release published");
+            PutRelease::Inserted | PutRelease::Resigned => {
+                tracing::info!(%version, manifest_sha256 = %record.manifest_sha256, %actor, resigned = outcome == PutRelease::Resigned, "release published");
                 write_lock(&self.releases).insert(
                     version.clone(),
                     StoredRelease {
                         record: record.clone(),
                         doc: doc.clone(),
+                        untrusted: None,
                     },
                 );
-                true
+                if outcome == PutRelease::Resigned {
+                    self.refresh_release_in_views(&doc);
+                }
+                outcome == PutRelease::Inserted
             }
         };
         Ok(PublishedRelease {
@@ -123,6 +159,7 @@ impl App {
                 "version": version,
                 "manifest_sha256": record.manifest_sha256,
                 "missing_artifacts": self.missing_artifacts(&doc.signed),
+                "resigned": outcome == PutRelease::Resigned,
             }),
         })
     }
@@ -135,6 +172,25 @@ impl App {
             .filter(|a| !artifacts.contains_key(&a.sha256))
             .map(|a| a.sha256.clone())
             .collect()
+    }
+
+    /// Checks every release again against the current root (after a rotation).
+    pub(super) fn recheck_releases(&self) {
+        let root = read_lock(&self.trust).current.clone();
+        let mut releases = write_lock(&self.releases);
+        for stored in releases.values_mut() {
+            *stored = StoredRelease::checked(stored.record.clone(), stored.doc.clone(), &root);
+            if let Some(problem) = &stored.untrusted {
+                tracing::error!(version = %stored.record.version, reason = "untrusted_release", "{problem}");
+            }
+        }
+    }
+
+    /// Why release `version` is not accepted by the current root, if it is stored and is not.
+    pub(super) fn release_untrusted(&self, version: &Version) -> Option<String> {
+        read_lock(&self.releases)
+            .get(&version.to_string())
+            .and_then(|r| r.untrusted.clone())
     }
 
     /// Every stored release with its completeness.
@@ -150,6 +206,7 @@ impl App {
                     "published_at": Timestamp::from_unix(r.record.published_at).map(|t| t.to_string()),
                     "complete": missing.is_empty(),
                     "missing_artifacts": missing,
+                    "untrusted": r.untrusted,
                 })
             })
             .collect();
@@ -214,9 +271,15 @@ impl App {
             .ok_or_else(|| Error::ReleaseNotPublished {
                 version: version.clone(),
             })?;
-        read_lock(&self.trust)
+        let check = read_lock(&self.trust)
             .current
-            .verify_signed(RoleName::Release, &stored.doc)?;
+            .verify_signed(RoleName::Release, &stored.doc);
+        if let Err(error) = check {
+            return Err(Error::ReleaseUntrusted {
+                version: version.clone(),
+                detail: untrusted_text(&stored.doc, &read_lock(&self.trust).current, &error),
+            });
+        }
         let missing = self.missing_artifacts(&stored.doc.signed);
         if !missing.is_empty() {
             return Err(Error::IncompleteRelease {

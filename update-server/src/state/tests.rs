@@ -95,6 +95,7 @@ impl Server {
             tls_cert: None,
             tls_key: None,
             drain_timeout: Duration::from_secs(1),
+            allow_weaker: false,
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());

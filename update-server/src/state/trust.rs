@@ -9,6 +9,7 @@ use bytes::Bytes;
 use manifests::{ExpirationEnforcement, PrivateKey, RoleName, Root, Signed};
 
 use super::{now, read_lock, write_lock, App, CachedBody};
+use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::store::{AuditRecord, Store};
 use crate::StartupError;
@@ -26,11 +27,8 @@ pub(super) struct Trust {
 
 impl Trust {
     /// Loads the root chain: the stored one, extended by `--root` when that file is the next version.
-    pub(super) fn load(
-        root_file: &Path,
-        store: &dyn Store,
-        poll_interval: Duration,
-    ) -> Result<Self, StartupError> {
+    pub(super) fn load(config: &ServeConfig, store: &dyn Store) -> Result<Self, StartupError> {
+        let (root_file, poll_interval) = (config.root.as_path(), config.poll_interval);
         let bytes = std::fs::read(root_file).map_err(|e| {
             StartupError::Config(format!("cannot read root {}: {e}", root_file.display()))
         })?;
@@ -73,6 +71,17 @@ impl Trust {
                 let root = manifests::verify_rotation(&latest, &file_doc).map_err(|e| {
                     StartupError::Config(format!("root {} is not a valid rotation of stored root version {}: {e}", root_file.display(), latest.version))
                 })?;
+                let weaker = manifests::weakening(&latest, &root);
+                if !weaker.is_empty() && !config.allow_weaker {
+                    return Err(StartupError::Config(format!(
+                        "root {}: {}",
+                        root_file.display(),
+                        Error::WeakerRoot { version: file_version, changes: weaker }
+                    )));
+                }
+                if !weaker.is_empty() {
+                    tracing::warn!(root_version = file_version, changes = %weaker, "weaker root accepted (--allow-weaker)");
+                }
                 store.add_root(file_version, &bytes, &audit(format!("root rotated to version {file_version} from {}", root_file.display())))?;
                 chain.insert(file_version, Bytes::from(bytes));
                 root
@@ -105,7 +114,18 @@ impl Trust {
         })
     }
 
-    /// Refuses a channel key the current root does not authorise alone.
+    /// Every root of the chain, newest first (each was verified when it was added).
+    pub(super) fn roots_newest_first(&self) -> Vec<Root> {
+        self.chain
+            .values()
+            .rev()
+            .filter_map(|body| Signed::<Root>::from_slice(body).ok())
+            .map(|doc| doc.signed)
+            .collect()
+    }
+
+    /// Refuses a channel key the current root does not authorise alone, or that is also a key
+    /// of an offline role.
     pub(super) fn check_channel_key(
         &self,
         channel_key: &PrivateKey,
@@ -119,6 +139,12 @@ impl Trust {
                 channel_key.keyid(),
                 self.current.version,
                 role.keyids.join(", ")
+            )));
+        }
+        if let Some(error) = offline_role_of(&self.current, &channel_key.keyid()) {
+            return Err(StartupError::Config(format!(
+                "channel key {}: {error}",
+                key_file.display()
             )));
         }
         if role.threshold > 1 {
@@ -143,11 +169,22 @@ impl App {
     }
 
     /// Accepts root N+1 (a valid rotation from the current root).
-    pub async fn publish_root(&self, body: Bytes, actor: &str) -> Result<u64> {
+    /// A root that weakens a role (a key removed, a threshold lowered) needs `allow_weaker`.
+    pub async fn publish_root(&self, body: Bytes, actor: &str, allow_weaker: bool) -> Result<u64> {
         let doc = Signed::<Root>::from_slice(&body)?;
         let _admin = self.admin.lock().await;
         let current = read_lock(&self.trust).current.clone();
         let next = manifests::verify_rotation(&current, &doc)?;
+        if let Some(error) = offline_role_of(&next, &self.channel_key.keyid()) {
+            return Err(error);
+        }
+        let weaker = manifests::weakening(&current, &next);
+        if !weaker.is_empty() && !allow_weaker {
+            return Err(Error::WeakerRoot {
+                version: next.version,
+                changes: weaker,
+            });
+        }
         if !next
             .roles
             .channel
@@ -166,7 +203,14 @@ impl App {
             actor: actor.to_owned(),
             channel: String::new(),
             version: version.to_string(),
-            detail: format!("root rotated from version {} to {version}", current.version),
+            detail: if weaker.is_empty() {
+                format!("root rotated from version {} to {version}", current.version)
+            } else {
+                format!(
+                    "root rotated from version {} to {version}, weaker (allowed): {weaker}",
+                    current.version
+                )
+            },
         };
         let stored = body.to_vec();
         self.db(move |store| store.add_root(version, &stored, &audit))
@@ -178,10 +222,25 @@ impl App {
             trust.empty = empty_body(version, self.config.poll_interval);
         }
         self.rebuild_views();
+        self.recheck_releases();
+        self.resign_all_locked(actor).await;
         self.notify();
         tracing::info!(root_version = version, %actor, "root rotated");
         Ok(version)
     }
+}
+
+/// The refusal when `root` names the online channel key `keyid` in an offline role (root or
+/// release): the server would then hold a key that signs roots or releases.
+fn offline_role_of(root: &Root, keyid: &str) -> Option<Error> {
+    [RoleName::Root, RoleName::Release]
+        .into_iter()
+        .find(|name| root.role(*name).keyids.iter().any(|id| id == keyid))
+        .map(|role| Error::ChannelKeyInOfflineRole {
+            version: root.version,
+            role: role.as_str(),
+            keyid: keyid.to_owned(),
+        })
 }
 
 fn empty_body(root_version: u64, poll_interval: Duration) -> CachedBody {

@@ -106,7 +106,20 @@ impl Store for MemoryStore {
             .find(|stored| stored.version == release.version);
         Ok(match existing {
             Some(stored) if stored.manifest_sha256 == release.manifest_sha256 => {
-                PutRelease::Identical
+                if stored.body == release.body {
+                    PutRelease::Identical
+                } else {
+                    let version = stored.version.clone();
+                    for stored in contents
+                        .releases
+                        .iter_mut()
+                        .filter(|r| r.version == version)
+                    {
+                        stored.body = release.body.clone();
+                    }
+                    contents.audit.push(audit.clone());
+                    PutRelease::Resigned
+                }
             }
             Some(_) => PutRelease::Conflict,
             None => {
@@ -142,10 +155,6 @@ impl Store for MemoryStore {
         Ok(self.contents().channels.values().cloned().collect())
     }
 
-    fn last_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
-        Ok(self.statement_serials(channel).into_iter().max())
-    }
-
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
         let mut contents = self.contents();
         contents
@@ -163,6 +172,16 @@ impl Store for MemoryStore {
             });
         }
         Ok(())
+    }
+
+    fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
+        Ok(self
+            .contents()
+            .statements
+            .iter()
+            .filter(|(name, _)| name == channel)
+            .map(|(_, serial)| *serial)
+            .max())
     }
 
     fn first_promotion(&self, channel: &str, version: &str) -> StoreResult<Option<i64>> {
