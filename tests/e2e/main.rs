@@ -15,5 +15,6 @@ mod observability;
 mod release_admin;
 mod release_cli;
 mod server;
+mod server_limits;
 mod simulator;
 mod versions;

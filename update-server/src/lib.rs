@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod sqlite;
@@ -44,6 +45,12 @@ pub enum StartupError {
 
 /// Opens the data directory and the store, checks the configuration and loads the state.
 pub fn open(config: ServeConfig) -> Result<Arc<App>, StartupError> {
+    if config.idle_timeout < config.header_read_timeout {
+        return Err(StartupError::Config(format!(
+            "--idle-timeout ({:?}) is shorter than --header-read-timeout ({:?})",
+            config.idle_timeout, config.header_read_timeout
+        )));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         StartupError::Config(format!(
             "cannot create data dir {}: {e}",
@@ -86,18 +93,7 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let drain_timeout = app.config.drain_timeout;
     let resigner = tokio::spawn(resign_loop(app.clone(), shutdown.clone()));
-    let router = http::router(http::Ctx {
-        app,
-        shutdown: shutdown.clone(),
-    });
-    let serving = match tls {
-        None => {
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-            tokio::spawn(async move { server.await })
-        }
-        Some(tls) => tokio::spawn(serve_tls(listener, router, tls, shutdown.clone())),
-    };
+    let serving = tokio::spawn(serve(app, listener, tls, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!(
         drain_timeout_s = drain_timeout.as_secs(),
@@ -115,15 +111,25 @@ pub async fn run(
     outcome
 }
 
-/// [`run`]'s HTTPS server: axum-server does the TLS handshakes (each in its connection's task,
-/// so a slow client never holds up the accept loop); it stops accepting on `shutdown` and lets
+/// [`run`]'s server, plain HTTP or HTTPS (axum-server does the TLS handshakes, each in its
+/// connection's task, so a slow client never holds up the accept loop), with the connection
+/// limits: `--max-connections` ([`limits::ConnectionLimit`]), `--header-read-timeout` for a new
+/// connection's first request (which also bounds the TLS/protocol detection) and
+/// `--idle-timeout` for the next request on a kept-alive one (hyper's header-read timer, which
+/// runs while a connection waits for a request head). It stops accepting on `shutdown` and lets
 /// open connections finish (bounded by [`run`]'s drain timeout).
-async fn serve_tls(
+async fn serve(
+    app: Arc<App>,
     listener: TcpListener,
-    router: axum::Router,
-    tls: RustlsConfig,
+    tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let config = &app.config;
+    let (header_read_timeout, idle_timeout) = (config.header_read_timeout, config.idle_timeout);
+    let service = limits::ConnectionLimit::new(
+        http::router(http::Ctx::new(app.clone(), shutdown.clone())),
+        config.max_connections,
+    );
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();
@@ -132,10 +138,29 @@ async fn serve_tls(
             handle.graceful_shutdown(None);
         }
     });
-    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
+    let listener = listener.into_std()?;
+    match tls {
+        None => {
+            let mut server = axum_server::from_tcp(listener)?
+                .handle(handle)
+                .first_request_timeout(header_read_timeout);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(idle_timeout);
+            server.serve(service).await
+        }
+        Some(tls) => {
+            let mut server = axum_server::from_tcp_rustls(listener, tls)?
+                .handle(handle)
+                .first_request_timeout(header_read_timeout);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(idle_timeout);
+            server.serve(service).await
+        }
+    }
 }
 
 /// Re-signs channel statements before they expire, so a healthy fleet never sees a stale one.

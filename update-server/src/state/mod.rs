@@ -9,6 +9,7 @@
 
 mod channels;
 mod fleet;
+mod labels;
 mod releases;
 mod trust;
 

@@ -95,6 +95,12 @@ impl Server {
             tls_cert: None,
             tls_key: None,
             drain_timeout: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 1024,
+            max_body_bytes: 1 << 20,
+            worker_rate_limit: 600,
+            worker_rate_burst: 100,
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());
