@@ -267,3 +267,105 @@ fn the_server_knows_every_reason_label_of_the_agent() {
         "update-server/src/state/labels.rs AGENT_REASONS lacks {missing:?}"
     );
 }
+
+/// Rows of `table` in the server's database.
+fn rows(data_dir: &std::path::Path, table: &str, filter: &str) -> i64 {
+    let db = rusqlite::Connection::open(data_dir.join("update-server.sqlite3")).expect("db");
+    db.query_row(
+        &format!("SELECT COUNT(*) FROM {table} WHERE {filter}"),
+        [],
+        |row| row.get(0),
+    )
+    .expect("count")
+}
+
+#[test]
+fn old_reports_and_long_gone_workers_are_deleted_at_start_and_periodically() {
+    let sandbox = e2e::Sandbox::new();
+    let trust = e2e::fleet::Trust::new(sandbox.path());
+    let server = e2e::fleet::Server::start(sandbox.path(), &trust, &[]);
+    let worker = server.worker();
+    for id in ["old-a", "old-b", "fresh"] {
+        let reply = worker.post_json(
+            "/api/workers/register",
+            &serde_json::json!({"worker_id": id, "current_version": "1.0.0", "platform": PLATFORM,
+                "channel": "canary", "hostname": "h", "task_types": []}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        for attempt in 0..2 {
+            let reply = worker.post_json(
+                "/api/worker-updates/report",
+                &serde_json::json!({"worker_id": id, "correlation_id": format!("{id}-{attempt}"),
+                    "from_version": "1.0.0", "to_version": "1.1.0", "outcome": "success", "reason": "",
+                    "duration_ms": 1, "at": Timestamp::now().to_string(), "channel": "canary"}),
+            );
+            assert_eq!(reply.status, 202, "{}", reply.text());
+        }
+    }
+    let data_dir = server.data_dir.clone();
+    drop(server);
+    // Age the rows of the two old workers: reports received 100 days ago, last seen 10 days ago.
+    let db = rusqlite::Connection::open(data_dir.join("update-server.sqlite3")).expect("db");
+    db.execute_batch(
+        "UPDATE reports SET received_at = received_at - 8640000, at = at - 8640000 WHERE worker_id LIKE 'old-%';
+         UPDATE workers SET last_seen = last_seen - 864000 WHERE worker_id LIKE 'old-%';",
+    )
+    .expect("age rows");
+    drop(db);
+    assert_eq!(rows(&data_dir, "reports", "1"), 6);
+    assert_eq!(rows(&data_dir, "workers", "1"), 3);
+
+    let server = e2e::fleet::Server::start(
+        sandbox.path(),
+        &trust,
+        &[
+            "--report-retention",
+            "30d",
+            "--worker-retention",
+            "7d",
+            "--prune-interval",
+            "1s",
+        ],
+    );
+    // Already gone when the server answers its first request.
+    let status = server.admin().get("/api/admin/status").json();
+    assert_eq!(status["workers_total"], 1, "{status}");
+    assert_eq!(rows(&data_dir, "reports", "1"), 2);
+    assert_eq!(
+        rows(&data_dir, "workers", "1"),
+        rows(&data_dir, "workers", "worker_id = 'fresh'")
+    );
+    assert_eq!(rows(&data_dir, "workers", "worker_id = 'fresh'"), 1);
+    let reports = server.reports();
+    assert!(
+        !reports.contains("old-") && reports.lines().count() == 2,
+        "{reports}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("retention: deleted old reports and workers not seen"),
+        "{}",
+        server.log()
+    );
+    // And periodically: a report that ages while the server runs is gone within a few passes.
+    let db = rusqlite::Connection::open(data_dir.join("update-server.sqlite3")).expect("db");
+    db.execute(
+        "UPDATE reports SET received_at = received_at - 8640000 WHERE correlation_id = 'fresh-0'",
+        [],
+    )
+    .expect("age a row");
+    let started = Instant::now();
+    while rows(&data_dir, "reports", "correlation_id = 'fresh-0'") > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "an aged report outlived 10 passes of --prune-interval 1s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "at start: 4 of 6 reports and 2 of 3 workers deleted; a report aged while running went in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(rows(&data_dir, "reports", "1"), 1);
+}

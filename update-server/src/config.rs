@@ -96,6 +96,16 @@ pub struct ServeConfig {
     /// Burst allowed above `--worker-rate-limit` (requests at once after a quiet spell).
     #[arg(long, env = "UPDATE_SERVER_WORKER_RATE_BURST", default_value_t = 100)]
     pub worker_rate_burst: u32,
+    /// Update reports older than this (by the time the server received them) are deleted.
+    #[arg(long, env = "UPDATE_SERVER_REPORT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub report_retention: Duration,
+    /// Workers not seen for this long are deleted from the inventory (and leave the fleet
+    /// gauges); one that comes back is registered again.
+    #[arg(long, env = "UPDATE_SERVER_WORKER_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub worker_retention: Duration,
+    /// How often the retention runs (also once at start).
+    #[arg(long, env = "UPDATE_SERVER_PRUNE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub prune_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
     #[arg(long, env = "UPDATE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

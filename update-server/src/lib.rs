@@ -92,7 +92,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartupError> {
     let drain_timeout = app.config.drain_timeout;
+    // The first retention pass is done before serving, so a server started with a shorter
+    // retention never answers from rows past it.
+    if let Err(error) = app.prune().await {
+        tracing::error!(%error, "retention pass at start failed");
+    }
     let resigner = tokio::spawn(resign_loop(app.clone(), shutdown.clone()));
+    let pruner = tokio::spawn(prune_loop(app.clone(), shutdown.clone()));
     let serving = tokio::spawn(serve(app, listener, tls, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!(
@@ -108,6 +114,7 @@ pub async fn run(
         }
     };
     resigner.abort();
+    pruner.abort();
     outcome
 }
 
@@ -170,6 +177,20 @@ async fn resign_loop(app: Arc<App>, shutdown: CancellationToken) {
         tokio::select! {
             () = tokio::time::sleep(app.next_resign_check()) => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Retention (`--report-retention`, `--worker-retention`) every `--prune-interval` after the
+/// pass at start. A failed pass is logged and retried at the next interval.
+async fn prune_loop(app: Arc<App>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(app.config.prune_interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = app.prune().await {
+            tracing::error!(%error, "retention pass failed");
         }
     }
 }

@@ -105,7 +105,8 @@ where
 
 /// Per-credential GCRA rate limits (governor) on the worker routes that write: `report` and
 /// `register`. Keyed by route and credential, so one worker (or one shared token) flooding
-/// reports cannot starve the others nor fill the store.
+/// reports cannot starve the others nor fill the store; the keys are bounded by the
+/// credentials the server accepts.
 #[derive(Debug)]
 pub struct WorkerRateLimit {
     limiter: DefaultKeyedRateLimiter<String>,
@@ -126,10 +127,5 @@ impl WorkerRateLimit {
         self.limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// Forgets credentials whose bucket is full again (bounds the map).
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
     }
 }

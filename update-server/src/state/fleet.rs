@@ -24,8 +24,8 @@ pub(super) struct Seen {
     platform: String,
     /// Channel followed.
     channel: String,
-    /// Unix seconds of the last request.
-    last_seen: i64,
+    /// Unix seconds of the last request (retention reads it).
+    pub(super) last_seen: i64,
     /// Unix seconds of the last write to the store.
     last_written: i64,
 }

@@ -11,6 +11,7 @@ mod channels;
 mod fleet;
 mod labels;
 mod releases;
+mod retention;
 mod trust;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ use manifests::{ExpirationEnforcement, PrivateKey, Timestamp, Version};
 use tokio::sync::watch;
 
 pub use channels::{CachedBody, ChannelView};
+pub use retention::Pruned;
 
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};

@@ -101,6 +101,9 @@ impl Server {
             max_body_bytes: 1 << 20,
             worker_rate_limit: 600,
             worker_rate_burst: 100,
+            report_retention: Duration::from_secs(90 * 86_400),
+            worker_retention: Duration::from_secs(30 * 86_400),
+            prune_interval: Duration::from_secs(3600),
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());
