@@ -369,3 +369,146 @@ fn old_reports_and_long_gone_workers_are_deleted_at_start_and_periodically() {
     );
     assert_eq!(rows(&data_dir, "reports", "1"), 1);
 }
+
+#[test]
+fn every_refusal_is_a_json_envelope_with_the_right_status() {
+    let w = World::new();
+    let release = w.publish_written(
+        "1.1.0",
+        "artifacts/worker-agent-1.1.0",
+        "#!/bin/sh\necho 1.1.0\n".repeat(100),
+    );
+    let artifact = &release.signed.artifacts[0].sha256;
+    let worker = w.server.worker();
+    let admin = w.server.admin();
+    let anonymous = Api::new(&w.server.url, None);
+    let cases: Vec<(&str, Reply, u16, &str)> = vec![
+        // Bad query strings.
+        (
+            "latest without platform",
+            worker.get("/api/worker-updates/latest?channel=canary"),
+            400,
+            "bad_request",
+        ),
+        (
+            "latest with a non-numeric wait",
+            worker.get(&format!(
+                "/api/worker-updates/latest?channel=canary&platform={PLATFORM}&current_version=1.0.0&worker_id=w&wait=soon"
+            )),
+            400,
+            "bad_request",
+        ),
+        (
+            "audit with a non-numeric limit",
+            admin.get("/api/admin/audit?limit=abc"),
+            400,
+            "bad_request",
+        ),
+        // Wrong methods, on open, worker and admin routes.
+        (
+            "PUT /healthz",
+            anonymous.send(reqwest::Method::PUT, "/healthz", |r| r),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "DELETE register",
+            worker.send(reqwest::Method::DELETE, "/api/workers/register", |r| r),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET promote",
+            admin.get("/api/admin/channels/canary/promote"),
+            405,
+            "method_not_allowed",
+        ),
+        // Bad bodies.
+        (
+            "register with broken JSON",
+            worker.send(reqwest::Method::POST, "/api/workers/register", |r| {
+                r.header("content-type", "application/json")
+                    .body("{\"worker_id\": \"w1\",")
+            }),
+            400,
+            "bad_request",
+        ),
+        (
+            "report with a wrong type",
+            worker.post_json(
+                "/api/worker-updates/report",
+                &serde_json::json!({"worker_id": 3}),
+            ),
+            422,
+            "bad_request",
+        ),
+        (
+            "promote with an unknown field",
+            admin.post_json(
+                "/api/admin/channels/canary/promote",
+                &serde_json::json!({"version": "1.1.0", "percentage": 5}),
+            ),
+            422,
+            "bad_request",
+        ),
+        (
+            "halt as text/plain",
+            admin.send(reqwest::Method::POST, "/api/admin/channels/canary/halt", |r| {
+                r.header("content-type", "text/plain").body("stop")
+            }),
+            415,
+            "bad_request",
+        ),
+        // Unknown routes, and a range past the end of an artifact.
+        ("GET /api/nope", anonymous.get("/api/nope"), 404, "not_found"),
+        (
+            "POST /nope",
+            anonymous.post_bytes("/nope", Vec::new()),
+            404,
+            "not_found",
+        ),
+        (
+            "range past the end",
+            worker.send(
+                reqwest::Method::GET,
+                &format!("/api/worker-updates/artifacts/{artifact}"),
+                |r| r.header("range", "bytes=99999999-"),
+            ),
+            416,
+            "range",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, reply, status, reason) in &cases {
+        let json = serde_json::from_slice::<serde_json::Value>(&reply.body).ok();
+        let ok = reply.status == *status
+            && reply
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("application/json"))
+            && json.as_ref().is_some_and(|j| {
+                j["reason"] == *reason && j["error"].as_str().is_some_and(|e| !e.is_empty())
+            });
+        if !ok {
+            wrong.push(format!(
+                "{what}: {} {:?} {}",
+                reply.status,
+                reply.header("content-type"),
+                reply.text()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} refusals are not the envelope with the expected status:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    // A 405 still says which methods the route takes.
+    let reply = anonymous.send(reqwest::Method::PUT, "/healthz", |r| r);
+    assert!(
+        reply.header("allow").is_some_and(|a| a.contains("GET")),
+        "{:?}",
+        reply.headers
+    );
+}
