@@ -21,5 +21,6 @@ mod release_admin;
 mod release_cli;
 mod rotation;
 mod server;
+mod server_limits;
 mod simulator;
 mod versions;

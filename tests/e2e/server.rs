@@ -409,7 +409,7 @@ fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release() {
         );
         assert_eq!(reply.status, 202, "{}", reply.text());
     };
-    fail("c1", "rolled_back", "probation_crash");
+    fail("c1", "rolled_back", "died_in_probation");
     fail("c2", "failure", "hash_mismatch");
     // The same worker twice counts once; an agent refusing a downgrade is not a release defect.
     fail("c2", "failure", "hash_mismatch");
@@ -443,7 +443,7 @@ fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release() {
         metrics.contains("channel_halted{channel=\"canary\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("update_reports_total{outcome=\"rolled_back\",reason=\"probation_crash\",version=\"1.4.0\"} 1"), "{metrics}");
+    assert!(metrics.contains("update_reports_total{outcome=\"rolled_back\",reason=\"died_in_probation\",version=\"1.4.0\"} 1"), "{metrics}");
 
     // Resume needs an admin; halt needs a reason.
     let admin = w.server.admin();
@@ -537,7 +537,10 @@ fn rollback_directive_is_served_to_the_versions_it_covers() {
 #[test]
 fn handshake_tells_workers_below_the_minimum_and_metrics_show_the_fleet() {
     let w = World::new();
-    release(&w, "2.0.0");
+    // The fleet gauges name only published versions (others count as `other`).
+    for version in ["1.0.0", "1.6.0", "2.0.0"] {
+        release(&w, version);
+    }
     let reply = w.server.admin().post_json(
         "/api/admin/channels/canary/promote",
         &serde_json::json!({"version": "2.0.0", "minimum_version": "1.5.0"}),

@@ -78,6 +78,39 @@ pub struct ServeConfig {
     /// threshold lowered); without it such a root is refused, naming what it weakens.
     #[arg(long, env = "UPDATE_SERVER_ALLOW_WEAKER")]
     pub allow_weaker: bool,
+    /// A new connection must send its first request's headers within this (slow-loris
+    /// clients are cut off).
+    #[arg(long, env = "UPDATE_SERVER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = config_syntax::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection is closed when its next request's headers have not arrived
+    /// within this (at least `--header-read-timeout`; above the agents' poll interval so their
+    /// connections are reused).
+    #[arg(long, env = "UPDATE_SERVER_IDLE_TIMEOUT", default_value = "75s", value_parser = config_syntax::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "UPDATE_SERVER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Largest request body on every route but the artifact upload (`--max-artifact-bytes`);
+    /// above it: 413 `too_large`.
+    #[arg(long, env = "UPDATE_SERVER_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Requests a minute each worker credential may make to `report` and to `register`
+    /// (separately); above it: 429 `rate_limited` with `Retry-After`.
+    #[arg(long, env = "UPDATE_SERVER_WORKER_RATE_LIMIT", default_value_t = 600)]
+    pub worker_rate_limit: u32,
+    /// Burst allowed above `--worker-rate-limit` (requests at once after a quiet spell).
+    #[arg(long, env = "UPDATE_SERVER_WORKER_RATE_BURST", default_value_t = 100)]
+    pub worker_rate_burst: u32,
+    /// Update reports older than this (by the time the server received them) are deleted.
+    #[arg(long, env = "UPDATE_SERVER_REPORT_RETENTION", default_value = "90d", value_parser = config_syntax::parse_duration)]
+    pub report_retention: Duration,
+    /// Workers not seen for this long are deleted from the inventory (and leave the fleet
+    /// gauges); one that comes back is registered again.
+    #[arg(long, env = "UPDATE_SERVER_WORKER_RETENTION", default_value = "30d", value_parser = config_syntax::parse_duration)]
+    pub worker_retention: Duration,
+    /// How often the retention runs (also once at start).
+    #[arg(long, env = "UPDATE_SERVER_PRUNE_INTERVAL", default_value = "1h", value_parser = config_syntax::parse_duration)]
+    pub prune_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
     #[arg(long, env = "UPDATE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = config_syntax::parse_duration)]
     pub drain_timeout: Duration,

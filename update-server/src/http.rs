@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -28,6 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{PromoteRequest, RegisterRequest, ReportRequest};
 use crate::error::{Error, ErrorKind};
+use crate::limits::WorkerRateLimit;
 use crate::state::App;
 use crate::tokens::Caller;
 
@@ -126,7 +128,7 @@ where
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(ApiError::new(
                 rejection.status(),
-                "bad_request",
+                reason_of_status(rejection.status()),
                 rejection.body_text(),
             )),
         }
@@ -140,6 +142,23 @@ pub struct Ctx {
     pub app: Arc<App>,
     /// Cancelled on shutdown: long polls return at once.
     pub shutdown: CancellationToken,
+    /// `--worker-rate-limit` on `report` and `register`, per credential.
+    pub rate_limit: Arc<WorkerRateLimit>,
+}
+
+impl Ctx {
+    /// The handlers' state for `app`, with its rate limits.
+    pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Self {
+        let rate_limit = Arc::new(WorkerRateLimit::new(
+            app.config.worker_rate_limit,
+            app.config.worker_rate_burst,
+        ));
+        Ctx {
+            app,
+            shutdown,
+            rate_limit,
+        }
+    }
 }
 
 /// Every route the router serves, as `(method, path template)`; `/openapi.json` must list them all.
@@ -166,19 +185,32 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The whole HTTP application.
 pub fn router(ctx: Ctx) -> Router {
+    // Every route but the artifact upload takes at most `--max-body-bytes`: a larger
+    // Content-Length is refused before the handler runs, a longer chunked body when read.
+    let small_bodies = RequestBodyLimitLayer::new(ctx.app.config.max_body_bytes);
+    let artifact_bodies = RequestBodyLimitLayer::new(
+        usize::try_from(ctx.app.config.max_artifact_bytes).unwrap_or(usize::MAX),
+    );
+    let rate_limited = middleware::from_fn_with_state(ctx.clone(), rate_limit);
     let worker = Router::new()
         .route("/api/worker-updates/latest", get(latest))
         .route("/api/worker-updates/root/{file}", get(root_document))
         .route("/api/worker-updates/artifacts/{sha256}", get(artifact))
-        .route("/api/workers/register", post(register))
-        .route("/api/worker-updates/report", post(report))
+        .route(
+            "/api/workers/register",
+            post(register).layer(rate_limited.clone()),
+        )
+        .route(
+            "/api/worker-updates/report",
+            post(report).layer(rate_limited),
+        )
+        .layer(small_bodies)
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_worker));
     let admin = Router::new()
         .route(
             "/api/admin/releases",
             post(publish_release).get(list_releases),
         )
-        .route("/api/admin/artifacts/{sha256}", put(upload_artifact))
         .route("/api/admin/channels/{channel}/promote", post(promote))
         .route("/api/admin/channels/{channel}/halt", post(halt))
         .route("/api/admin/channels/{channel}/resume", post(resume))
@@ -186,15 +218,25 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/admin/roots", post(publish_root))
         .route("/api/admin/status", get(status))
         .route("/api/admin/audit", get(audit))
+        .layer(small_bodies)
+        // Added after the small-body layer, so only `--max-artifact-bytes` applies to it.
+        .route(
+            "/api/admin/artifacts/{sha256}",
+            put(upload_artifact).layer(artifact_bodies),
+        )
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin));
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .layer(small_bodies);
     let request_id = header::HeaderName::from_static("x-request-id");
     open.merge(worker)
         .merge(admin)
         .fallback(|| async { ApiError::not_found("no such route") })
+        // Big enough for what `small_bodies` lets through; the upload streams its body.
+        .layer(DefaultBodyLimit::max(ctx.app.config.max_body_bytes))
+        .layer(middleware::from_fn(envelope))
         .layer(middleware::from_fn_with_state(ctx.clone(), observe))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -230,6 +272,79 @@ async fn observe(State(ctx): State<Ctx>, request: Request, next: Next) -> Respon
         .with_label_values(&[&route])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The reason label of an error status that no handler chose (a rejection by axum or a layer).
+fn reason_of_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::RANGE_NOT_SATISFIABLE => "range",
+        status if status.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Longest text of a rejection kept as the envelope's `error`.
+const REJECTION_TEXT_LIMIT: usize = 1024;
+
+/// Gives every error answer the `{"error", "reason"}` body: handlers already do, but axum's own
+/// rejections (a bad query string, a wrong method, an oversized body) and tower-http's answer
+/// plain text or nothing. The status and the other headers (`Allow`, ...) are kept.
+async fn envelope(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, REJECTION_TEXT_LIMIT).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned(),
+    };
+    let mut rebuilt = ApiError::new(status, reason_of_status(status), text).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    rebuilt.headers_mut().extend(parts.headers);
+    rebuilt
+}
+
+/// `--worker-rate-limit`: 429 `rate_limited` with `Retry-After` once a credential has used its
+/// share of this route. Runs after authentication, so the key is a real credential.
+async fn rate_limit(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    // The caller's Debug form names the credential (never the secret).
+    let key = format!("{route} {:?}", caller(&ctx, request.headers()));
+    match ctx.rate_limit.check(key) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let seconds = wait.as_secs() + 1;
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from this credential on {route}: retry in {seconds} s (--worker-rate-limit)"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+        }
+    }
 }
 
 fn caller(ctx: &Ctx, headers: &HeaderMap) -> Option<Caller> {

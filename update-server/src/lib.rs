@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod sqlite;
@@ -44,6 +45,12 @@ pub enum StartupError {
 
 /// Opens the data directory and the store, checks the configuration and loads the state.
 pub fn open(config: ServeConfig) -> Result<Arc<App>, StartupError> {
+    if config.idle_timeout < config.header_read_timeout {
+        return Err(StartupError::Config(format!(
+            "--idle-timeout ({:?}) is shorter than --header-read-timeout ({:?})",
+            config.idle_timeout, config.header_read_timeout
+        )));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         StartupError::Config(format!(
             "cannot create data dir {}: {e}",
@@ -85,19 +92,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartupError> {
     let drain_timeout = app.config.drain_timeout;
+    // The first retention pass is done before serving, so a server started with a shorter
+    // retention never answers from rows past it.
+    if let Err(error) = app.prune().await {
+        tracing::error!(%error, "retention pass at start failed");
+    }
     let resigner = tokio::spawn(resign_loop(app.clone(), shutdown.clone()));
-    let router = http::router(http::Ctx {
-        app,
-        shutdown: shutdown.clone(),
-    });
-    let serving = match tls {
-        None => {
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-            tokio::spawn(async move { server.await })
-        }
-        Some(tls) => tokio::spawn(serve_tls(listener, router, tls, shutdown.clone())),
-    };
+    let pruner = tokio::spawn(prune_loop(app.clone(), shutdown.clone()));
+    let serving = tokio::spawn(serve(app, listener, tls, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!(
         drain_timeout_s = drain_timeout.as_secs(),
@@ -112,18 +114,29 @@ pub async fn run(
         }
     };
     resigner.abort();
+    pruner.abort();
     outcome
 }
 
-/// [`run`]'s HTTPS server: axum-server does the TLS handshakes (each in its connection's task,
-/// so a slow client never holds up the accept loop); it stops accepting on `shutdown` and lets
+/// [`run`]'s server, plain HTTP or HTTPS (axum-server does the TLS handshakes, each in its
+/// connection's task, so a slow client never holds up the accept loop), with the connection
+/// limits: `--max-connections` ([`limits::ConnectionLimit`]), `--header-read-timeout` for a new
+/// connection's first request (which also bounds the TLS/protocol detection) and
+/// `--idle-timeout` for the next request on a kept-alive one (hyper's header-read timer, which
+/// runs while a connection waits for a request head). It stops accepting on `shutdown` and lets
 /// open connections finish (bounded by [`run`]'s drain timeout).
-async fn serve_tls(
+async fn serve(
+    app: Arc<App>,
     listener: TcpListener,
-    router: axum::Router,
-    tls: RustlsConfig,
+    tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let config = &app.config;
+    let (header_read_timeout, idle_timeout) = (config.header_read_timeout, config.idle_timeout);
+    let service = limits::ConnectionLimit::new(
+        http::router(http::Ctx::new(app.clone(), shutdown.clone())),
+        config.max_connections,
+    );
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();
@@ -132,10 +145,37 @@ async fn serve_tls(
             handle.graceful_shutdown(None);
         }
     });
-    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
+    let server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
+    match tls {
+        None => {
+            with_timeouts(server, header_read_timeout, idle_timeout)
+                .serve(service)
+                .await
+        }
+        Some(tls) => {
+            with_timeouts(
+                server.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls)),
+                header_read_timeout,
+                idle_timeout,
+            )
+            .serve(service)
+            .await
+        }
+    }
+}
+
+/// `--header-read-timeout` for a connection's first request, `--idle-timeout` for the next.
+fn with_timeouts<A>(
+    server: axum_server::Server<std::net::SocketAddr, A>,
+    header_read_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+) -> axum_server::Server<std::net::SocketAddr, A> {
+    let mut server = server.first_request_timeout(header_read_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(idle_timeout);
+    server
 }
 
 /// Re-signs channel statements before they expire, so a healthy fleet never sees a stale one.
@@ -145,6 +185,20 @@ async fn resign_loop(app: Arc<App>, shutdown: CancellationToken) {
         tokio::select! {
             () = tokio::time::sleep(app.next_resign_check()) => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Retention (`--report-retention`, `--worker-retention`) every `--prune-interval` after the
+/// pass at start. A failed pass is logged and retried at the next interval.
+async fn prune_loop(app: Arc<App>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(app.config.prune_interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = app.prune().await {
+            tracing::error!(%error, "retention pass failed");
         }
     }
 }

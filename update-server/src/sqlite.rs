@@ -365,6 +365,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn prune(&self, reports_received_before: i64, forget_workers: &[String]) -> StoreResult<u64> {
+        self.with(|c| {
+            let transaction = c.transaction()?;
+            let reports = transaction.execute(
+                "DELETE FROM reports WHERE received_at < ?1",
+                params![reports_received_before],
+            )?;
+            {
+                let mut forget = transaction.prepare("DELETE FROM workers WHERE worker_id = ?1")?;
+                for worker_id in forget_workers {
+                    forget.execute(params![worker_id])?;
+                }
+            }
+            transaction.commit()?;
+            Ok(u64::try_from(reports).unwrap_or(u64::MAX))
+        })
+    }
+
     fn add_audit(&self, audit: &AuditRecord) -> StoreResult<()> {
         self.with(|c| insert_audit(c, audit))
     }

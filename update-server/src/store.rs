@@ -242,6 +242,10 @@ pub trait Store: Send + Sync + 'static {
     /// `failure` and `rolled_back` reports received since `since`, grouped.
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>>;
 
+    /// Retention: deletes the reports received before `reports_received_before` (Unix seconds)
+    /// and the workers `forget_workers`, in one transaction; returns how many reports went.
+    fn prune(&self, reports_received_before: i64, forget_workers: &[String]) -> StoreResult<u64>;
+
     /// Appends to the audit trail.
     fn add_audit(&self, audit: &AuditRecord) -> StoreResult<()>;
     /// The newest `limit` audit entries and reports, merged, newest first.

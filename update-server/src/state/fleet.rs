@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use manifests::{Timestamp, Version};
 
 use super::channels::summary;
+use super::labels;
 use super::{now, parse_version, read_lock, require_nonempty, App, NOT_RELEASE_DEFECTS};
 use crate::api::{ChannelSummary, RegisterRequest, ReportRequest};
 use crate::error::{Error, Result, REPORT_OUTCOMES};
@@ -23,8 +24,8 @@ pub(super) struct Seen {
     platform: String,
     /// Channel followed.
     channel: String,
-    /// Unix seconds of the last request.
-    last_seen: i64,
+    /// Unix seconds of the last request (retention reads it).
+    pub(super) last_seen: i64,
     /// Unix seconds of the last write to the store.
     last_written: i64,
 }
@@ -186,7 +187,11 @@ impl App {
         self.db(move |store| store.add_report(&record)).await?;
         self.metrics
             .update_reports
-            .with_label_values(&[&request.outcome, &request.reason, &request.to_version])
+            .with_label_values(&[
+                &request.outcome,
+                labels::reason_label(&request.reason),
+                &self.known_labels().version(&request.to_version),
+            ])
             .inc();
         tracing::info!(
             worker_id = %request.worker_id,
@@ -275,20 +280,22 @@ impl App {
         let now_secs = now().unix();
         let mut fresh: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut stale: BTreeMap<String, i64> = BTreeMap::new();
+        let known = self.known_labels();
         {
             let inventory = self
                 .inventory
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for seen in inventory.values() {
+                let channel = known.channel(&seen.channel);
                 if now_secs - seen.last_seen > stale_after {
-                    *stale.entry(seen.channel.clone()).or_default() += 1;
+                    *stale.entry(channel.clone()).or_default() += 1;
                 } else {
                     *fresh
-                        .entry((seen.version.clone(), seen.channel.clone()))
+                        .entry((known.version(&seen.version), channel.clone()))
                         .or_default() += 1;
                 }
-                stale.entry(seen.channel.clone()).or_default();
+                stale.entry(channel).or_default();
             }
         }
         self.metrics.fleet_workers.reset();

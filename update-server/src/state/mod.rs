@@ -9,8 +9,10 @@
 
 mod channels;
 mod fleet;
+mod labels;
 mod reconcile;
 mod releases;
+mod retention;
 mod trust;
 
 #[cfg(test)]
@@ -25,6 +27,7 @@ use manifests::{ExpirationEnforcement, PrivateKey, Timestamp, Version};
 use tokio::sync::watch;
 
 pub use channels::{CachedBody, ChannelView};
+pub use retention::Pruned;
 
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};

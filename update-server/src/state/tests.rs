@@ -96,6 +96,15 @@ impl Server {
             tls_key: None,
             drain_timeout: Duration::from_secs(1),
             allow_weaker: false,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 1024,
+            max_body_bytes: 1 << 20,
+            worker_rate_limit: 600,
+            worker_rate_burst: 100,
+            report_retention: Duration::from_secs(90 * 86_400),
+            worker_retention: Duration::from_secs(30 * 86_400),
+            prune_interval: Duration::from_secs(3600),
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());

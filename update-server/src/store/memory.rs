@@ -210,6 +210,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn prune(&self, reports_received_before: i64, forget_workers: &[String]) -> StoreResult<u64> {
+        let mut contents = self.contents();
+        let before = contents.reports.len();
+        contents
+            .reports
+            .retain(|r| r.received_at >= reports_received_before);
+        for worker_id in forget_workers {
+            contents.workers.remove(worker_id);
+        }
+        Ok(u64::try_from(before - contents.reports.len()).unwrap_or(u64::MAX))
+    }
+
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts> {
         let contents = self.contents();
         let mut failed = std::collections::BTreeSet::new();
