@@ -625,7 +625,11 @@ impl Updater {
         let mut trust = self.trust.clone();
         trust.root = current;
         if channel_role_changed {
-            tracing::info!(root = trust.root.signed.version, forgotten_serial = ?trust.accepted_serial, "the new root changes the channel keys; the accepted channel serial is reset");
+            tracing::info!(
+                root = trust.root.signed.version,
+                forgotten_serial = trust.accepted_serial,
+                "the new root changes the channel keys; the accepted channel serial is reset"
+            );
             trust.forget_statement();
         }
         self.session

@@ -369,6 +369,9 @@ fn a_new_channel_key_resets_the_serial_a_rotated_out_key_froze() {
             "root.json",
             "--channel-key",
             "keys/channel-2.pub",
+            "--remove-key",
+            "keys/channel.pub",
+            "--allow-weaker",
             "--key",
             "keys/root.key",
             "--out",
@@ -380,6 +383,7 @@ fn a_new_channel_key_resets_the_serial_a_rotated_out_key_froze() {
         w.sandbox.join("keys/channel-2.key"),
     );
     w.server.restart_with(&[
+        ("--allow-weaker", ""),
         ("--root", &root_2.to_string_lossy()),
         ("--channel-key", &key_2.to_string_lossy()),
     ]);

@@ -31,6 +31,7 @@ pub const AGENT_REASONS: &[&str] = &[
     "exited_before_ready",
     "not_ready",
     "died_in_probation",
+    "self_check_failed",
     "probation_interrupted",
     "swap_failed",
     "busy",
