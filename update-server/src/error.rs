@@ -111,6 +111,13 @@ pub enum Error {
         /// `halt` or `resume`.
         action: &'static str,
     },
+    /// Resume of a channel that is not halted: resuming it would re-sign a statement for
+    /// nothing, and usually means the wrong channel was named.
+    #[error("channel {channel:?} is not halted: there is nothing to resume")]
+    NotHalted {
+        /// The channel.
+        channel: String,
+    },
     /// A statement change on a channel without a release.
     #[error("channel {channel:?} has no release yet")]
     NoRelease {
@@ -261,7 +268,8 @@ impl Error {
             | Error::SoakTooShort { .. }
             | Error::NoCanarySuccess { .. }
             | Error::CanaryFailureRate { .. }
-            | Error::RootWithoutChannelKey { .. } => ErrorKind::Refused,
+            | Error::RootWithoutChannelKey { .. }
+            | Error::NotHalted { .. } => ErrorKind::Refused,
             Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
             Error::Manifest(error) => match error.reason() {
                 manifests::Reason::Io => ErrorKind::Internal,
@@ -286,6 +294,7 @@ impl Error {
             | Error::NoCanarySuccess { .. } => "soak",
             Error::CanaryFailureRate { .. } => "failure_rate",
             Error::RootWithoutChannelKey { .. } => "channel_key",
+            Error::NotHalted { .. } => "not_halted",
             Error::ReleaseWithoutArtifacts { .. } => "malformed",
             Error::Manifest(error) => error.reason().as_str(),
             _ => match self.kind() {
