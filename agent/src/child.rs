@@ -24,9 +24,35 @@ use crate::updater::{LoopEnd, WorkerSession};
 /// The running version (`WORKER_AGENT_VERSION` at build time, else the package version).
 pub const VERSION: &str = env!("BUILD_VERSION");
 
+/// The version and target as bytes kept in the binary, so `worker-release sign-release` reads
+/// what an artifact is without running it: `\0worker-agent-build:VERSION;TARGET\0`. The format
+/// is a contract with release-cli/src/offline/artifact.rs.
+const BUILD_MARKER: &[u8] = concat!(
+    "\0worker-agent-build:",
+    env!("BUILD_VERSION"),
+    ";",
+    env!("BUILD_TARGET"),
+    "\0"
+)
+.as_bytes();
+
+/// [`BUILD_MARKER`] as a static the linker keeps even though nothing reads it.
+#[used]
+static KEPT_BUILD_MARKER: [u8; BUILD_MARKER.len()] = {
+    let mut bytes = [0u8; BUILD_MARKER.len()];
+    let mut i = 0;
+    while i < BUILD_MARKER.len() {
+        bytes[i] = BUILD_MARKER[i];
+        i += 1;
+    }
+    bytes
+};
+
 /// Runs the worker until shutdown (exit 0) or a staged update ([`EXIT_STAGED`]). Below the
 /// channel's signed minimum version it keeps running and updating (see [`crate::minimum`]).
 pub async fn run_child(config: AgentConfig) -> i32 {
+    // A read the linker cannot see through, so it never drops the marker from the binary.
+    std::hint::black_box(&KEPT_BUILD_MARKER);
     match run(config).await {
         Ok(code) => code,
         Err(message) => {

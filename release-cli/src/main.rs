@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod failure;
 mod offline;
 mod rotate;
 
@@ -106,26 +107,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Lead with the stable reason label when there is one, so scripts can match on it.
-            match reason_label(&error) {
-                Some(reason) => eprintln!("worker-release: error [{reason}]: {error:#}"),
-                None => eprintln!("worker-release: error: {error:#}"),
-            }
+            // Lead with the stable reason label, so scripts can match on it.
+            eprintln!(
+                "worker-release: error [{}]: {}",
+                failure::reason_label(&error),
+                failure::one_line(&error)
+            );
             ExitCode::FAILURE
         }
     }
-}
-
-/// The stable reason label of a failure: a trust-format error's, else the update server's.
-fn reason_label(error: &anyhow::Error) -> Option<String> {
-    if let Some(cause) = error
-        .chain()
-        .find_map(|e| e.downcast_ref::<manifests::Error>())
-    {
-        return Some(cause.reason().to_string());
-    }
-    error
-        .chain()
-        .find_map(|e| e.downcast_ref::<admin::ServerRefused>())
-        .and_then(|refused| refused.reason.clone())
 }

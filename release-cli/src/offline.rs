@@ -4,8 +4,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::failure::refuse;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+
+mod artifact;
+
 use manifests::{
     hash_file, verify_file, Artifact, ChannelStatement, DocType, Document, ExpirationEnforcement,
     Key, PrivateKey, PublicKeyFile, Release, ReleasePointer, Role, RoleName, Roles, Rollback,
@@ -71,9 +75,16 @@ pub struct SignReleaseArgs {
     /// Release private key(s).
     #[arg(long = "key", required = true)]
     keys: Vec<PathBuf>,
-    /// Where to write release.json.
+    /// The trusted root: refuse a key that is not one of its release keys, and check that the
+    /// keys given reach the release threshold.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Where to write release.json (an existing file is refused without --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,7 +176,10 @@ pub fn keygen(out: &Path, name: &str) -> Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        bail!("key name {name:?} may only contain letters, digits, '-', '_' and '.'");
+        return Err(refuse(
+            "usage",
+            format!("key name {name:?} may only contain letters, digits, '-', '_' and '.'"),
+        ));
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let key = PrivateKey::generate(name)?;
@@ -246,6 +260,24 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
         .minimum_version
         .parse()
         .with_context(|| format!("--minimum-version {:?}", args.minimum_version))?;
+    if minimum_version > version {
+        return Err(refuse(
+            "usage",
+            format!(
+                "--minimum-version {minimum_version} is above --version {version}: no agent \
+                 could ever update to it"
+            ),
+        ));
+    }
+    if args.out.exists() && !args.force {
+        return Err(refuse(
+            "exists",
+            format!(
+                "--out {} exists; pass --force to replace it",
+                args.out.display()
+            ),
+        ));
+    }
     let mut artifacts = Vec::new();
     for spec in &args.artifacts {
         let mut parts = spec.splitn(3, '=');
@@ -255,6 +287,8 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
         if platform.is_empty() || path.is_empty() {
             bail!("--artifact {spec:?}: expected PLATFORM=PATH[=URL]");
         }
+        artifact::check_platform(platform)?;
+        check_agent_build(Path::new(path), platform, &version)?;
         let (sha256, size) = hash_file(Path::new(path))?;
         let url = parts.next().map_or_else(
             || format!("/api/worker-updates/artifacts/{sha256}"),
@@ -279,8 +313,26 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
         extra: BTreeMap::new(),
     };
     release.validate()?;
-    let signers = load_signers(&args.keys, |_| true, "")?;
+    let root = match &args.root {
+        Some(path) => Some(
+            Signed::<Root>::load(path)?
+                .verify_self(Timestamp::now(), ExpirationEnforcement::Safe)
+                .with_context(|| format!("trusted root {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let signers = match &root {
+        Some(root) => load_signers(
+            &args.keys,
+            |id| root.roles.release.keyids.iter().any(|k| k == id),
+            &format!("release key of root version {}", root.version),
+        )?,
+        None => load_signers(&args.keys, |_| true, "")?,
+    };
     let doc = Signed::sign(release, &signers.iter().collect::<Vec<_>>())?;
+    if let Some(root) = &root {
+        root.verify_signed(RoleName::Release, &doc)?;
+    }
     write_doc(&args.out, &doc)?;
     println!(
         "wrote {}: {} {} ({} artifact(s)), manifest_sha256 {}",
@@ -725,13 +777,16 @@ pub(crate) fn load_signers(
 ) -> Result<Vec<PrivateKey>> {
     let mut signers: Vec<PrivateKey> = Vec::new();
     for path in paths {
-        let key = PrivateKey::load(path)?;
+        let key = load_private(path)?;
         if !allowed(&key.keyid()) {
-            bail!(
-                "--key {}: key {} is not a {what}",
-                path.display(),
-                key.keyid()
-            );
+            return Err(refuse(
+                "wrong_role",
+                format!(
+                    "--key {}: key {} is not a {what}",
+                    path.display(),
+                    key.keyid()
+                ),
+            ));
         }
         if signers.iter().any(|k| k.keyid() == key.keyid()) {
             bail!("--key {}: the same key is given twice", path.display());
@@ -739,6 +794,57 @@ pub(crate) fn load_signers(
         signers.push(key);
     }
     Ok(signers)
+}
+
+/// A private key; a public key file given instead is named as such.
+fn load_private(path: &Path) -> Result<PrivateKey> {
+    PrivateKey::load(path).map_err(|error| {
+        if PublicKeyFile::load(path).is_ok() {
+            return refuse(
+                "wrong_role",
+                format!(
+                    "--key {}: this is a public key; sign with the private key file (NAME.key) \
+                     next to it",
+                    path.display()
+                ),
+            );
+        }
+        error.into()
+    })
+}
+
+/// When `path` is a worker-agent binary, refuses it unless it was built as `version` for
+/// `platform` (read from its build marker, never by running it).
+fn check_agent_build(path: &Path, platform: &str, version: &Version) -> Result<()> {
+    let Some(build) = artifact::agent_build(path)? else {
+        eprintln!(
+            "worker-release: note: {} is not a worker-agent binary with a build marker; its \
+             version is not checked",
+            path.display()
+        );
+        return Ok(());
+    };
+    if build.version != version.to_string() {
+        return Err(refuse(
+            "artifact_mismatch",
+            format!(
+                "--artifact {}: this worker-agent binary is version {}, not --version {version}",
+                path.display(),
+                build.version
+            ),
+        ));
+    }
+    if build.target != platform {
+        return Err(refuse(
+            "artifact_mismatch",
+            format!(
+                "--artifact {}: this worker-agent binary is built for {}, not {platform}",
+                path.display(),
+                build.target
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp> {

@@ -432,6 +432,60 @@ fn halt_shows_the_reason_in_status_and_resume_clears_it() {
 }
 
 #[test]
+fn resume_needs_a_reason_and_a_halted_channel() {
+    let w = world();
+    w.published("1.4.0");
+    w.server.promote("canary", "1.4.0", 50);
+    let serial = |w: &World| -> u64 {
+        channel_row(&w.status(), "canary")[4]
+            .parse()
+            .expect("serial")
+    };
+    let before = serial(&w);
+
+    // No reason: a usage error (exit 2), nothing sent.
+    let run = w.cli("resume", &["--channel", "canary"]);
+    let err = run.failure();
+    assert_exit_code(&run, 2);
+    assert!(err.contains("--reason"), "{err}");
+    let run = w.cli("resume", &["--channel", "canary", "--reason", " "]);
+    assert_exit_code(&run, 2);
+
+    // A channel that is not halted: the server refuses, and signs no new statement.
+    let err = error_line(&w.cli("resume", &["--channel", "canary", "--reason", "all good"]));
+    assert!(
+        err.starts_with(
+            "worker-release: error [not_halted]: resume canary: refused by server (409): "
+        ) && err.contains("not halted"),
+        "{err}"
+    );
+    assert_eq!(serial(&w), before, "no statement signed for nothing");
+
+    w.cli(
+        "halt",
+        &["--channel", "canary", "--reason", "bad thumbnails"],
+    )
+    .success();
+    w.cli("resume", &["--channel", "canary", "--reason", "fixed"])
+        .success();
+    assert_eq!(channel_row(&w.status(), "canary")[3], "no");
+}
+
+#[test]
+fn a_token_file_in_the_servers_name_equals_token_format_is_accepted() {
+    let w = world();
+    w.sandbox.write(
+        "admins.tokens",
+        format!(
+            "# admins, as update-server --admin-token-file reads them\nrelease-eng={}\n",
+            w.server.admin_token
+        ),
+    );
+    let out = w.cli_with_token("status", "admins.tokens", &[]).success();
+    assert!(out.contains("channel"), "{out}");
+}
+
+#[test]
 fn rollback_with_a_directive_signed_by_the_cli_moves_the_channel_down() {
     let w = world();
     w.published("1.0.0");
@@ -635,7 +689,7 @@ fn an_unreachable_server_is_named_in_one_line() {
     let err = error_line(&run);
     assert!(
         err.starts_with(&format!(
-            "worker-release: error: status: could not reach the update server at {server}/api/admin/status"
+            "worker-release: error [unreachable]: status: could not reach the update server at {server}/api/admin/status"
         )),
         "{err}"
     );
@@ -656,7 +710,7 @@ fn an_unreachable_server_is_named_in_one_line() {
     let err = error_line(&run);
     assert!(
         err.starts_with(&format!(
-            "worker-release: error: halt canary: could not reach the update server at {server}/api/admin/channels/canary/halt"
+            "worker-release: error [unreachable]: halt canary: could not reach the update server at {server}/api/admin/channels/canary/halt"
         )),
         "{err}"
     );

@@ -492,3 +492,241 @@ fn inspect_shows_a_document_and_garbage_gets_one_clear_line() {
         "{err}"
     );
 }
+
+/// The one error line of a failed command, which must be led by `[reason]`.
+#[track_caller]
+fn error_led_by(run: &e2e::Run, reason: &str) -> String {
+    let err = run.failure();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.contains(": note: ")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    let prefix = format!("worker-release: error [{reason}]: ");
+    assert!(lines[0].starts_with(&prefix), "led by {prefix:?}: {err}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn sign_release_refuses_typos_a_mislabelled_agent_an_existing_out_and_foreign_keys() {
+    let sb = with_root();
+    sb.write("artifact.bin", "not an agent\n".repeat(100));
+    let sign = |extra: &[&str]| {
+        let mut args = vec!["sign-release"];
+        args.extend_from_slice(extra);
+        sb.release_cli(&args)
+    };
+    let artifact = |platform: &str, path: &str| format!("{platform}={path}");
+    let plain = artifact("x86_64-unknown-linux-gnu", "artifact.bin");
+    let key = ["--key", "keys/release.key"];
+
+    // A platform that is no target triple, and a minimum version above the version.
+    for platform in [
+        "x86-64-unknown-linux-gnu",
+        "linux-x86_64",
+        "x86_64-unknown-lniux-gnu",
+    ] {
+        let a = artifact(platform, "artifact.bin");
+        let err = error_led_by(
+            &sign(&[
+                "--version",
+                "1.0.0",
+                "--artifact",
+                &a,
+                key[0],
+                key[1],
+                "--out",
+                "r.json",
+            ]),
+            "usage",
+        );
+        assert!(
+            err.contains(platform) && err.contains("target triple"),
+            "{err}"
+        );
+    }
+    let err = error_led_by(
+        &sign(&[
+            "--version",
+            "1.0.0",
+            "--minimum-version",
+            "1.2.0",
+            "--artifact",
+            &plain,
+            key[0],
+            key[1],
+            "--out",
+            "r.json",
+        ]),
+        "usage",
+    );
+    assert!(
+        err.contains("--minimum-version 1.2.0 is above --version 1.0.0"),
+        "{err}"
+    );
+    assert!(!sb.join("r.json").exists(), "nothing written");
+
+    // A worker-agent binary carries its version and target: signing it as another is refused,
+    // read from the file, never by running it.
+    let agent = e2e::bin("worker-agent");
+    let agent = agent.to_str().expect("utf-8 path");
+    let built = env!("CARGO_PKG_VERSION");
+    let native = artifact(manifests::BUILD_PLATFORM, agent);
+    let err = error_led_by(
+        &sign(&[
+            "--version",
+            "9.9.9",
+            "--artifact",
+            &native,
+            key[0],
+            key[1],
+            "--out",
+            "r.json",
+        ]),
+        "artifact_mismatch",
+    );
+    assert!(
+        err.contains(&format!("is version {built}, not --version 9.9.9")),
+        "{err}"
+    );
+    let other = if manifests::BUILD_PLATFORM.starts_with("aarch64") {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-unknown-linux-gnu"
+    };
+    let foreign = artifact(other, agent);
+    let err = error_led_by(
+        &sign(&[
+            "--version",
+            built,
+            "--artifact",
+            &foreign,
+            key[0],
+            key[1],
+            "--out",
+            "r.json",
+        ]),
+        "artifact_mismatch",
+    );
+    assert!(
+        err.contains(&format!("built for {}", manifests::BUILD_PLATFORM)),
+        "{err}"
+    );
+    sign(&[
+        "--version",
+        built,
+        "--artifact",
+        &native,
+        key[0],
+        key[1],
+        "--out",
+        "r.json",
+    ])
+    .success();
+
+    // --out is never replaced silently.
+    let before = std::fs::read(sb.join("r.json")).expect("release");
+    let err = error_led_by(
+        &sign(&[
+            "--version",
+            "2.0.0",
+            "--artifact",
+            &plain,
+            key[0],
+            key[1],
+            "--out",
+            "r.json",
+        ]),
+        "exists",
+    );
+    assert!(err.contains("--out r.json exists; pass --force"), "{err}");
+    assert_eq!(std::fs::read(sb.join("r.json")).expect("release"), before);
+    let run = sign(&[
+        "--version",
+        "2.0.0",
+        "--artifact",
+        &plain,
+        key[0],
+        key[1],
+        "--out",
+        "r.json",
+        "--force",
+    ]);
+    run.success();
+    assert!(
+        run.stderr().contains("not a worker-agent binary"),
+        "{}",
+        run.stderr()
+    );
+    assert_ne!(std::fs::read(sb.join("r.json")).expect("release"), before);
+
+    // --root: a key outside the release role is refused before anything is signed.
+    let err = error_led_by(
+        &sign(&[
+            "--version",
+            "2.0.1",
+            "--artifact",
+            &plain,
+            "--key",
+            "keys/channel.key",
+            "--root",
+            "root.json",
+            "--out",
+            "r2.json",
+        ]),
+        "wrong_role",
+    );
+    assert!(
+        err.contains("is not a release key of root version 1"),
+        "{err}"
+    );
+    sign(&[
+        "--version",
+        "2.0.1",
+        "--artifact",
+        &plain,
+        key[0],
+        key[1],
+        "--root",
+        "root.json",
+        "--out",
+        "r2.json",
+    ])
+    .success();
+    sb.release_cli(&["verify", "--root", "root.json", "r2.json"])
+        .success();
+
+    // A public key given as --key is named as such.
+    let err = error_led_by(
+        &sign(&[
+            "--version",
+            "2.0.2",
+            "--artifact",
+            &plain,
+            "--key",
+            "keys/release.pub",
+            "--out",
+            "r3.json",
+        ]),
+        "wrong_role",
+    );
+    assert!(
+        err.contains("keys/release.pub: this is a public key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_failure_is_led_by_its_label_and_says_each_cause_once() {
+    let sb = Sandbox::new();
+    sb.release_cli(&["keygen", "--out", "keys", "--name", "a"])
+        .success();
+    let err = error_led_by(
+        &sb.release_cli(&["keygen", "--out", "keys", "--name", "a"]),
+        "io",
+    );
+    assert_eq!(err.matches("os error 17").count(), 1, "{err}");
+    // Failures that are no trust-format error are labelled too.
+    let err = error_led_by(
+        &sb.release_cli(&["keygen", "--out", "keys", "--name", "a b"]),
+        "usage",
+    );
+    assert!(err.contains("may only contain"), "{err}");
+}

@@ -111,6 +111,13 @@ pub enum Error {
         /// `halt` or `resume`.
         action: &'static str,
     },
+    /// Resume of a channel that is not halted: resuming it would re-sign a statement for
+    /// nothing, and usually means the wrong channel was named.
+    #[error("channel {channel:?} is not halted: there is nothing to resume")]
+    NotHalted {
+        /// The channel.
+        channel: String,
+    },
     /// A statement change on a channel without a release.
     #[error("channel {channel:?} has no release yet")]
     NoRelease {
@@ -292,6 +299,7 @@ impl Error {
             | Error::RootWithoutChannelKey { .. }
             | Error::ReleaseUntrusted { .. }
             | Error::WeakerRoot { .. }
+            | Error::NotHalted { .. }
             | Error::ChannelKeyInOfflineRole { .. } => ErrorKind::Refused,
             Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
             Error::Manifest(error) => match error.reason() {
@@ -321,6 +329,7 @@ impl Error {
             }
             Error::ReleaseUntrusted { .. } => "untrusted_release",
             Error::WeakerRoot { .. } => "weaker_root",
+            Error::NotHalted { .. } => "not_halted",
             Error::ReleaseWithoutArtifacts { .. } => "malformed",
             Error::Manifest(error) => error.reason().as_str(),
             _ => match self.kind() {

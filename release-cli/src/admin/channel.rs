@@ -54,12 +54,12 @@ pub struct HaltArgs {
 pub struct ResumeArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// The channel to resume.
+    /// The channel to resume (refused by the server unless it is halted).
     #[arg(long, value_parser = parse_channel)]
     channel: String,
-    /// Why (kept in the audit trail).
-    #[arg(long)]
-    reason: Option<String>,
+    /// Why it is safe again (required; kept in the audit trail).
+    #[arg(long, value_parser = parse_non_empty)]
+    reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -102,7 +102,7 @@ pub fn halt(args: HaltArgs) -> Result<()> {
 
 pub fn resume(args: ResumeArgs) -> Result<()> {
     let what = format!("resume {}", args.channel);
-    let body = json!({ "reason": args.reason.unwrap_or_default() });
+    let body = json!({ "reason": args.reason });
     channel_action(&args.server, &args.channel, "resume", &what, &body)
 }
 

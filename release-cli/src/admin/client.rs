@@ -392,9 +392,14 @@ fn load_token(token_file: Option<&Path>, env_token: Option<&str>) -> Result<Stri
     Ok(token)
 }
 
-/// The first non-empty line, trimmed.
+/// The first line that is neither empty nor a `#` comment, trimmed; in the update server's
+/// `name=token` format (its `--admin-token-file` itself works) the token after `=`.
 fn token_from_file(text: &str) -> Option<&str> {
-    text.lines().map(str::trim).find(|line| !line.is_empty())
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))?;
+    Some(line.split_once('=').map_or(line, |(_, token)| token.trim()))
 }
 
 #[cfg(test)]
@@ -513,7 +518,7 @@ mod tests {
             error.to_string(),
             "promote stable 1.2.0: refused by server (409): canary soak has not passed"
         );
-        assert_eq!(crate::reason_label(&error).as_deref(), Some("soak"));
+        assert_eq!(crate::failure::reason_label(&error), "soak");
 
         let proxy = ServerRefused::from_body("status", 502, b"<html>\n<h1>Bad gateway</h1>");
         assert_eq!(proxy.reason, None);
@@ -546,6 +551,6 @@ mod tests {
         };
         let error = interpret("status", &url, redirect).unwrap_err().to_string();
         assert!(error.contains("redirect to https://localhost/"), "{error}");
-        assert_eq!(crate::reason_label(&anyhow!("plain")), None);
+        assert_eq!(crate::failure::reason_label(&anyhow!("plain")), "invalid");
     }
 }

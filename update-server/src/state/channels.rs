@@ -286,10 +286,15 @@ impl App {
     /// Resumes a halted channel.
     pub async fn resume(&self, channel: &str, reason: &str, actor: &str) -> Result<ChannelSummary> {
         self.change_channel(channel, "resume", actor, reason, |current| {
-            current.ok_or_else(|| Error::NothingToChange {
+            let view = current.ok_or_else(|| Error::NothingToChange {
                 channel: channel.to_owned(),
                 action: "resume",
             })?;
+            if !view.statement.signed.halted {
+                return Err(Error::NotHalted {
+                    channel: channel.to_owned(),
+                });
+            }
             Ok(ChannelChange {
                 halted: Some(false),
                 halt_reason: Some(String::new()),

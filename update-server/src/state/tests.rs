@@ -340,6 +340,8 @@ async fn halt_and_resume_change_what_workers_are_offered() {
         .await
         .expect("promote");
     assert!(!promoted.halted);
+    let not_halted = server.app.resume("canary", "fixed", "ops").await;
+    assert_refused(not_halted, "not_halted", ErrorKind::Refused);
     let no_reason = server.app.halt("canary", "  ", "ops").await;
     assert_refused(no_reason, "bad_request", ErrorKind::Invalid);
 
