@@ -149,7 +149,7 @@ children_ticks() {
 }
 # Worker-API requests the server counted, by route and status, from a /metrics scrape.
 worker_requests() { # METRICS-FILE -> "route status count" lines
-  awk '/^http_requests_total\{/ && /route="\/api\/(worker-updates|workers)\// {
+  awk '/^update_server_http_requests_total\{/ && /route="\/api\/(worker-updates|workers)\// {
     match($0, /route="[^"]*"/); r = substr($0, RSTART + 7, RLENGTH - 8)
     match($0, /status="[^"]*"/); s = substr($0, RSTART + 8, RLENGTH - 9)
     print r, s, $NF }' "$1"
@@ -269,8 +269,8 @@ EOF
   local route
   for route in /api/workers/register /api/worker-updates/report '/api/worker-updates/artifacts/{sha256}'; do
     latency[$name|$route]="$(awk -v r="route=\"$route\"" '
-      index($0, "http_request_duration_seconds_sum{" r "}") == 1 { s[FILENAME] = $NF }
-      index($0, "http_request_duration_seconds_count{" r "}") == 1 { c[FILENAME] = $NF }
+      index($0, "update_server_http_request_duration_seconds_sum{" r "}") == 1 { s[FILENAME] = $NF }
+      index($0, "update_server_http_request_duration_seconds_count{" r "}") == 1 { c[FILENAME] = $NF }
       END { n = c[ARGV[2]] - c[ARGV[1]]; if (n > 0) printf "%.0f", (s[ARGV[2]] - s[ARGV[1]]) / n * 1000; else print "-" }' \
       "$dir/metrics.before" "$dir/metrics.after")"
   done
@@ -359,7 +359,7 @@ cat <<EOF
 
 staged: the agent verified and staged the download (before probation). srv-CPU: the server's
 user + system CPU from just before the promote to the end of the run (/proc/<pid>/stat). req/agt:
-worker-API requests the server counted (http_requests_total) in that window, per agent. sim-CPU:
+worker-API requests the server counted (update_server_http_requests_total) in that window, per agent. sim-CPU:
 the simulator's own CPU for the whole run (start-up included).
 EOF
 [ "$violations" = 0 ] || die "a stable agent received the failing canary release"

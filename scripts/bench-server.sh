@@ -289,7 +289,7 @@ machine_busy_ticks() {
 server_count() {
   curl -sS "$server_url/metrics" |
     awk -v st="${1:+status=\"$1\"}" -v rt="route=\"$LATEST_PATH\"" \
-      '/^http_requests_total\{/ && (st == "" || index($0, st)) && index($0, rt) { n += $NF }
+      '/^update_server_http_requests_total\{/ && (st == "" || index($0, st)) && index($0, rt) { n += $NF }
        END { printf "%d\n", n }'
 }
 

@@ -142,6 +142,16 @@ impl Telemetry {
             .version
             .with_label_values(&[running_version])
             .set(1);
+        // Registered here and not kept: its one series never changes.
+        register_int_gauge_vec_with_registry!(
+            "worker_agent_build_info",
+            "1, labelled with the agent's build",
+            &["version", "commit", "target"],
+            telemetry.registry
+        )
+        .expect("metric registered once")
+        .with_label_values(&[running_version, env!("BUILD_COMMIT"), env!("BUILD_TARGET")])
+        .set(1);
         telemetry
     }
 

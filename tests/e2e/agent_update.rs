@@ -314,7 +314,9 @@ fn latest_requests(w: &World) -> f64 {
     let metrics = Api::new(&w.server.url, None).get("/metrics").text();
     metrics
         .lines()
-        .filter(|l| l.starts_with("http_requests_total{route=\"/api/worker-updates/latest\""))
+        .filter(|l| {
+            l.starts_with("update_server_http_requests_total{route=\"/api/worker-updates/latest\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

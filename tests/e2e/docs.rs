@@ -14,6 +14,8 @@ use e2e::{bin, workspace_root, Sandbox};
 
 const ENVIRONMENT: &str = "wiki/operations/environment.md";
 const METRICS: &str = "wiki/analytics/metrics-and-observability.md";
+/// The heading of the metrics page's old -> new table (issue 12's renames), kept last on it.
+const RENAMED: &str = "\n## Renamed metrics\n";
 const RUNBOOK: &str = "wiki/runbooks/worker-update.md";
 const RULES: &str = "wiki/alerts/worker-updates.rules.yml";
 const WORKFLOW: &str = ".github/workflows/canary-worker-update.yml";
@@ -344,8 +346,29 @@ fn metrics_page_lists_every_metric_and_its_labels() {
         }
     }
     // And no row describes a metric that no longer exists (recording rules have a ':', alerts
-    // are CamelCase).
-    for row in page.lines().filter(|l| l.starts_with("| `")) {
+    // are CamelCase), except the old names of the renamed-metrics table: those must be gone
+    // from the sources, and every new name there must be registered.
+    let (current, renamed) = page
+        .split_once(RENAMED)
+        .unwrap_or_else(|| panic!("{METRICS}: no {RENAMED:?} section"));
+    for row in renamed.lines().filter(|l| l.starts_with("| `")) {
+        let mut names = row.split('`').skip(1).step_by(2);
+        let old = names.next().unwrap_or_default();
+        if metrics.contains_key(old) {
+            problems.push(format!(
+                "{old}: listed as renamed, but a source still registers it"
+            ));
+        }
+        let new = row.split('|').nth(2).unwrap_or_default();
+        for name in new.split('`').skip(1).step_by(2) {
+            if !name.contains(':') && !metrics.contains_key(name) {
+                problems.push(format!(
+                    "{name}: listed as a new name, but no source registers it"
+                ));
+            }
+        }
+    }
+    for row in current.lines().filter(|l| l.starts_with("| `")) {
         let first = row.split('`').nth(1).unwrap_or_default();
         let is_metric_name = first
             .chars()

@@ -232,19 +232,19 @@ fn dashboard_is_grafana_json_over_the_fleet_metrics() {
     // What the issue asks the dashboard to show, by the metric that carries it.
     let all: String = exprs.iter().map(|(_, e)| e.as_str()).collect();
     for metric in [
-        "fleet_workers",                              // versions across the fleet, skew
-        "fleet_workers_stale",                        // agents not checking in
-        "update_reports_total",                       // attempts, successes, failures by reason
-        "worker_update_attempt_total",                // the agents' own counts
-        "worker_update_success_total",                //
-        "worker_update_failure_total",                //
-        "worker_update_rollback_total",               // rollbacks
-        "channel_rollout_percent",                    // rollout percent per channel
-        "channel_halted",                             // halted state per channel
-        "channel_statement_expiry_timestamp_seconds", // statement expiry
-        "worker_update_download_bytes_total",         // download throughput
-        "worker_tasks_running",                       // tasks running
-        "worker_task_total",                          // tasks failed
+        "update_server_fleet_workers",        // versions across the fleet, skew
+        "update_server_fleet_workers_stale",  // agents not checking in
+        "update_server_update_reports_total", // attempts, successes, failures by reason
+        "worker_update_attempt_total",        // the agents' own counts
+        "worker_update_success_total",        //
+        "worker_update_failure_total",        //
+        "worker_update_rollback_total",       // rollbacks
+        "update_server_channel_rollout_ratio", // rollout share per channel
+        "update_server_channel_halted",       // halted state per channel
+        "update_server_channel_statement_expiry_timestamp_seconds", // statement expiry
+        "worker_update_download_bytes_total", // download throughput
+        "worker_tasks_running",               // tasks running
+        "worker_task_total",                  // tasks failed
         "worker_task_duration_seconds",
         "worker_runner_registered",
     ] {
@@ -680,7 +680,10 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
         without_data.join("\n")
     );
     // The variable's query has values too.
-    let channels = prometheus.values_by("max by (channel) (channel_rollout_percent)", "channel");
+    let channels = prometheus.values_by(
+        "max by (channel) (update_server_channel_rollout_ratio)",
+        "channel",
+    );
     assert_eq!(
         channels.keys().collect::<Vec<_>>(),
         ["canary", "stable"],
@@ -688,14 +691,17 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
     );
 
     // What Prometheus saw is what happened.
-    let fleet = prometheus.values_by("sum by (version) (fleet_workers)", "version");
+    let fleet = prometheus.values_by("sum by (version) (update_server_fleet_workers)", "version");
     assert_eq!(fleet, BTreeMap::from([(V2.to_owned(), 2.0)]), "fleet");
-    let halted = prometheus.values_by("max by (channel) (channel_halted)", "channel");
+    let halted = prometheus.values_by("max by (channel) (update_server_channel_halted)", "channel");
     assert_eq!(
         halted,
         BTreeMap::from([("canary".to_owned(), 1.0), ("stable".to_owned(), 0.0)])
     );
-    let reports = prometheus.values_by("sum by (outcome) (update_reports_total)", "outcome");
+    let reports = prometheus.values_by(
+        "sum by (outcome) (update_server_update_reports_total)",
+        "outcome",
+    );
     assert_eq!(
         reports,
         BTreeMap::from([
@@ -704,6 +710,16 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
             ("success".to_owned(), 2.0)
         ]),
         "reports by outcome"
+    );
+    // One build series per process (issue 12): the server's, and each agent's at the version
+    // it runs.
+    assert_eq!(prometheus.value("sum(update_server_build_info)"), Some(1.0));
+    let builds = prometheus.values_by("sum by (version) (worker_agent_build_info)", "version");
+    assert!(!builds.is_empty(), "no worker_agent_build_info");
+    assert_eq!(
+        builds,
+        prometheus.values_by("sum by (version) (worker_version_current)", "version"),
+        "agent builds"
     );
     assert_eq!(
         prometheus.values_by("sum by (reason) (worker_update_failure_total)", "reason"),

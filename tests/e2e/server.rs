@@ -440,10 +440,10 @@ fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release() {
     );
     let metrics = Api::new(&w.server.url, None).get("/metrics").text();
     assert!(
-        metrics.contains("channel_halted{channel=\"canary\"} 1"),
+        metrics.contains("update_server_channel_halted{channel=\"canary\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("update_reports_total{outcome=\"rolled_back\",reason=\"died_in_probation\",version=\"1.4.0\"} 1"), "{metrics}");
+    assert!(metrics.contains("update_server_update_reports_total{outcome=\"rolled_back\",reason=\"died_in_probation\",version=\"1.4.0\"} 1"), "{metrics}");
 
     // Resume needs an admin; halt needs a reason.
     let admin = w.server.admin();
@@ -487,7 +487,9 @@ fn statements_are_re_signed_before_they_expire() {
     );
     let metrics = Api::new(&w.server.url, None).get("/metrics").text();
     assert!(
-        metrics.contains("channel_statement_expiry_timestamp_seconds{channel=\"stable\"}"),
+        metrics.contains(
+            "update_server_channel_statement_expiry_timestamp_seconds{channel=\"stable\"}"
+        ),
         "{metrics}"
     );
 }
@@ -569,12 +571,12 @@ fn handshake_tells_workers_below_the_minimum_and_metrics_show_the_fleet() {
     assert_eq!(register("1.6.0")["below_minimum"], false);
     let metrics = Api::new(&w.server.url, None).get("/metrics").text();
     for expected in [
-        "fleet_workers{channel=\"canary\",version=\"1.0.0\"} 1",
-        "fleet_workers{channel=\"canary\",version=\"1.6.0\"} 1",
-        "channel_rollout_percent{channel=\"canary\"} 100",
-        "channel_serial{channel=\"canary\"} 1",
-        "http_requests_total{route=\"/api/workers/register\",status=\"200\"} 2",
-        "http_request_duration_seconds_bucket",
+        "update_server_fleet_workers{channel=\"canary\",version=\"1.0.0\"} 1",
+        "update_server_fleet_workers{channel=\"canary\",version=\"1.6.0\"} 1",
+        "update_server_channel_rollout_ratio{channel=\"canary\"} 1",
+        "update_server_channel_serial{channel=\"canary\"} 1",
+        "update_server_http_requests_total{route=\"/api/workers/register\",status=\"200\"} 2",
+        "update_server_http_request_duration_seconds_bucket",
     ] {
         assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
     }

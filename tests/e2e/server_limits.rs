@@ -192,7 +192,10 @@ fn oversized_bodies_floods_and_made_up_labels_are_bounded() {
     let series = |metrics: &str| {
         metrics
             .lines()
-            .filter(|l| l.starts_with("update_reports_total") || l.starts_with("fleet_workers"))
+            .filter(|l| {
+                l.starts_with("update_server_update_reports_total")
+                    || l.starts_with("update_server_fleet_workers")
+            })
             .count()
     };
     let before = series(&Api::new(&w.server.url, None).get("/metrics").text());
@@ -235,7 +238,7 @@ fn oversized_bodies_floods_and_made_up_labels_are_bounded() {
     );
     assert!(
         metrics.contains(
-            "update_reports_total{outcome=\"failure\",reason=\"other\",version=\"other\"} 3"
+            "update_server_update_reports_total{outcome=\"failure\",reason=\"other\",version=\"other\"} 3"
         ),
         "{metrics}"
     );

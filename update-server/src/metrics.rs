@@ -6,29 +6,31 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
-/// Every metric the server exports.
+/// Every metric the server exports, all under the `update_server_` namespace (issue 12 renamed
+/// them; the old names are listed in wiki/analytics/metrics-and-observability.md).
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `http_requests_total{route,status}`.
+    /// `update_server_http_requests_total{route,status}`.
     pub http_requests: IntCounterVec,
-    /// `http_request_duration_seconds{route}`.
+    /// `update_server_http_request_duration_seconds{route}`.
     pub http_duration: HistogramVec,
-    /// `fleet_workers{version,channel}`: workers seen within the stale window.
+    /// `update_server_fleet_workers{version,channel}`: workers seen within the stale window.
     pub fleet_workers: IntGaugeVec,
-    /// `fleet_workers_stale{channel}`: workers not seen within the stale window.
+    /// `update_server_fleet_workers_stale{channel}`: workers not seen within the stale window.
     pub fleet_workers_stale: IntGaugeVec,
-    /// `update_reports_total{outcome,reason,version}`.
+    /// `update_server_update_reports_total{outcome,reason,version}`.
     pub update_reports: IntCounterVec,
-    /// `channel_serial{channel}`.
+    /// `update_server_channel_serial{channel}`.
     pub channel_serial: IntGaugeVec,
-    /// `channel_rollout_percent{channel}`.
-    pub channel_rollout_percent: IntGaugeVec,
-    /// `channel_halted{channel}`.
+    /// `update_server_channel_rollout_ratio{channel}`: the rollout share, 0..1 (Prometheus
+    /// convention: ratios, not percents).
+    pub channel_rollout_ratio: GaugeVec,
+    /// `update_server_channel_halted{channel}`.
     pub channel_halted: IntGaugeVec,
-    /// `channel_statement_expiry_timestamp_seconds{channel}`.
+    /// `update_server_channel_statement_expiry_timestamp_seconds{channel}`.
     pub channel_statement_expiry: GaugeVec,
-    /// `channel_release_info{channel,version}`: 1 for the version a channel offers.
+    /// `update_server_channel_release_info{channel,version}`: 1 for the version a channel offers.
     pub channel_release: IntGaugeVec,
 }
 
@@ -36,9 +38,9 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        Metrics {
+        let metrics = Metrics {
             http_requests: register_int_counter_vec_with_registry!(
-                "http_requests_total",
+                "update_server_http_requests_total",
                 "HTTP requests by route and status",
                 &["route", "status"],
                 registry
@@ -46,7 +48,7 @@ impl Metrics {
             .expect("metric registered once"),
             http_duration: register_histogram_vec_with_registry!(
                 HistogramOpts::new(
-                    "http_request_duration_seconds",
+                    "update_server_http_request_duration_seconds",
                     "HTTP request latency by route"
                 )
                 .buckets(vec![
@@ -58,63 +60,78 @@ impl Metrics {
             )
             .expect("metric registered once"),
             fleet_workers: register_int_gauge_vec_with_registry!(
-                "fleet_workers",
+                "update_server_fleet_workers",
                 "Workers seen recently, by version and channel",
                 &["version", "channel"],
                 registry
             )
             .expect("metric registered once"),
             fleet_workers_stale: register_int_gauge_vec_with_registry!(
-                "fleet_workers_stale",
+                "update_server_fleet_workers_stale",
                 "Known workers not seen within the stale window",
                 &["channel"],
                 registry
             )
             .expect("metric registered once"),
             update_reports: register_int_counter_vec_with_registry!(
-                "update_reports_total",
+                "update_server_update_reports_total",
                 "Update attempts reported by agents",
                 &["outcome", "reason", "version"],
                 registry
             )
             .expect("metric registered once"),
             channel_serial: register_int_gauge_vec_with_registry!(
-                "channel_serial",
+                "update_server_channel_serial",
                 "Serial of the channel statement served",
                 &["channel"],
                 registry
             )
             .expect("metric registered once"),
-            channel_rollout_percent: register_int_gauge_vec_with_registry!(
-                "channel_rollout_percent",
-                "Rollout percentage of the channel's release",
+            channel_rollout_ratio: register_gauge_vec_with_registry!(
+                "update_server_channel_rollout_ratio",
+                "Share of the channel's workers offered its release (0..1)",
                 &["channel"],
                 registry
             )
             .expect("metric registered once"),
             channel_halted: register_int_gauge_vec_with_registry!(
-                "channel_halted",
+                "update_server_channel_halted",
                 "1 when the channel is halted",
                 &["channel"],
                 registry
             )
             .expect("metric registered once"),
             channel_statement_expiry: register_gauge_vec_with_registry!(
-                "channel_statement_expiry_timestamp_seconds",
+                "update_server_channel_statement_expiry_timestamp_seconds",
                 "Expiry of the channel statement served (Unix seconds)",
                 &["channel"],
                 registry
             )
             .expect("metric registered once"),
             channel_release: register_int_gauge_vec_with_registry!(
-                "channel_release_info",
+                "update_server_channel_release_info",
                 "1 for the version each channel offers",
                 &["channel", "version"],
                 registry
             )
             .expect("metric registered once"),
             registry,
-        }
+        };
+        // Registered here and not kept: its one series never changes.
+        register_int_gauge_vec_with_registry!(
+            "update_server_build_info",
+            "1, labelled with the server's build",
+            &["version", "commit", "target"],
+            metrics.registry
+        )
+        .expect("metric registered once")
+        .with_label_values(&[
+            env!("BUILD_VERSION"),
+            env!("BUILD_COMMIT"),
+            env!("BUILD_TARGET"),
+        ])
+        .set(1);
+        metrics
     }
 
     /// The text exposition of every metric.
@@ -130,5 +147,59 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::Metrics;
+
+    #[test]
+    fn every_metric_is_in_the_namespace_and_the_build_is_exported() {
+        let m = Metrics::new();
+        m.http_requests.with_label_values(&["/x", "200"]).inc();
+        m.http_duration.with_label_values(&["/x"]).observe(0.1);
+        m.fleet_workers
+            .with_label_values(&["1.0.0", "stable"])
+            .set(1);
+        m.fleet_workers_stale.with_label_values(&["stable"]).set(0);
+        m.update_reports
+            .with_label_values(&["success", "", "1.0.0"])
+            .inc();
+        m.channel_serial.with_label_values(&["stable"]).set(1);
+        m.channel_rollout_ratio
+            .with_label_values(&["stable"])
+            .set(0.25);
+        m.channel_halted.with_label_values(&["stable"]).set(0);
+        m.channel_statement_expiry
+            .with_label_values(&["stable"])
+            .set(1.0);
+        m.channel_release
+            .with_label_values(&["stable", "1.0.0"])
+            .set(1);
+        let text = m.render();
+        let names: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert_eq!(names.len(), 11, "{text}");
+        assert!(
+            names.iter().all(|n| n.starts_with("update_server_")),
+            "{names:?}"
+        );
+        let build = format!(
+            "update_server_build_info{{commit=\"{}\",target=\"{}\",version=\"{}\"}} 1",
+            env!("BUILD_COMMIT"),
+            env!("BUILD_TARGET"),
+            env!("BUILD_VERSION")
+        );
+        assert!(text.contains(&build), "{build} missing:\n{text}");
+        assert!(
+            text.contains("update_server_channel_rollout_ratio{channel=\"stable\"} 0.25"),
+            "{text}"
+        );
     }
 }

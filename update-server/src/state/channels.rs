@@ -616,9 +616,9 @@ impl App {
         m.channel_serial
             .with_label_values(&[channel])
             .set(i64::try_from(stmt.serial).unwrap_or(i64::MAX));
-        m.channel_rollout_percent
+        m.channel_rollout_ratio
             .with_label_values(&[channel])
-            .set(i64::from(stmt.rollout.percent));
+            .set(f64::from(stmt.rollout.percent) / 100.0);
         m.channel_halted
             .with_label_values(&[channel])
             .set(i64::from(stmt.halted));
