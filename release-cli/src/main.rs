@@ -66,6 +66,9 @@ enum Command {
     },
     /// Upload a signed release and its artifacts to the update server.
     Publish(admin::PublishArgs),
+    /// Create, list or delete the server's channels.
+    #[command(subcommand)]
+    Channel(admin::ChannelCommand),
     /// Point a channel at a published release, for a share of the fleet.
     Promote(admin::PromoteArgs),
     /// Halt a channel's rollout.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => offline::verify(args),
         Command::Inspect { doc } => offline::inspect(&doc),
         Command::Publish(args) => admin::publish(args),
+        Command::Channel(command) => admin::channel(command),
         Command::Promote(args) => admin::promote(args),
         Command::Halt(args) => admin::halt(args),
         Command::Resume(args) => admin::resume(args),

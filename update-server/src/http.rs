@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -27,7 +27,7 @@ use tower_http::request_id::{
 use tower_http::services::ServeFile;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{PromoteRequest, RegisterRequest, ReportRequest};
+use crate::api::{CreateChannelRequest, PromoteRequest, RegisterRequest, ReportRequest};
 use crate::error::{Error, ErrorKind};
 use crate::limits::WorkerRateLimit;
 use crate::state::App;
@@ -174,6 +174,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/admin/releases"),
     ("get", "/api/admin/releases"),
     ("put", "/api/admin/artifacts/{sha256}"),
+    ("get", "/api/admin/channels"),
+    ("post", "/api/admin/channels"),
+    ("delete", "/api/admin/channels/{channel}"),
     ("post", "/api/admin/channels/{channel}/promote"),
     ("post", "/api/admin/channels/{channel}/halt"),
     ("post", "/api/admin/channels/{channel}/resume"),
@@ -211,6 +214,11 @@ pub fn router(ctx: Ctx) -> Router {
             "/api/admin/releases",
             post(publish_release).get(list_releases),
         )
+        .route(
+            "/api/admin/channels",
+            get(list_channels).post(create_channel),
+        )
+        .route("/api/admin/channels/{channel}", delete(delete_channel))
         .route("/api/admin/channels/{channel}/promote", post(promote))
         .route("/api/admin/channels/{channel}/halt", post(halt))
         .route("/api/admin/channels/{channel}/resume", post(resume))
@@ -434,7 +442,8 @@ async fn latest(
     Query(query): Query<LatestQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::state::validate_channel_name(&query.channel)?;
+    // A channel never created is a 404 with its reason, before the worker enters the inventory.
+    ctx.app.require_channel(&query.channel)?;
     let version: Version = query.current_version.parse().map_err(|e| {
         ApiError::bad_request(format!("current_version {:?}: {e}", query.current_version))
     })?;
@@ -636,6 +645,39 @@ async fn upload_artifact(
         Json(serde_json::json!({"sha256": sha256, "size": expected.size})),
     )
         .into_response())
+}
+
+async fn list_channels(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "channels": ctx.app.list_channels() }))
+}
+
+async fn create_channel(
+    State(ctx): State<Ctx>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    ApiJson(request): ApiJson<CreateChannelRequest>,
+) -> Result<Response, ApiError> {
+    let created = ctx.app.create_channel(&request.name, &actor).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `DELETE /api/admin/channels/<channel>?force=true`: what `worker-release channel delete
+/// --force` sends to delete a channel workers still follow.
+#[derive(Debug, Deserialize)]
+struct DeleteChannelQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_channel(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Query(query): Query<DeleteChannelQuery>,
+) -> Result<Response, ApiError> {
+    ctx.app
+        .delete_channel(&channel, query.force, &actor)
+        .await?;
+    Ok(Json(serde_json::json!({ "deleted": channel })).into_response())
 }
 
 async fn promote(

@@ -13,7 +13,10 @@ use crate::store::{
 };
 
 /// Migrations, in order; the position + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_channel_names.sql"),
+];
 
 /// SQLite implementation of [`Store`].
 #[derive(Debug)]
@@ -234,6 +237,40 @@ impl Store for SqliteStore {
         })
     }
 
+    fn channel_names(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT name FROM channel_names ORDER BY name")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn create_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO channel_names (name, created_at) VALUES (?1, ?2)",
+                params![name, audit.at],
+            )?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn delete_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM channel_names WHERE name = ?1", params![name])?;
+            tx.execute("DELETE FROM channels WHERE channel = ?1", params![name])?;
+            insert_audit(&tx, audit)?;
+            tx.commit()
+        })
+    }
+
     fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
         self.with(|c| {
             c.query_row(
@@ -412,5 +449,34 @@ impl Store for SqliteStore {
             })?;
             rows.collect()
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A store made before channels were created explicitly keeps every channel it served, and
+    /// gains `canary` and `stable` (the README's commands promote to them on a new server).
+    #[test]
+    fn migration_2_keeps_the_stored_channels_created() {
+        let dir =
+            std::env::temp_dir().join(format!("update-server-migration-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let connection = Connection::open(dir.join("update-server.sqlite3")).unwrap();
+            connection.execute_batch(MIGRATIONS[0]).unwrap();
+            connection.pragma_update(None, "user_version", 1).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO channels (channel, statement, updated_at) VALUES ('beta', x'00', 7)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&dir).unwrap();
+        assert_eq!(store.channel_names().unwrap(), ["beta", "canary", "stable"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

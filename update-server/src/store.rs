@@ -134,7 +134,8 @@ pub struct ReportRecord {
 pub struct AuditRecord {
     /// Unix seconds.
     pub at: i64,
-    /// `publish`, `promote`, `halt`, `resume`, `rollback`, `auto_halt`, `root`, `resign`, or
+    /// `publish`, `promote`, `halt`, `resume`, `rollback`, `auto_halt`, `root`, `resign`,
+    /// `channel_create`, `channel_delete`, or
     /// `report` (an update attempt, when listing).
     pub kind: String,
     /// Token name of the admin, `auto-halt`, `server`, or the worker id for reports.
@@ -222,6 +223,14 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
     /// in the same transaction, the audit entry and the promotion (version, percent) if any.
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()>;
+    /// Every created channel, by name (migration 2 created `canary`, `stable` and every channel
+    /// already stored).
+    fn channel_names(&self) -> StoreResult<Vec<String>>;
+    /// Creates channel `name`, with an audit entry; false (and nothing written) when it exists.
+    fn create_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Deletes channel `name` and its current state, with an audit entry. The statement history
+    /// stays, so a channel created again under the same name keeps growing its serials.
+    fn delete_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<()>;
     /// The highest serial ever signed for `channel` (the statement history), if any: the next
     /// statement's serial is one more, whatever the server remembers or was restarted with.
     fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>>;

@@ -23,7 +23,7 @@ pub(super) struct Seen {
     /// Target triple.
     platform: String,
     /// Channel followed.
-    channel: String,
+    pub(super) channel: String,
     /// Unix seconds of the last request (retention reads it).
     pub(super) last_seen: i64,
     /// Unix seconds of the last write to the store.
@@ -115,6 +115,7 @@ impl App {
         require_nonempty("worker_id", &request.worker_id)?;
         require_nonempty("channel", &request.channel)?;
         require_nonempty("platform", &request.platform)?;
+        self.require_channel(&request.channel)?;
         self.record_seen(
             &request.worker_id,
             &request.current_version,

@@ -194,7 +194,7 @@ impl Server {
     ) -> Result<ChannelSummary> {
         let request = PromoteRequest {
             version: version.to_owned(),
-            percent,
+            percent: Some(percent),
             reason: reason.to_owned(),
             override_gate,
             minimum_version: None,
