@@ -838,3 +838,108 @@ fn channels_are_created_explicitly_and_a_typo_is_refused() {
     );
     assert_eq!(names(&w).len(), 2);
 }
+
+/// Issue 12 item 6: a decommissioned worker is forgotten (`worker-release worker forget ID`:
+/// out of the inventory and the fleet gauges, audited), and `audit` filters by `--channel`,
+/// `--kind` and `--since` on the server.
+#[test]
+fn a_decommissioned_worker_is_forgotten_and_the_audit_log_filters() {
+    let w = world();
+    w.published("1.1.0");
+    w.cli("promote", &["--channel", "canary", "--version", "1.1.0"])
+        .success();
+    let worker = w.server.worker();
+    for (id, channel) in [("w-retired", "canary"), ("w-kept", "stable")] {
+        let reply = worker.post_json(
+            "/api/workers/register",
+            &serde_json::json!({"worker_id": id, "current_version": "1.0.0",
+                "platform": PLATFORM, "channel": channel}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let total =
+        |w: &World| w.server.admin().get("/api/admin/status").json()["workers_total"].clone();
+    assert_eq!(total(&w), 2);
+    let canary_gauges = |w: &World| -> Vec<String> {
+        w.server
+            .admin()
+            .get("/metrics")
+            .text()
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#') && l.contains("workers") && l.contains("channel=\"canary\"")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = canary_gauges(&w);
+    assert!(before.iter().any(|l| l.ends_with(" 1")), "{before:?}");
+
+    let out = w
+        .sandbox
+        .release_cli(&[
+            "worker",
+            "forget",
+            "w-retired",
+            "--server",
+            &w.server.url,
+            "--token-file",
+            "admin.token",
+        ])
+        .success();
+    assert_eq!(out, "worker forget w-retired: done\n");
+    assert_eq!(total(&w), 1, "the forgotten worker left the inventory");
+    let after = canary_gauges(&w);
+    assert!(
+        after.iter().all(|l| l.ends_with(" 0")),
+        "no canary worker counted any more: {after:?}"
+    );
+    // Forgotten for good: survives a restart, and a second forget is a clear 404.
+    let mut w = w;
+    w.server.crash_and_restart();
+    assert_eq!(total(&w), 1);
+    let err = error_line(&w.sandbox.release_cli(&[
+        "worker",
+        "forget",
+        "w-retired",
+        "--server",
+        &w.server.url,
+        "--token-file",
+        "admin.token",
+    ]));
+    assert!(
+        err.starts_with("worker-release: error [unknown_worker]: worker forget w-retired: refused by server (404): "),
+        "{err}"
+    );
+
+    // The audit log, filtered on the server.
+    let forgets = audit_rows(&w.cli("audit", &["--kind", "worker_forget"]).success());
+    assert_eq!(forgets.len(), 1, "{forgets:?}");
+    assert_eq!(forgets[0][1], "worker_forget");
+    assert!(
+        forgets[0][forgets[0].len() - 1].contains("w-retired"),
+        "{forgets:?}"
+    );
+    let canary = audit_rows(&w.cli("audit", &["--channel", "canary"]).success());
+    assert!(
+        !canary.is_empty() && canary.iter().all(|row| row[3] == "canary"),
+        "{canary:?}"
+    );
+    let promotes = audit_rows(
+        &w.cli(
+            "audit",
+            &["--channel", "canary", "--kind", "promote", "--since", "1h"],
+        )
+        .success(),
+    );
+    assert_eq!(promotes.len(), 1, "{promotes:?}");
+    let future = w
+        .cli("audit", &["--since", "2099-01-01T00:00:00Z"])
+        .success();
+    assert_eq!(future, "(none)\n");
+    let reply = w.server.admin().get("/api/admin/audit?since=yesterday");
+    assert_eq!(
+        (reply.status, reply.json()["reason"].as_str()),
+        (400, Some("bad_request"))
+    );
+}

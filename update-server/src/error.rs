@@ -79,6 +79,12 @@ pub enum Error {
         /// The channel asked for.
         channel: String,
     },
+    /// `worker forget` of a worker the inventory does not hold.
+    #[error("no worker {worker_id:?} in the inventory (`worker-release status` shows the fleet)")]
+    UnknownWorker {
+        /// The worker asked for.
+        worker_id: String,
+    },
     /// `channel create` of a channel that exists.
     #[error("channel {channel:?} already exists")]
     ChannelExists {
@@ -311,6 +317,7 @@ impl Error {
             | Error::InvalidDirective { .. } => ErrorKind::Invalid,
             Error::NothingToChange { .. }
             | Error::UnknownChannel { .. }
+            | Error::UnknownWorker { .. }
             | Error::NoRelease { .. }
             | Error::ReleaseNotPublished { .. } => ErrorKind::NotFound,
             Error::ReleaseConflict { .. }
@@ -345,6 +352,7 @@ impl Error {
             Error::ReleaseConflict { .. } => "conflict",
             Error::IncompleteRelease { .. } => "incomplete_release",
             Error::UnknownChannel { .. } => "unknown_channel",
+            Error::UnknownWorker { .. } => "unknown_worker",
             Error::ChannelExists { .. } => "channel_exists",
             Error::ChannelFollowed { .. } => "channel_in_use",
             Error::PercentRequired { .. } => "percent_required",

@@ -31,6 +31,7 @@ use crate::api::{CreateChannelRequest, PromoteRequest, RegisterRequest, ReportRe
 use crate::error::{Error, ErrorKind};
 use crate::limits::WorkerRateLimit;
 use crate::state::App;
+use crate::store::AuditFilter;
 use crate::tokens::Caller;
 
 /// An error as the API returns it: a status, a stable reason label and one readable sentence,
@@ -184,6 +185,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/admin/roots"),
     ("get", "/api/admin/status"),
     ("get", "/api/admin/audit"),
+    ("delete", "/api/admin/workers/{worker_id}"),
 ];
 
 /// The whole HTTP application.
@@ -226,6 +228,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/admin/roots", post(publish_root))
         .route("/api/admin/status", get(status))
         .route("/api/admin/audit", get(audit))
+        .route("/api/admin/workers/{worker_id}", delete(forget_worker))
         .layer(small_bodies)
         // Added after the small-body layer, so only `--max-artifact-bytes` applies to it.
         .route(
@@ -765,18 +768,47 @@ async fn status(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.status().await?).into_response())
 }
 
+/// `GET /api/admin/audit?limit=&channel=&kind=&since=` (`since`: RFC 3339 UTC seconds).
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
 }
 
 async fn audit(
     State(ctx): State<Ctx>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 10_000);
-    Ok(Json(ctx.app.audit(limit).await?).into_response())
+    let since = match &query.since {
+        Some(text) => Some(
+            text.parse::<manifests::Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("since {text:?}: {e}")))?
+                .unix(),
+        ),
+        None => None,
+    };
+    let filter = AuditFilter {
+        limit: query.limit.unwrap_or(50).clamp(1, 10_000),
+        channel: query.channel.filter(|c| !c.is_empty()),
+        kind: query.kind.filter(|k| !k.is_empty()),
+        since,
+    };
+    Ok(Json(ctx.app.audit(filter).await?).into_response())
+}
+
+async fn forget_worker(
+    State(ctx): State<Ctx>,
+    Path(worker_id): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+) -> Result<Response, ApiError> {
+    ctx.app.forget_worker(&worker_id, &actor).await?;
+    Ok(Json(serde_json::json!({ "forgotten": worker_id })).into_response())
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{
-    AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts, OutcomeQuery,
-    PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, StoreResult, WorkerRecord,
+    AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
+    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, StoreResult,
+    WorkerRecord,
 };
 
 /// Migrations, in order; the position + 1 is the schema version.
@@ -424,8 +425,24 @@ impl Store for SqliteStore {
         self.with(|c| insert_audit(c, audit))
     }
 
-    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    fn forget_worker(&self, worker_id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let deleted = tx.execute(
+                "DELETE FROM workers WHERE worker_id = ?1",
+                params![worker_id],
+            )?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         self.with(|c| {
             let mut statement = c.prepare(
                 "SELECT at, kind, actor, channel, version, detail FROM (
@@ -435,9 +452,11 @@ impl Store for SqliteStore {
                           outcome || CASE WHEN reason = '' THEN '' ELSE ' ' || reason END
                           || ' ' || from_version || '->' || to_version
                           || ' in ' || duration_ms || ' ms (correlation ' || correlation_id || ')', 1 FROM reports
-                 ) ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
+                 ) WHERE (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR at >= ?4)
+                 ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
             )?;
-            let rows = statement.query_map(params![limit], |row| {
+            let query = params![limit, filter.channel, filter.kind, filter.since];
+            let rows = statement.query_map(query, |row| {
                 Ok(AuditRecord {
                     at: row.get(0)?,
                     kind: row.get(1)?,

@@ -1,4 +1,4 @@
-//! `channel create | list | delete`: which channels the update server serves. A channel must
+//! `channel create | list | delete`, and `worker forget`: which channels the update server serves. A channel must
 //! be created before anything is promoted on it, so a typo (`--channel stabel`) is refused by
 //! the server instead of opening a new channel.
 
@@ -81,5 +81,30 @@ pub fn channel(command: ChannelCommand) -> Result<()> {
             println!("{what}: done");
         }
     }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Forget a decommissioned worker: it leaves the inventory and the fleet gauges (so its
+    /// stale-worker alerts stop); audited. A worker that polls again reappears.
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The worker's id, as `worker-release status --json` lists it.
+    id: String,
+}
+
+pub fn worker(command: WorkerCommand) -> Result<()> {
+    let WorkerCommand::Forget(args) = command;
+    let server = Server::new(&args.server)?;
+    let what = format!("worker forget {}", args.id);
+    let url = server.endpoint(&["api", "admin", "workers", &args.id]);
+    server.send(&what, server.client.delete(url))?;
+    println!("{what}: done");
     Ok(())
 }

@@ -14,7 +14,7 @@ mod output;
 mod publish;
 mod status;
 
-pub use catalog::{channel, ChannelCommand};
+pub use catalog::{channel, worker, ChannelCommand, WorkerCommand};
 pub use channel::{
     halt, promote, resume, rollback, HaltArgs, PromoteArgs, ResumeArgs, RollbackArgs,
 };

@@ -608,7 +608,11 @@ async fn overriding_the_stable_gate_needs_a_reason() {
         .await
         .expect("overridden");
     assert_eq!(stable.version, "1.0.0");
-    let audit = server.app.audit(10).await.expect("audit");
+    let audit = server
+        .app
+        .audit(crate::store::AuditFilter::newest(10))
+        .await
+        .expect("audit");
     let details: Vec<&str> = audit["entries"]
         .as_array()
         .expect("entries")

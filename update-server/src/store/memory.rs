@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
-    AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts, OutcomeQuery,
-    PutRelease, ReleaseRecord, ReportRecord, Store, StoreResult, WorkerRecord,
+    AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
+    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreResult, WorkerRecord,
 };
 
 /// A promotion, for the soak gate.
@@ -310,7 +310,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+    fn forget_worker(&self, worker_id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let mut contents = self.contents();
+        if contents.workers.remove(worker_id).is_none() {
+            return Ok(false);
+        }
+        contents.audit.push(audit.clone());
+        Ok(true)
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
         let contents = self.contents();
         let reports = contents.reports.iter().map(|r| AuditRecord {
             at: r.received_at,
@@ -342,6 +351,11 @@ impl Store for MemoryStore {
             .chain(reports.enumerate().map(|(i, a)| (a.at, 1, i, a)))
             .collect();
         entries.sort_by_key(|(at, source, index, _)| std::cmp::Reverse((*at, *source, *index)));
-        Ok(entries.into_iter().take(limit).map(|e| e.3).collect())
+        Ok(entries
+            .into_iter()
+            .map(|e| e.3)
+            .filter(|e| filter.admits(e))
+            .take(filter.limit)
+            .collect())
     }
 }
