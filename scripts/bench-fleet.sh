@@ -178,7 +178,7 @@ start_server() { # DIR
   for v in 1.0.0 2.0.0 3.0.0; do
     "$wr" publish "$work/release-$v.json" --artifact "$work/artifact-$v.bin" >/dev/null
   done
-  "$wr" promote --channel stable --version 1.0.0 --override --reason "bench-fleet start" >/dev/null
+  "$wr" promote --channel stable --version 1.0.0 --percent 100 --override --reason "bench-fleet start" >/dev/null
   "$wr" promote --channel canary --version 1.0.0 >/dev/null
 }
 stop_server() {
@@ -206,7 +206,7 @@ run_scenario() { # NAME
   start_server "$dir"
   if [ "$version" = 2.0.0 ]; then
     until=(--until-version 2.0.0)
-    promote="$wr promote --channel stable --version 2.0.0 --override --reason bench-fleet"
+    promote="$wr promote --channel stable --version 2.0.0 --percent 100 --override --reason bench-fleet"
   else
     until=(--until-halted canary --fail-version 3.0.0)
     promote="$wr promote --channel canary --version 3.0.0"

@@ -154,7 +154,7 @@ admin POST /api/admin/releases -H 'Content-Type: application/json' --data-binary
 sha="$(sha256sum artifact.bin | cut -d' ' -f1)"
 admin PUT "/api/admin/artifacts/$sha" --data-binary @artifact.bin >/dev/null
 admin POST /api/admin/channels/stable/promote -H 'Content-Type: application/json' \
-  -d '{"version":"1.1.0","override":true,"reason":"bench"}' >/dev/null
+  -d '{"version":"1.1.0","percent":100,"override":true,"reason":"bench"}' >/dev/null
 
 # header FILE NAME -> the header's value.
 header() { sed -n "s/^$2: *//Ip" "$1" | tr -d '\r' | head -n1; }

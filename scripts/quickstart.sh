@@ -159,7 +159,7 @@ say "promoting $V2 to canary; agent-1 downloads, verifies, runs it in probation,
 wait_for "agent-1 on $V2 (probation passed, binary swapped)" 180 installed agent-1 $V2
 
 say "promoting $V2 to stable (the server refuses until the canary soaked 10 s with a success)"
-promote_stable() { "$wr" promote --channel stable --version $V2 --reason "canary clean" > logs/promote-stable.out 2>&1; }
+promote_stable() { "$wr" promote --channel stable --version $V2 --percent 100 --reason "canary clean" > logs/promote-stable.out 2>&1; }
 wait_for "the soak gate to open" 120 promote_stable
 indent < logs/promote-stable.out
 wait_for "agent-2 on $V2" 180 installed agent-2 $V2

@@ -67,6 +67,12 @@ enum Command {
     },
     /// Upload a signed release and its artifacts to the update server.
     Publish(admin::PublishArgs),
+    /// Create, list or delete the server's channels.
+    #[command(subcommand)]
+    Channel(admin::ChannelCommand),
+    /// Forget a decommissioned worker.
+    #[command(subcommand)]
+    Worker(admin::WorkerCommand),
     /// Point a channel at a published release, for a share of the fleet.
     Promote(admin::PromoteArgs),
     /// Halt a channel's rollout.
@@ -96,6 +102,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => offline::verify(args),
         Command::Inspect { doc } => offline::inspect(&doc),
         Command::Publish(args) => admin::publish(args),
+        Command::Channel(command) => admin::channel(command),
+        Command::Worker(command) => admin::worker(command),
         Command::Promote(args) => admin::promote(args),
         Command::Halt(args) => admin::halt(args),
         Command::Resume(args) => admin::resume(args),

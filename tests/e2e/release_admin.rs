@@ -247,7 +247,17 @@ fn release_engineer_signs_publishes_promotes_overrides_and_reads_status_and_audi
     assert_eq!(row[1..5], ["1.1.0", "10%", "no", "1"], "{out}");
 
     // Stable is gated by the canary soak: refused, with the reason label first.
-    let run = w.cli("promote", &["--channel", "stable", "--version", "1.1.0"]);
+    let run = w.cli(
+        "promote",
+        &[
+            "--channel",
+            "stable",
+            "--version",
+            "1.1.0",
+            "--percent",
+            "100",
+        ],
+    );
     let err = error_line(&run);
     assert!(
         err.starts_with(
@@ -281,6 +291,8 @@ fn release_engineer_signs_publishes_promotes_overrides_and_reads_status_and_audi
                 "stable",
                 "--version",
                 "1.1.0",
+                "--percent",
+                "100",
                 "--override",
                 "--reason",
                 reason,
@@ -395,10 +407,12 @@ fn halt_shows_the_reason_in_status_and_resume_clears_it() {
     assert_exit_code(&run, 2);
     assert!(err.contains("must not be empty"), "{err}");
 
-    // Halting a channel that has nothing on it is the server's 404.
+    // Halting a channel that was never created is the server's 404.
     let err = error_line(&w.cli("halt", &["--channel", "beta", "--reason", "typo"]));
     assert!(
-        err.starts_with("worker-release: error [not_found]: halt beta: refused by server (404): "),
+        err.starts_with(
+            "worker-release: error [unknown_channel]: halt beta: refused by server (404): "
+        ),
         "{err}"
     );
 
@@ -713,5 +727,273 @@ fn an_unreachable_server_is_named_in_one_line() {
             "worker-release: error [unreachable]: halt canary: could not reach the update server at {server}/api/admin/channels/canary/halt"
         )),
         "{err}"
+    );
+}
+
+/// `worker-release channel SUBCOMMAND ARGS... --server URL --token-file admin.token`.
+fn channel_cli(w: &World, args: &[&str]) -> Run {
+    let mut all = vec!["channel"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--server", &w.server.url, "--token-file", "admin.token"]);
+    w.sandbox.release_cli(&all)
+}
+
+/// Issue 12 item 5: a channel exists only once created. `promote --channel stabel` is refused
+/// (it used to open a new channel at 100 %), a worker naming an unknown channel is answered 404
+/// `unknown_channel` without entering the inventory or the metrics, stable needs `--percent`, and
+/// a channel workers follow is deleted only with `--force`.
+#[test]
+fn channels_are_created_explicitly_and_a_typo_is_refused() {
+    let mut w = world();
+    w.published("1.1.0");
+    let admin = w.server.admin();
+    let worker = w.server.worker();
+    let names = |w: &World| -> Vec<Vec<String>> {
+        channel_cli(w, &["list"])
+            .success()
+            .lines()
+            .skip(1)
+            .map(cells)
+            .collect()
+    };
+    // A typo is refused with the reason and the way out; nothing was created.
+    let err = error_line(&w.cli(
+        "promote",
+        &[
+            "--channel",
+            "stabel",
+            "--version",
+            "1.1.0",
+            "--percent",
+            "10",
+        ],
+    ));
+    assert!(
+        err.starts_with(
+            "worker-release: error [unknown_channel]: promote stabel 1.1.0: refused by server (404): "
+        ) && err.contains("worker-release channel create stabel"),
+        "{err}"
+    );
+
+    // A new server starts with the two channels the README promotes to; the
+    // typo created nothing.
+    assert_eq!(
+        names(&w),
+        [["canary", "-", "0"], ["stable", "-", "0"]],
+        "channel list of a new server"
+    );
+
+    // Workers naming an unknown channel: a clear 404, not an empty answer, no inventory entry,
+    // no label value.
+    let reply = worker.latest("nosuch", "1.0.0", "w-typo");
+    assert_eq!(
+        (reply.status, reply.json()["reason"].as_str()),
+        (404, Some("unknown_channel")),
+        "{}",
+        reply.text()
+    );
+    let reply = worker.post_json(
+        "/api/workers/register",
+        &serde_json::json!({"worker_id": "w-typo", "current_version": "1.0.0",
+            "platform": PLATFORM, "channel": "nosuch"}),
+    );
+    assert_eq!(
+        (reply.status, reply.json()["reason"].as_str()),
+        (404, Some("unknown_channel")),
+        "{}",
+        reply.text()
+    );
+    let metrics = w.server.admin().get("/metrics").text();
+    assert!(!metrics.contains("nosuch"), "{metrics}");
+    assert!(!w.status().contains("w-typo"));
+
+    // Stable needs an explicit share: the CLI says so before sending anything, and the server
+    // refuses an API call without it too.
+    let err = error_line(&w.cli(
+        "promote",
+        &[
+            "--channel",
+            "stable",
+            "--version",
+            "1.1.0",
+            "--override",
+            "--reason",
+            "hotfix",
+        ],
+    ));
+    assert!(err.contains("--percent"), "{err}");
+    let reply = admin.post_json(
+        "/api/admin/channels/stable/promote",
+        &serde_json::json!({"version": "1.1.0", "override": true, "reason": "hotfix"}),
+    );
+    assert_eq!(
+        (reply.status, reply.json()["reason"].as_str()),
+        (400, Some("percent_required")),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        !w.cli("audit", &[]).success().contains("promote"),
+        "nothing was promoted"
+    );
+
+    // Created, it can be promoted to and followed; created twice is a conflict.
+    let out = channel_cli(&w, &["create", "beta"]).success();
+    assert_eq!(out, "channel create beta: done\n");
+    let err = error_line(&channel_cli(&w, &["create", "beta"]));
+    assert!(
+        err.starts_with("worker-release: error [channel_exists]: channel create beta: refused by server (409): "),
+        "{err}"
+    );
+    let err = error_line(&channel_cli(&w, &["create", "Beta!"]));
+    assert!(err.contains("[bad_request]"), "{err}");
+    w.cli("promote", &["--channel", "beta", "--version", "1.1.0"])
+        .success();
+    let reply = worker.latest("beta", "1.0.0", "w-beta");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["channel"]["signed"]["release"]["version"],
+        "1.1.0",
+        "{}",
+        reply.text()
+    );
+
+    // Channels are durable.
+    w.server.crash_and_restart();
+    let worker = w.server.worker();
+    assert_eq!(
+        names(&w),
+        [
+            ["beta", "1.1.0", "1"],
+            ["canary", "-", "0"],
+            ["stable", "-", "0"]
+        ]
+    );
+
+    // A channel a worker follows is not deleted by accident; --force does, audited.
+    let err = error_line(&channel_cli(&w, &["delete", "beta"]));
+    assert!(
+        err.starts_with("worker-release: error [channel_in_use]: channel delete beta: refused by server (409): 1 worker(s) follow channel \"beta\""),
+        "{err}"
+    );
+    let out = channel_cli(&w, &["delete", "beta", "--force"]).success();
+    assert_eq!(out, "channel delete beta: done\n");
+    let reply = worker.latest("beta", "1.1.0", "w-beta");
+    assert_eq!(
+        reply.json()["reason"],
+        "unknown_channel",
+        "{}",
+        reply.text()
+    );
+    let audit = w.cli("audit", &[]).success();
+    assert!(
+        audit.contains("channel_delete") && audit.contains("channel_create"),
+        "{audit}"
+    );
+    assert_eq!(names(&w).len(), 2);
+}
+
+/// Issue 12 item 6: a decommissioned worker is forgotten (`worker-release worker forget ID`:
+/// out of the inventory and the fleet gauges, audited), and `audit` filters by `--channel`,
+/// `--kind` and `--since` on the server.
+#[test]
+fn a_decommissioned_worker_is_forgotten_and_the_audit_log_filters() {
+    let w = world();
+    w.published("1.1.0");
+    w.cli("promote", &["--channel", "canary", "--version", "1.1.0"])
+        .success();
+    let worker = w.server.worker();
+    for (id, channel) in [("w-retired", "canary"), ("w-kept", "stable")] {
+        let reply = worker.post_json(
+            "/api/workers/register",
+            &serde_json::json!({"worker_id": id, "current_version": "1.0.0",
+                "platform": PLATFORM, "channel": channel}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let total =
+        |w: &World| w.server.admin().get("/api/admin/status").json()["workers_total"].clone();
+    assert_eq!(total(&w), 2);
+    let canary_gauges = |w: &World| -> Vec<String> {
+        w.server
+            .admin()
+            .get("/metrics")
+            .text()
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#') && l.contains("workers") && l.contains("channel=\"canary\"")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = canary_gauges(&w);
+    assert!(before.iter().any(|l| l.ends_with(" 1")), "{before:?}");
+
+    let out = w
+        .sandbox
+        .release_cli(&[
+            "worker",
+            "forget",
+            "w-retired",
+            "--server",
+            &w.server.url,
+            "--token-file",
+            "admin.token",
+        ])
+        .success();
+    assert_eq!(out, "worker forget w-retired: done\n");
+    assert_eq!(total(&w), 1, "the forgotten worker left the inventory");
+    let after = canary_gauges(&w);
+    assert!(
+        after.iter().all(|l| l.ends_with(" 0")),
+        "no canary worker counted any more: {after:?}"
+    );
+    // Forgotten for good: survives a restart, and a second forget is a clear 404.
+    let mut w = w;
+    w.server.crash_and_restart();
+    assert_eq!(total(&w), 1);
+    let err = error_line(&w.sandbox.release_cli(&[
+        "worker",
+        "forget",
+        "w-retired",
+        "--server",
+        &w.server.url,
+        "--token-file",
+        "admin.token",
+    ]));
+    assert!(
+        err.starts_with("worker-release: error [unknown_worker]: worker forget w-retired: refused by server (404): "),
+        "{err}"
+    );
+
+    // The audit log, filtered on the server.
+    let forgets = audit_rows(&w.cli("audit", &["--kind", "worker_forget"]).success());
+    assert_eq!(forgets.len(), 1, "{forgets:?}");
+    assert_eq!(forgets[0][1], "worker_forget");
+    assert!(
+        forgets[0][forgets[0].len() - 1].contains("w-retired"),
+        "{forgets:?}"
+    );
+    let canary = audit_rows(&w.cli("audit", &["--channel", "canary"]).success());
+    assert!(
+        !canary.is_empty() && canary.iter().all(|row| row[3] == "canary"),
+        "{canary:?}"
+    );
+    let promotes = audit_rows(
+        &w.cli(
+            "audit",
+            &["--channel", "canary", "--kind", "promote", "--since", "1h"],
+        )
+        .success(),
+    );
+    assert_eq!(promotes.len(), 1, "{promotes:?}");
+    let future = w
+        .cli("audit", &["--since", "2099-01-01T00:00:00Z"])
+        .success();
+    assert_eq!(future, "(none)\n");
+    let reply = w.server.admin().get("/api/admin/audit?since=yesterday");
+    assert_eq!(
+        (reply.status, reply.json()["reason"].as_str()),
+        (400, Some("bad_request"))
     );
 }

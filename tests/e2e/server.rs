@@ -197,7 +197,7 @@ fn bad_releases_and_artifacts_are_refused_with_their_reason() {
     let promote = |version: &str, channel: &str| {
         admin.post_json(
             &format!("/api/admin/channels/{channel}/promote"),
-            &serde_json::json!({"version": version}),
+            &serde_json::json!({"version": version, "percent": 100}),
         )
     };
     let reply = promote("2.0.0", "canary");
@@ -229,7 +229,7 @@ fn bad_releases_and_artifacts_are_refused_with_their_reason() {
     );
     let reply = admin.post_json(
         "/api/admin/channels/stable/promote",
-        &serde_json::json!({"version": "2.0.0", "override": true}),
+        &serde_json::json!({"version": "2.0.0", "percent": 100, "override": true}),
     );
     assert_eq!(
         reply.status,
@@ -239,7 +239,7 @@ fn bad_releases_and_artifacts_are_refused_with_their_reason() {
     );
     let reply = admin.post_json(
         "/api/admin/channels/stable/promote",
-        &serde_json::json!({"version": "2.0.0", "override": true, "reason": "CVE fix, canary skipped"}),
+        &serde_json::json!({"version": "2.0.0", "percent": 100, "override": true, "reason": "CVE fix, canary skipped"}),
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     let audit = admin.get("/api/admin/audit?limit=20").text();

@@ -126,7 +126,7 @@ fn simulated_fleet_converges_on_a_full_promote_over_long_polls() {
         "2.0.0",
         // Idle long enough for every agent's long poll to expire once, then promote.
         "--on-ready",
-        "sleep 4 && worker-release promote --channel stable --version 2.0.0 --override --reason simulator-test",
+        "sleep 4 && worker-release promote --channel stable --version 2.0.0 --percent 100 --override --reason simulator-test",
     ]);
     assert_eq!(event(&lines, "ready")["ready"], AGENTS);
     let summary = event(&lines, "summary");

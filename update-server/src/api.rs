@@ -38,9 +38,10 @@ pub struct ChannelSummary {
 pub struct PromoteRequest {
     /// Version to offer.
     pub version: String,
-    /// Rollout percentage (default 100).
-    #[serde(default = "hundred")]
-    pub percent: u8,
+    /// Rollout percentage (default 100, except on `stable`, where it must be given: a promotion
+    /// there reaches the fleet).
+    #[serde(default)]
+    pub percent: Option<u8>,
     /// Why (audit).
     #[serde(default)]
     pub reason: String,
@@ -53,10 +54,6 @@ pub struct PromoteRequest {
     /// Mark the update urgent.
     #[serde(default)]
     pub urgent: bool,
-}
-
-fn hundred() -> u8 {
-    100
 }
 
 /// Body of `POST /api/workers/register`.
@@ -111,4 +108,23 @@ pub struct PublishedRelease {
     pub newly_stored: bool,
     /// `{"version", "manifest_sha256", "missing_artifacts"}`.
     pub body: serde_json::Value,
+}
+
+/// Body of `POST /api/admin/channels`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannelRequest {
+    /// The new channel's name (1-64 of `[a-z0-9_-]`).
+    pub name: String,
+}
+
+/// A created channel, as `GET /api/admin/channels` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelListing {
+    /// Channel name.
+    pub channel: String,
+    /// Version offered, when something was promoted on it.
+    pub version: Option<String>,
+    /// Workers of the inventory that follow it.
+    pub workers: usize,
 }

@@ -73,6 +73,40 @@ pub enum Error {
         /// The reporting worker.
         worker_id: String,
     },
+    /// A channel that was never created (or was deleted), named by an admin or a worker.
+    #[error("no channel {channel:?} on this server: `worker-release channel list` shows the channels, `worker-release channel create {channel}` creates one")]
+    UnknownChannel {
+        /// The channel asked for.
+        channel: String,
+    },
+    /// `worker forget` of a worker the inventory does not hold.
+    #[error("no worker {worker_id:?} in the inventory (`worker-release status` shows the fleet)")]
+    UnknownWorker {
+        /// The worker asked for.
+        worker_id: String,
+    },
+    /// `channel create` of a channel that exists.
+    #[error("channel {channel:?} already exists")]
+    ChannelExists {
+        /// The channel.
+        channel: String,
+    },
+    /// `channel delete` of a channel workers still follow, without `force`.
+    #[error("{workers} worker(s) follow channel {channel:?}: move them to another channel first, or delete with --force (they will be answered 404 unknown_channel)")]
+    ChannelFollowed {
+        /// The channel.
+        channel: String,
+        /// How many workers of the inventory follow it.
+        workers: usize,
+    },
+    /// A promotion to stable that does not say its percentage.
+    #[error("promoting {version} to {channel} needs an explicit percent (e.g. 10, or 100 for the whole channel)")]
+    PercentRequired {
+        /// The channel.
+        channel: String,
+        /// The version being promoted.
+        version: String,
+    },
     /// A promotion above 100 %.
     #[error("percent {percent} is above 100")]
     PercentAbove100 {
@@ -284,13 +318,18 @@ impl Error {
             | Error::InvalidReportTime { .. }
             | Error::UnknownWorkerChannel { .. }
             | Error::PercentAbove100 { .. }
+            | Error::PercentRequired { .. }
             | Error::OverrideWithoutReason { .. }
             | Error::HaltWithoutReason { .. }
             | Error::InvalidDirective { .. } => ErrorKind::Invalid,
             Error::NothingToChange { .. }
+            | Error::UnknownChannel { .. }
+            | Error::UnknownWorker { .. }
             | Error::NoRelease { .. }
             | Error::ReleaseNotPublished { .. } => ErrorKind::NotFound,
             Error::ReleaseConflict { .. }
+            | Error::ChannelExists { .. }
+            | Error::ChannelFollowed { .. }
             | Error::IncompleteRelease { .. }
             | Error::NeverOnCanary { .. }
             | Error::SoakTooShort { .. }
@@ -320,6 +359,11 @@ impl Error {
         match self {
             Error::ReleaseConflict { .. } => "conflict",
             Error::IncompleteRelease { .. } => "incomplete_release",
+            Error::UnknownChannel { .. } => "unknown_channel",
+            Error::UnknownWorker { .. } => "unknown_worker",
+            Error::ChannelExists { .. } => "channel_exists",
+            Error::ChannelFollowed { .. } => "channel_in_use",
+            Error::PercentRequired { .. } => "percent_required",
             Error::NeverOnCanary { .. }
             | Error::SoakTooShort { .. }
             | Error::NoCanarySuccess { .. } => "soak",

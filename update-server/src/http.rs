@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -27,10 +27,11 @@ use tower_http::request_id::{
 use tower_http::services::ServeFile;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{PromoteRequest, RegisterRequest, ReportRequest};
+use crate::api::{CreateChannelRequest, PromoteRequest, RegisterRequest, ReportRequest};
 use crate::error::{Error, ErrorKind};
 use crate::limits::WorkerRateLimit;
 use crate::state::App;
+use crate::store::AuditFilter;
 use crate::tokens::Caller;
 
 /// An error as the API returns it: a status, a stable reason label and one readable sentence,
@@ -174,6 +175,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/admin/releases"),
     ("get", "/api/admin/releases"),
     ("put", "/api/admin/artifacts/{sha256}"),
+    ("get", "/api/admin/channels"),
+    ("post", "/api/admin/channels"),
+    ("delete", "/api/admin/channels/{channel}"),
     ("post", "/api/admin/channels/{channel}/promote"),
     ("post", "/api/admin/channels/{channel}/halt"),
     ("post", "/api/admin/channels/{channel}/resume"),
@@ -181,6 +185,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/admin/roots"),
     ("get", "/api/admin/status"),
     ("get", "/api/admin/audit"),
+    ("delete", "/api/admin/workers/{worker_id}"),
 ];
 
 /// The whole HTTP application.
@@ -211,6 +216,11 @@ pub fn router(ctx: Ctx) -> Router {
             "/api/admin/releases",
             post(publish_release).get(list_releases),
         )
+        .route(
+            "/api/admin/channels",
+            get(list_channels).post(create_channel),
+        )
+        .route("/api/admin/channels/{channel}", delete(delete_channel))
         .route("/api/admin/channels/{channel}/promote", post(promote))
         .route("/api/admin/channels/{channel}/halt", post(halt))
         .route("/api/admin/channels/{channel}/resume", post(resume))
@@ -218,6 +228,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/admin/roots", post(publish_root))
         .route("/api/admin/status", get(status))
         .route("/api/admin/audit", get(audit))
+        .route("/api/admin/workers/{worker_id}", delete(forget_worker))
         .layer(small_bodies)
         // Added after the small-body layer, so only `--max-artifact-bytes` applies to it.
         .route(
@@ -434,7 +445,8 @@ async fn latest(
     Query(query): Query<LatestQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::state::validate_channel_name(&query.channel)?;
+    // A channel never created is a 404 with its reason, before the worker enters the inventory.
+    ctx.app.require_channel(&query.channel)?;
     let version: Version = query.current_version.parse().map_err(|e| {
         ApiError::bad_request(format!("current_version {:?}: {e}", query.current_version))
     })?;
@@ -638,6 +650,39 @@ async fn upload_artifact(
         .into_response())
 }
 
+async fn list_channels(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "channels": ctx.app.list_channels() }))
+}
+
+async fn create_channel(
+    State(ctx): State<Ctx>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    ApiJson(request): ApiJson<CreateChannelRequest>,
+) -> Result<Response, ApiError> {
+    let created = ctx.app.create_channel(&request.name, &actor).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `DELETE /api/admin/channels/<channel>?force=true`: what `worker-release channel delete
+/// --force` sends to delete a channel workers still follow.
+#[derive(Debug, Deserialize)]
+struct DeleteChannelQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_channel(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    Query(query): Query<DeleteChannelQuery>,
+) -> Result<Response, ApiError> {
+    ctx.app
+        .delete_channel(&channel, query.force, &actor)
+        .await?;
+    Ok(Json(serde_json::json!({ "deleted": channel })).into_response())
+}
+
 async fn promote(
     State(ctx): State<Ctx>,
     Path(channel): Path<String>,
@@ -723,18 +768,47 @@ async fn status(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.status().await?).into_response())
 }
 
+/// `GET /api/admin/audit?limit=&channel=&kind=&since=` (`since`: RFC 3339 UTC seconds).
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
 }
 
 async fn audit(
     State(ctx): State<Ctx>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 10_000);
-    Ok(Json(ctx.app.audit(limit).await?).into_response())
+    let since = match &query.since {
+        Some(text) => Some(
+            text.parse::<manifests::Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("since {text:?}: {e}")))?
+                .unix(),
+        ),
+        None => None,
+    };
+    let filter = AuditFilter {
+        limit: query.limit.unwrap_or(50).clamp(1, 10_000),
+        channel: query.channel.filter(|c| !c.is_empty()),
+        kind: query.kind.filter(|k| !k.is_empty()),
+        since,
+    };
+    Ok(Json(ctx.app.audit(filter).await?).into_response())
+}
+
+async fn forget_worker(
+    State(ctx): State<Ctx>,
+    Path(worker_id): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+) -> Result<Response, ApiError> {
+    ctx.app.forget_worker(&worker_id, &actor).await?;
+    Ok(Json(serde_json::json!({ "forgotten": worker_id })).into_response())
 }
 
 #[cfg(test)]

@@ -8,12 +8,16 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{
-    AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts, OutcomeQuery,
-    PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, StoreResult, WorkerRecord,
+    AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
+    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, StoreResult,
+    WorkerRecord,
 };
 
 /// Migrations, in order; the position + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_channel_names.sql"),
+];
 
 /// SQLite implementation of [`Store`].
 #[derive(Debug)]
@@ -234,6 +238,40 @@ impl Store for SqliteStore {
         })
     }
 
+    fn channel_names(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT name FROM channel_names ORDER BY name")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn create_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO channel_names (name, created_at) VALUES (?1, ?2)",
+                params![name, audit.at],
+            )?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn delete_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM channel_names WHERE name = ?1", params![name])?;
+            tx.execute("DELETE FROM channels WHERE channel = ?1", params![name])?;
+            insert_audit(&tx, audit)?;
+            tx.commit()
+        })
+    }
+
     fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
         self.with(|c| {
             c.query_row(
@@ -387,8 +425,24 @@ impl Store for SqliteStore {
         self.with(|c| insert_audit(c, audit))
     }
 
-    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    fn forget_worker(&self, worker_id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let deleted = tx.execute(
+                "DELETE FROM workers WHERE worker_id = ?1",
+                params![worker_id],
+            )?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         self.with(|c| {
             let mut statement = c.prepare(
                 "SELECT at, kind, actor, channel, version, detail FROM (
@@ -398,9 +452,11 @@ impl Store for SqliteStore {
                           outcome || CASE WHEN reason = '' THEN '' ELSE ' ' || reason END
                           || ' ' || from_version || '->' || to_version
                           || ' in ' || duration_ms || ' ms (correlation ' || correlation_id || ')', 1 FROM reports
-                 ) ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
+                 ) WHERE (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR at >= ?4)
+                 ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
             )?;
-            let rows = statement.query_map(params![limit], |row| {
+            let query = params![limit, filter.channel, filter.kind, filter.since];
+            let rows = statement.query_map(query, |row| {
                 Ok(AuditRecord {
                     at: row.get(0)?,
                     kind: row.get(1)?,
@@ -412,5 +468,34 @@ impl Store for SqliteStore {
             })?;
             rows.collect()
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A store made before channels were created explicitly keeps every channel it served, and
+    /// gains `canary` and `stable` (the README's commands promote to them on a new server).
+    #[test]
+    fn migration_2_keeps_the_stored_channels_created() {
+        let dir =
+            std::env::temp_dir().join(format!("update-server-migration-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let connection = Connection::open(dir.join("update-server.sqlite3")).unwrap();
+            connection.execute_batch(MIGRATIONS[0]).unwrap();
+            connection.pragma_update(None, "user_version", 1).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO channels (channel, statement, updated_at) VALUES ('beta', x'00', 7)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&dir).unwrap();
+        assert_eq!(store.channel_names().unwrap(), ["beta", "canary", "stable"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

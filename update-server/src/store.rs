@@ -134,7 +134,8 @@ pub struct ReportRecord {
 pub struct AuditRecord {
     /// Unix seconds.
     pub at: i64,
-    /// `publish`, `promote`, `halt`, `resume`, `rollback`, `auto_halt`, `root`, `resign`, or
+    /// `publish`, `promote`, `halt`, `resume`, `rollback`, `auto_halt`, `root`, `resign`,
+    /// `channel_create`, `channel_delete`, `worker_forget`, or
     /// `report` (an update attempt, when listing).
     pub kind: String,
     /// Token name of the admin, `auto-halt`, `server`, or the worker id for reports.
@@ -198,6 +199,36 @@ pub struct FailureGroup {
     pub count: u64,
 }
 
+/// Which entries [`Store::audit`] lists (`GET /api/admin/audit?limit=&channel=&kind=&since=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// At most this many, newest first.
+    pub limit: usize,
+    /// Only this channel's entries.
+    pub channel: Option<String>,
+    /// Only entries of this kind (`promote`, `report`, `worker_forget`, ...).
+    pub kind: Option<String>,
+    /// Only entries at or after this time (Unix seconds).
+    pub since: Option<i64>,
+}
+
+impl AuditFilter {
+    /// The newest `limit` entries, unfiltered.
+    pub fn newest(limit: usize) -> Self {
+        AuditFilter {
+            limit,
+            ..AuditFilter::default()
+        }
+    }
+
+    /// `entry` passes the channel, kind and time filters.
+    pub fn admits(&self, entry: &AuditRecord) -> bool {
+        self.channel.as_ref().is_none_or(|c| *c == entry.channel)
+            && self.kind.as_ref().is_none_or(|k| *k == entry.kind)
+            && self.since.is_none_or(|since| entry.at >= since)
+    }
+}
+
 /// The server's persistent state.
 pub trait Store: Send + Sync + 'static {
     /// Every stored root document, by ascending version.
@@ -222,6 +253,14 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
     /// in the same transaction, the audit entry and the promotion (version, percent) if any.
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()>;
+    /// Every created channel, by name (migration 2 created `canary`, `stable` and every channel
+    /// already stored).
+    fn channel_names(&self) -> StoreResult<Vec<String>>;
+    /// Creates channel `name`, with an audit entry; false (and nothing written) when it exists.
+    fn create_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Deletes channel `name` and its current state, with an audit entry. The statement history
+    /// stays, so a channel created again under the same name keeps growing its serials.
+    fn delete_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<()>;
     /// The highest serial ever signed for `channel` (the statement history), if any: the next
     /// statement's serial is one more, whatever the server remembers or was restarted with.
     fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>>;
@@ -248,6 +287,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends to the audit trail.
     fn add_audit(&self, audit: &AuditRecord) -> StoreResult<()>;
-    /// The newest `limit` audit entries and reports, merged, newest first.
-    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// The newest `filter.limit` audit entries and reports that pass `filter`, merged, newest
+    /// first.
+    fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+    /// Deletes `worker_id` from the inventory (a decommissioned worker), with an audit entry, in
+    /// one transaction; false (nothing written) when it is not stored. Its reports stay.
+    fn forget_worker(&self, worker_id: &str, audit: &AuditRecord) -> StoreResult<bool>;
 }

@@ -21,9 +21,9 @@ pub struct PromoteArgs {
     /// The published release version to point the channel at.
     #[arg(long)]
     version: Version,
-    /// Rollout percentage.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
-    percent: u8,
+    /// Rollout percentage (default 100; required on stable, where a promotion reaches the fleet).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    percent: Option<u8>,
     /// Why (kept in the audit trail; required with --override).
     #[arg(long)]
     reason: Option<String>,
@@ -82,9 +82,14 @@ pub fn promote(args: PromoteArgs) -> Result<()> {
     if args.force && reason.trim().is_empty() {
         bail!("--override needs a non-empty --reason (it is kept in the audit trail)");
     }
+    if args.channel == "stable" && args.percent.is_none() {
+        bail!(
+            "promoting to stable needs --percent (e.g. --percent 10, or --percent 100 for the whole channel)"
+        );
+    }
     let body = json!({
         "version": args.version.to_string(),
-        "percent": args.percent,
+        "percent": args.percent.unwrap_or(100),
         "reason": reason,
         "override": args.force,
         "minimum_version": args.minimum_version.map(|v| v.to_string()),

@@ -7,12 +7,14 @@
 //! are read); `publish`, `channel` and `status` are the commands; `output` renders the server's
 //! answers as tables.
 
+mod catalog;
 mod channel;
 mod client;
 mod output;
 mod publish;
 mod status;
 
+pub use catalog::{channel, worker, ChannelCommand, WorkerCommand};
 pub use channel::{
     halt, promote, resume, rollback, HaltArgs, PromoteArgs, ResumeArgs, RollbackArgs,
 };

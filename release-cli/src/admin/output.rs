@@ -108,6 +108,20 @@ pub(super) fn format_channels(channels: &[Value], now: Timestamp) -> String {
     )
 }
 
+/// `channel list`: one row per created channel.
+pub(super) fn format_channel_list(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(answer, "channels")
+        .iter()
+        .map(|c| {
+            ["channel", "version", "workers"]
+                .iter()
+                .map(|field| text(c, field))
+                .collect()
+        })
+        .collect();
+    table(&["CHANNEL", "VERSION", "WORKERS"], &rows)
+}
+
 pub(super) fn format_audit(audit: &Value) -> String {
     let rows: Vec<Vec<String>> = list(audit, "entries")
         .iter()

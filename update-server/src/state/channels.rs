@@ -11,9 +11,7 @@ use manifests::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{
-    now, parse_version, read_lock, validate_channel_name, write_lock, App, NOT_RELEASE_DEFECTS,
-};
+use super::{now, parse_version, read_lock, write_lock, App, NOT_RELEASE_DEFECTS};
 use crate::api::{ChannelSummary, PromoteRequest};
 use crate::error::{Error, Result};
 use crate::store::{AuditRecord, ChannelRecord, ChannelWrite, OutcomeQuery};
@@ -140,11 +138,22 @@ impl App {
         request: PromoteRequest,
         actor: &str,
     ) -> Result<ChannelSummary> {
-        validate_channel_name(channel)?;
-        if request.percent > 100 {
+        self.require_channel(channel)?;
+        // On stable a promotion reaches the fleet: the share must be said, never defaulted.
+        let percent = match request.percent {
+            Some(percent) => percent,
+            None if channel == "stable" => {
+                return Err(Error::PercentRequired {
+                    channel: channel.to_owned(),
+                    version: request.version,
+                })
+            }
+            None => 100,
+        };
+        if percent > 100 {
             return Err(Error::PercentAbove100 {
                 channel: channel.to_owned(),
-                percent: request.percent,
+                percent,
             });
         }
         if request.override_gate && request.reason.trim().is_empty() {
@@ -168,8 +177,7 @@ impl App {
             None => None,
         };
         let detail = format!(
-            "{version} at {}%{}{}",
-            request.percent,
+            "{version} at {percent}%{}{}",
             if request.override_gate {
                 " (gate overridden)"
             } else {
@@ -181,7 +189,6 @@ impl App {
                 format!(": {}", request.reason)
             }
         );
-        let percent = request.percent;
         let urgent = request.urgent;
         let summary = self
             .change_channel_locked(
@@ -422,6 +429,7 @@ impl App {
         promotion_percent: Option<u8>,
         change: impl FnOnce(Option<&ChannelView>) -> Result<ChannelChange>,
     ) -> Result<ChannelSummary> {
+        self.require_channel(channel)?;
         let current = read_lock(&self.views).get(channel).cloned();
         let next = change(current.as_deref())?;
         let name = channel.to_owned();

@@ -10,7 +10,7 @@ use super::labels;
 use super::{now, parse_version, read_lock, require_nonempty, App, NOT_RELEASE_DEFECTS};
 use crate::api::{ChannelSummary, RegisterRequest, ReportRequest};
 use crate::error::{Error, Result, REPORT_OUTCOMES};
-use crate::store::{ReportRecord, Store, StoreResult, WorkerRecord};
+use crate::store::{AuditFilter, AuditRecord, ReportRecord, Store, StoreResult, WorkerRecord};
 
 /// How often a worker's `last_seen` is written when nothing else about it changed.
 const INVENTORY_WRITE_INTERVAL_SECS: i64 = 300;
@@ -23,7 +23,7 @@ pub(super) struct Seen {
     /// Target triple.
     platform: String,
     /// Channel followed.
-    channel: String,
+    pub(super) channel: String,
     /// Unix seconds of the last request (retention reads it).
     pub(super) last_seen: i64,
     /// Unix seconds of the last write to the store.
@@ -115,6 +115,7 @@ impl App {
         require_nonempty("worker_id", &request.worker_id)?;
         require_nonempty("channel", &request.channel)?;
         require_nonempty("platform", &request.platform)?;
+        self.require_channel(&request.channel)?;
         self.record_seen(
             &request.worker_id,
             &request.current_version,
@@ -264,14 +265,45 @@ impl App {
     }
 
     /// Recent audit entries and reports, newest first.
-    pub async fn audit(&self, limit: usize) -> Result<serde_json::Value> {
-        let entries = self.db(move |store| store.audit(limit)).await?;
+    pub async fn audit(&self, filter: AuditFilter) -> Result<serde_json::Value> {
+        let entries = self.db(move |store| store.audit(&filter)).await?;
         Ok(serde_json::json!({
             "entries": entries.into_iter().map(|e| serde_json::json!({
                 "at": Timestamp::from_unix(e.at).map(|t| t.to_string()),
                 "kind": e.kind, "actor": e.actor, "channel": e.channel, "version": e.version, "detail": e.detail,
             })).collect::<Vec<_>>(),
         }))
+    }
+
+    /// Forgets a decommissioned worker: out of the inventory (memory and store, audited), so
+    /// it no longer counts in the fleet gauges and their stale-worker alerts. Its reports stay
+    /// (they are the history of the releases it tried); a worker that polls again reappears.
+    pub async fn forget_worker(&self, worker_id: &str, actor: &str) -> Result<()> {
+        let audit = AuditRecord {
+            at: now().unix(),
+            kind: "worker_forget".to_owned(),
+            actor: actor.to_owned(),
+            channel: String::new(),
+            version: String::new(),
+            detail: format!("worker {worker_id} forgotten"),
+        };
+        let id = worker_id.to_owned();
+        let stored = self
+            .db(move |store| store.forget_worker(&id, &audit))
+            .await?;
+        let known = self
+            .inventory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(worker_id)
+            .is_some();
+        if !(stored || known) {
+            return Err(Error::UnknownWorker {
+                worker_id: worker_id.to_owned(),
+            });
+        }
+        tracing::info!(%worker_id, %actor, "worker forgotten");
+        Ok(())
     }
 
     /// Updates the fleet gauges from the inventory (called before each scrape).

@@ -7,6 +7,7 @@
 //! with its ETag); every change is written to the [`Store`] before it becomes visible. The
 //! operations return domain [`Error`]s; [`crate::http`] maps them to HTTP.
 
+mod catalog;
 mod channels;
 mod fleet;
 mod labels;
@@ -18,7 +19,7 @@ mod trust;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -64,6 +65,8 @@ pub struct App {
     releases: RwLock<BTreeMap<String, StoredRelease>>,
     /// Stored artifacts: sha256 to size.
     artifacts: RwLock<BTreeMap<String, u64>>,
+    /// Created channels (`worker-release channel create`): no other name is served or promoted.
+    channel_names: RwLock<BTreeSet<String>>,
     /// Each channel as served, by name.
     views: RwLock<BTreeMap<String, Arc<ChannelView>>>,
     /// Workers seen, by id.
@@ -152,6 +155,7 @@ impl App {
         let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
         let releases = releases::load_releases(store.as_ref(), &trust.roots_newest_first())?;
         let artifacts = store.artifacts()?.into_iter().collect();
+        let channel_names = store.channel_names()?.into_iter().collect();
         let inventory = fleet::load_inventory(store.as_ref(), now().unix())?;
         let (changes, _) = watch::channel(0);
         let app = App {
@@ -163,6 +167,7 @@ impl App {
             trust: RwLock::new(trust),
             releases: RwLock::new(releases),
             artifacts: RwLock::new(artifacts),
+            channel_names: RwLock::new(channel_names),
             views: RwLock::new(BTreeMap::new()),
             inventory: Mutex::new(inventory),
             changes,

@@ -194,7 +194,7 @@ impl Server {
     ) -> Result<ChannelSummary> {
         let request = PromoteRequest {
             version: version.to_owned(),
-            percent,
+            percent: Some(percent),
             reason: reason.to_owned(),
             override_gate,
             minimum_version: None,
@@ -610,7 +610,11 @@ async fn overriding_the_stable_gate_needs_a_reason() {
         .await
         .expect("overridden");
     assert_eq!(stable.version, "1.0.0");
-    let audit = server.app.audit(10).await.expect("audit");
+    let audit = server
+        .app
+        .audit(crate::store::AuditFilter::newest(10))
+        .await
+        .expect("audit");
     let details: Vec<&str> = audit["entries"]
         .as_array()
         .expect("entries")

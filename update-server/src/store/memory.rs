@@ -2,12 +2,12 @@
 //! contract as [`crate::sqlite::SqliteStore`] (each change applied whole, reports counted by
 //! distinct worker), kept in maps instead of a database file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
-    AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts, OutcomeQuery,
-    PutRelease, ReleaseRecord, ReportRecord, Store, StoreResult, WorkerRecord,
+    AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
+    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreResult, WorkerRecord,
 };
 
 /// A promotion, for the soak gate.
@@ -25,6 +25,8 @@ struct Contents {
     releases: Vec<ReleaseRecord>,
     artifacts: BTreeMap<String, u64>,
     channels: BTreeMap<String, ChannelRecord>,
+    /// Created channels (`canary` and `stable` from the start, as migration 2 makes them).
+    channel_names: BTreeSet<String>,
     /// Every signed statement: (channel, serial), in signing order.
     statements: Vec<(String, u64)>,
     promotions: Vec<Promotion>,
@@ -40,9 +42,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, with the channels a new SQLite store starts with.
     pub fn new() -> Self {
-        Self::default()
+        let store = Self::default();
+        store.contents().channel_names = ["canary", "stable"].map(str::to_owned).into();
+        store
     }
 
     fn contents(&self) -> MutexGuard<'_, Contents> {
@@ -174,6 +178,27 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn channel_names(&self) -> StoreResult<Vec<String>> {
+        Ok(self.contents().channel_names.iter().cloned().collect())
+    }
+
+    fn create_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let mut contents = self.contents();
+        if !contents.channel_names.insert(name.to_owned()) {
+            return Ok(false);
+        }
+        contents.audit.push(audit.clone());
+        Ok(true)
+    }
+
+    fn delete_channel(&self, name: &str, audit: &AuditRecord) -> StoreResult<()> {
+        let mut contents = self.contents();
+        contents.channel_names.remove(name);
+        contents.channels.remove(name);
+        contents.audit.push(audit.clone());
+        Ok(())
+    }
+
     fn max_serial(&self, channel: &str) -> StoreResult<Option<u64>> {
         Ok(self
             .contents()
@@ -224,9 +249,9 @@ impl Store for MemoryStore {
 
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts> {
         let contents = self.contents();
-        let mut failed = std::collections::BTreeSet::new();
-        let mut succeeded = std::collections::BTreeSet::new();
-        let mut tried = std::collections::BTreeSet::new();
+        let mut failed = BTreeSet::new();
+        let mut succeeded = BTreeSet::new();
+        let mut tried = BTreeSet::new();
         for report in contents
             .reports
             .iter()
@@ -242,7 +267,7 @@ impl Store for MemoryStore {
                 failed.insert(report.worker_id.as_str());
             }
         }
-        let count = |set: &std::collections::BTreeSet<&str>| set.len() as u64;
+        let count = |set: &BTreeSet<&str>| set.len() as u64;
         Ok(OutcomeCounts {
             failed: count(&failed),
             succeeded: count(&succeeded),
@@ -285,7 +310,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+    fn forget_worker(&self, worker_id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let mut contents = self.contents();
+        if contents.workers.remove(worker_id).is_none() {
+            return Ok(false);
+        }
+        contents.audit.push(audit.clone());
+        Ok(true)
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
         let contents = self.contents();
         let reports = contents.reports.iter().map(|r| AuditRecord {
             at: r.received_at,
@@ -317,6 +351,11 @@ impl Store for MemoryStore {
             .chain(reports.enumerate().map(|(i, a)| (a.at, 1, i, a)))
             .collect();
         entries.sort_by_key(|(at, source, index, _)| std::cmp::Reverse((*at, *source, *index)));
-        Ok(entries.into_iter().take(limit).map(|e| e.3).collect())
+        Ok(entries
+            .into_iter()
+            .map(|e| e.3)
+            .filter(|e| filter.admits(e))
+            .take(filter.limit)
+            .collect())
     }
 }
