@@ -350,7 +350,13 @@ fn a_new_channel_key_resets_the_serial_a_rotated_out_key_froze() {
     let frozen = Signed::sign(frozen, &[&w.trust.channel_key]).expect("sign");
     let frozen = frozen.to_json_pretty().expect("json");
     let proxy = w.serve_forged(&frozen, None);
-    let agent = w.v1_agent_in(&w.sandbox.join("agent"), Some(&proxy));
+    // A short backoff: after the refused replay below, the next poll must come within the wait.
+    let agent = w
+        .agent(V1)
+        .dir(&w.sandbox.join("agent"))
+        .via(proxy.url())
+        .env(&[("UPDATE_RETRY_BACKOFF_SECS", "1")])
+        .start();
     agent.wait_until(
         "the freezing serial accepted",
         Duration::from_secs(60),
