@@ -338,9 +338,9 @@ async fn rate_limit(State(ctx): State<Ctx>, request: Request, next: Next) -> Res
         .extensions()
         .get::<MatchedPath>()
         .map_or("", MatchedPath::as_str);
-    // The caller's Debug form names the credential (never the secret).
-    let key = format!("{route} {:?}", caller(&ctx, request.headers()));
-    match ctx.rate_limit.check(key) {
+    // `require_worker` handed down the credential it authenticated (never the secret).
+    let worker = request.extensions().get::<Caller>().cloned();
+    match ctx.rate_limit.check((route.to_owned(), worker)) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             let seconds = wait.as_secs() + 1;
@@ -365,9 +365,13 @@ fn caller(ctx: &Ctx, headers: &HeaderMap) -> Option<Caller> {
     ctx.app.tokens.authenticate(authorization)
 }
 
-async fn require_worker(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+async fn require_worker(State(ctx): State<Ctx>, mut request: Request, next: Next) -> Response {
     match caller(&ctx, request.headers()) {
-        Some(Caller::Worker(_)) => next.run(request).await,
+        Some(worker @ Caller::Worker(_)) => {
+            // Handed down so the rate limit keys on this credential without authenticating again.
+            request.extensions_mut().insert(worker);
+            next.run(request).await
+        }
         Some(Caller::Admin(_)) => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

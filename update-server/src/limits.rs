@@ -103,13 +103,16 @@ where
     }
 }
 
+/// What a rate limit counts against: the matched route and the authenticated credential.
+pub type RateKey = (String, Option<crate::tokens::Caller>);
+
 /// Per-credential GCRA rate limits (governor) on the worker routes that write: `report` and
 /// `register`. Keyed by route and credential, so one worker (or one shared token) flooding
 /// reports cannot starve the others nor fill the store; the keys are bounded by the
 /// credentials the server accepts.
 #[derive(Debug)]
 pub struct WorkerRateLimit {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: DefaultKeyedRateLimiter<RateKey>,
 }
 
 impl WorkerRateLimit {
@@ -123,7 +126,7 @@ impl WorkerRateLimit {
     }
 
     /// `Ok` when `key` may make one more request now, else how long until it may.
-    pub fn check(&self, key: String) -> Result<(), Duration> {
+    pub fn check(&self, key: RateKey) -> Result<(), Duration> {
         self.limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))

@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 use crate::StartupError;
 
 /// Who a request authenticated as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Caller {
     /// An admin token, by name (written to the audit trail).
     Admin(String),
