@@ -130,10 +130,13 @@ pub fn load_private(path: &Path) -> Result<PrivateKey> {
                 source.describe()
             ),
         ),
-        other => anyhow::Error::new(other).context(format!(
-            "--key {}: not a readable encrypted key file",
-            path.display()
-        )),
+        other => refuse(
+            "malformed",
+            format!(
+                "--key {}: not a readable encrypted key file: {other}",
+                path.display()
+            ),
+        ),
     })?;
     Ok(PrivateKey::from_key_file(&plain, path)?)
 }

@@ -167,6 +167,16 @@ fn an_encrypted_key_signs_with_the_passphrase_file_and_a_wrong_or_missing_one_is
     assert!(started.elapsed() < Duration::from_secs(60), "it waited");
     assert!(!sb.join("none.json").exists());
 
+    // A damaged encrypted key: named as such, not mistaken for a wrong passphrase.
+    let cut = &text[..text.len() / 2];
+    sb.write_secret("keys/damaged.key", cut);
+    let err = error_line(&sign_release(&sb, "keys/damaged.key", "damaged.json", &with).failure());
+    assert!(
+        err.starts_with("worker-release: error [malformed]: ")
+            && err.contains("not a readable encrypted key file"),
+        "{err}"
+    );
+
     // keygen --encrypt without a passphrase: refused the same way, and no key is written.
     let err = sb
         .release_cli(&[
