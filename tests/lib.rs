@@ -130,11 +130,18 @@ impl Sandbox {
         path
     }
 
-    /// Runs `program` with `args` in the sandbox.
+    /// Runs `program` with `args` in the sandbox (standard input: none, never a terminal).
     pub fn run(&self, program: &Path, args: &[&str]) -> Run {
+        self.run_with_env(program, args, &[])
+    }
+
+    /// Runs `program` with `args` and the extra environment `env` in the sandbox.
+    pub fn run_with_env(&self, program: &Path, args: &[&str], env: &[(&str, &Path)]) -> Run {
         let output = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .current_dir(self.path())
+            .stdin(std::process::Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
         Run {
@@ -146,6 +153,19 @@ impl Sandbox {
     /// Runs `worker-release` with `args` in the sandbox.
     pub fn release_cli(&self, args: &[&str]) -> Run {
         self.run(&bin("worker-release"), args)
+    }
+
+    /// Runs `worker-release` with `args` and the extra environment `env` in the sandbox.
+    pub fn release_cli_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Run {
+        self.run_with_env(&bin("worker-release"), args, env)
+    }
+
+    /// Writes a secret file (mode 0600, like a key or a token file).
+    pub fn write_secret(&self, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.write(relative, contents);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+        path
     }
 }
 

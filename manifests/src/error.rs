@@ -56,6 +56,9 @@ pub enum Reason {
     SizeMismatch,
     /// A private key file is readable by group or others.
     KeyPermissions,
+    /// A passphrase-encrypted private key where only a plain one is usable (the update
+    /// server's online channel key).
+    KeyEncrypted,
     /// Reading a file the caller named failed.
     Io,
 }
@@ -84,6 +87,7 @@ impl Reason {
             Reason::HashMismatch => "hash_mismatch",
             Reason::SizeMismatch => "size_mismatch",
             Reason::KeyPermissions => "key_permissions",
+            Reason::KeyEncrypted => "key_encrypted",
             Reason::Io => "io",
         }
     }
@@ -110,6 +114,7 @@ impl Reason {
         Reason::HashMismatch,
         Reason::SizeMismatch,
         Reason::KeyPermissions,
+        Reason::KeyEncrypted,
         Reason::Io,
     ];
 }
@@ -314,6 +319,12 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A passphrase-encrypted private key given where only a plain key file is usable.
+    #[error("private key {path} is passphrase-encrypted; this program needs an unencrypted key file (only worker-release decrypts keys)", path = path.display())]
+    KeyEncrypted {
+        /// The key file.
+        path: PathBuf,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}", path = path.display())]
     Io {
@@ -348,6 +359,7 @@ impl Error {
             Error::HashMismatch { .. } => Reason::HashMismatch,
             Error::SizeMismatch { .. } => Reason::SizeMismatch,
             Error::KeyPermissions { .. } => Reason::KeyPermissions,
+            Error::KeyEncrypted { .. } => Reason::KeyEncrypted,
             Error::Io { .. } => Reason::Io,
         }
     }

@@ -3,6 +3,13 @@
 //! A key id is the lower-case hex SHA-256 of the 32-byte public key. Private key files are JSON
 //! `{"keyid","name","scheme":"ed25519","private":"<hex seed>"}` with mode 0600; a file that group
 //! or others may read is refused, like ssh does.
+//!
+//! A passphrase-encrypted key file (`worker-release keygen --encrypt`) is that same JSON file
+//! encrypted to a passphrase with age (scrypt recipient, ASCII armour): it begins with
+//! [`ENCRYPTED_KEY_HEADER`] and `age -d` turns it back into the plain file. This module owns the
+//! plain format and tells the two apart ([`is_encrypted_key_file`]); the encryption itself lives
+//! in `worker-release` (`release-cli/src/keyfile.rs`), so this format crate needs no age.
+//! [`PrivateKey::load`] refuses an encrypted file with [`Error::KeyEncrypted`].
 
 use std::fs;
 use std::io::Write;
@@ -47,6 +54,22 @@ pub fn decode_hex<const N: usize>(field: &str, text: &str) -> Result<[u8; N]> {
 
 fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
+}
+
+/// The first line of a passphrase-encrypted private key file: an ASCII-armoured age file.
+pub const ENCRYPTED_KEY_HEADER: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
+
+/// The first line of a binary (unarmoured) age file, accepted as an encrypted key too.
+const AGE_BINARY_HEADER: &[u8] = b"age-encryption.org/v1\n";
+
+/// Whether the contents of a private key file are passphrase-encrypted (an age file).
+pub fn is_encrypted_key_file(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    bytes.starts_with(ENCRYPTED_KEY_HEADER.as_bytes()) || bytes.starts_with(AGE_BINARY_HEADER)
 }
 
 /// Parses a hex ed25519 public key, naming `field` on error.
@@ -166,11 +189,21 @@ impl PrivateKey {
         self.signing.sign(message).to_bytes()
     }
 
-    /// Loads a private key file, refusing one that group or others can access.
+    /// Loads a private key file, refusing one that group or others can access, and an encrypted
+    /// one ([`Error::KeyEncrypted`]: only `worker-release` decrypts keys).
     pub fn load(path: &Path) -> Result<Self> {
-        check_secret_file(path)?;
-        let text = Zeroizing::new(fs::read(path).map_err(|e| Error::io(path, e))?);
-        let file: PrivateKeyFile = serde_json::from_slice(&text).map_err(|source| Error::Json {
+        let text = read_secret_file(path)?;
+        if is_encrypted_key_file(&text) {
+            return Err(Error::KeyEncrypted {
+                path: path.to_owned(),
+            });
+        }
+        Self::from_key_file(&text, path)
+    }
+
+    /// Parses the contents of a plain private key file (`path` names it in errors).
+    pub fn from_key_file(text: &[u8], path: &Path) -> Result<Self> {
+        let file: PrivateKeyFile = serde_json::from_slice(text).map_err(|source| Error::Json {
             what: path.display().to_string(),
             source,
         })?;
@@ -191,10 +224,9 @@ impl PrivateKey {
         Ok(key)
     }
 
-    /// Writes `NAME.key` (mode 0600, never overwriting) and `NAME.pub` into `dir`.
-    pub fn write_pair(&self, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-        let key_path = dir.join(format!("{}.key", self.name));
-        let pub_path = dir.join(format!("{}.pub", self.name));
+    /// The contents of this key's plain private key file (what [`PrivateKey::write_pair`]
+    /// writes, and what an encrypted key file encrypts).
+    pub fn key_file(&self) -> Result<Zeroizing<Vec<u8>>> {
         let private = PrivateKeyFile {
             keyid: self.keyid(),
             name: self.name.clone(),
@@ -204,18 +236,35 @@ impl PrivateKey {
         let mut body =
             Zeroizing::new(
                 serde_json::to_vec_pretty(&private).map_err(|source| Error::Json {
-                    what: key_path.display().to_string(),
+                    what: format!("{}.key", self.name),
                     source,
                 })?,
             );
         body.push(b'\n');
+        Ok(body)
+    }
+
+    /// Writes `NAME.key` (mode 0600, never overwriting) and `NAME.pub` into `dir`.
+    pub fn write_pair(&self, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        self.write_pair_as(dir, &self.key_file()?)
+    }
+
+    /// Writes `NAME.key` with the contents `key_file` (this key's plain key file, or it
+    /// encrypted) (mode 0600, never overwriting) and `NAME.pub` into `dir`.
+    pub fn write_pair_as(
+        &self,
+        dir: &Path,
+        key_file: &[u8],
+    ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let key_path = dir.join(format!("{}.key", self.name));
+        let pub_path = dir.join(format!("{}.pub", self.name));
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&key_path)
             .map_err(|e| Error::io(&key_path, e))?;
-        file.write_all(&body)
+        file.write_all(key_file)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(&key_path, e))?;
         let mut public =
@@ -227,6 +276,14 @@ impl PrivateKey {
         fs::write(&pub_path, public).map_err(|e| Error::io(&pub_path, e))?;
         Ok((key_path, pub_path))
     }
+}
+
+/// Reads a secret file (a private key, a passphrase file) after [`check_secret_file`].
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    check_secret_file(path)?;
+    Ok(Zeroizing::new(
+        fs::read(path).map_err(|e| Error::io(path, e))?,
+    ))
 }
 
 /// Refuses a secret file (a private key, a token file) that group or others can access

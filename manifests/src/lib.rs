@@ -38,7 +38,10 @@ pub use documents::{
     Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
-pub use keys::{check_secret_file, keyid_of, PrivateKey, PublicKeyFile, SCHEME_ED25519};
+pub use keys::{
+    check_secret_file, is_encrypted_key_file, keyid_of, read_secret_file, PrivateKey,
+    PublicKeyFile, ENCRYPTED_KEY_HEADER, SCHEME_ED25519,
+};
 pub use role::{Key, Role};
 pub use root::{
     follow_root_chain, role_changes, verify_rotation, weakening, RoleChange, RoleName, Roles, Root,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod failure;
+mod keyfile;
 mod offline;
 mod rotate;
 
@@ -31,6 +32,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate an ed25519 key pair: DIR/NAME.key (mode 0600) and DIR/NAME.pub.
+    ///
+    /// With --encrypt, NAME.key is encrypted to a passphrase (age, scrypt), asked on the
+    /// terminal or read from the file WORKER_RELEASE_PASSPHRASE_FILE names; every command that
+    /// signs then asks for it the same way.
     Keygen {
         /// Directory to write the key pair into (created if missing).
         #[arg(long)]
@@ -38,6 +43,10 @@ enum Command {
         /// Key name, e.g. root-1, release-1, channel.
         #[arg(long)]
         name: String,
+        /// Encrypt the private key to a passphrase (for offline keys; the update server's
+        /// online channel key must stay unencrypted).
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Create root version 1 from public keys and thresholds, signed by root keys.
     InitRoot(offline::InitRootArgs),
@@ -92,7 +101,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen { out, name } => offline::keygen(&out, &name),
+        Command::Keygen { out, name, encrypt } => offline::keygen(&out, &name, encrypt),
         Command::InitRoot(args) => offline::init_root(args),
         Command::RotateRoot(args) => rotate::rotate_root(args),
         Command::SignRelease(args) => offline::sign_release(args),

@@ -170,7 +170,7 @@ pub struct VerifyArgs {
     now: Option<String>,
 }
 
-pub fn keygen(out: &Path, name: &str) -> Result<()> {
+pub fn keygen(out: &Path, name: &str, encrypt: bool) -> Result<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -181,11 +181,28 @@ pub fn keygen(out: &Path, name: &str) -> Result<()> {
             format!("key name {name:?} may only contain letters, digits, '-', '_' and '.'"),
         ));
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let key = PrivateKey::generate(name)?;
-    let (private, public) = key.write_pair(out)?;
+    // Ask for the passphrase before creating anything: a refusal leaves no directory behind.
+    let encrypted = if encrypt {
+        Some(crate::keyfile::encrypted_key_file(&key)?)
+    } else {
+        None
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (private, public) = match &encrypted {
+        Some(body) => key.write_pair_as(out, body)?,
+        None => key.write_pair(out)?,
+    };
     println!("keyid   {}", key.keyid());
-    println!("private {} (mode 0600)", private.display());
+    println!(
+        "private {} (mode 0600{})",
+        private.display(),
+        if encrypt {
+            ", passphrase-encrypted"
+        } else {
+            ""
+        }
+    );
     println!("public  {}", public.display());
     Ok(())
 }
@@ -796,9 +813,10 @@ pub(crate) fn load_signers(
     Ok(signers)
 }
 
-/// A private key; a public key file given instead is named as such.
+/// A private key (decrypted when it is passphrase-encrypted); a public key file given instead
+/// is named as such.
 fn load_private(path: &Path) -> Result<PrivateKey> {
-    PrivateKey::load(path).map_err(|error| {
+    crate::keyfile::load_private(path).map_err(|error| {
         if PublicKeyFile::load(path).is_ok() {
             return refuse(
                 "wrong_role",
@@ -809,7 +827,7 @@ fn load_private(path: &Path) -> Result<PrivateKey> {
                 ),
             );
         }
-        error.into()
+        error
     })
 }
 

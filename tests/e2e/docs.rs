@@ -397,6 +397,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
                 "ExecStart=/usr/local/bin/update-server serve",
                 "EnvironmentFile=/etc/update-server/update-server.env",
                 "StateDirectory=update-server",
+                "RestartPreventExitStatus=78",
             ][..],
         ),
         (

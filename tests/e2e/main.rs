@@ -19,6 +19,7 @@ mod esup_protocol;
 mod observability;
 mod release_admin;
 mod release_cli;
+mod release_keys;
 mod rotation;
 mod server;
 mod server_limits;

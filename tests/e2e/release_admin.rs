@@ -480,6 +480,28 @@ fn resume_needs_a_reason_and_a_halted_channel() {
         &["--channel", "canary", "--reason", "bad thumbnails"],
     )
     .success();
+    let halted = serial(&w);
+    // The admin API itself refuses a resume without a reason (not only the CLI): an empty, a
+    // blank and a missing reason are each 400 missing_reason, and the channel stays halted.
+    let admin = w.server.admin();
+    for body in [
+        serde_json::json!({"reason": ""}),
+        serde_json::json!({"reason": "  "}),
+        serde_json::json!({}),
+    ] {
+        let reply = admin.post_json("/api/admin/channels/canary/resume", &body);
+        assert_eq!(
+            (reply.status, reply.json()["reason"].as_str()),
+            (400, Some("missing_reason")),
+            "{body}: {}",
+            reply.text()
+        );
+        assert!(reply.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("reason")));
+    }
+    assert_eq!(channel_row(&w.status(), "canary")[3], "yes: bad thumbnails");
+    assert_eq!(serial(&w), halted, "a refused resume signs nothing");
     w.cli("resume", &["--channel", "canary", "--reason", "fixed"])
         .success();
     assert_eq!(channel_row(&w.status(), "canary")[3], "no");

@@ -503,3 +503,58 @@ fn the_server_refuses_a_channel_key_that_is_also_a_root_or_release_key() {
         "{refused}"
     );
 }
+
+#[test]
+fn publish_root_again_is_already_published_and_another_root_of_that_version_is_refused() {
+    let world = world_with_channels();
+    let rotate = |expires: &str, out: &str| {
+        cli(
+            &world,
+            &[
+                "rotate-root",
+                "--root",
+                "root.json",
+                "--expires",
+                expires,
+                "--key",
+                "keys/root.key",
+                "--out",
+                out,
+            ],
+        )
+        .success()
+    };
+    rotate("300d", "root-2.json");
+    let first = admin_cli(&world, "publish-root", &["root-2.json"]).success();
+    assert!(first.contains("root version 2: published"), "{first}");
+    // A retried publish (a script run twice): success, said so, nothing changes.
+    let stable = latest(&world, "stable");
+    let again = admin_cli(&world, "publish-root", &["root-2.json"]).success();
+    assert!(
+        again.contains("root version 2: already published"),
+        "{again}"
+    );
+    assert_eq!(latest(&world, "stable"), stable, "nothing re-signed");
+    // The version a trusted root already has, with other content: refused, with the reason.
+    rotate("200d", "root-2-other.json");
+    let refused = admin_cli(&world, "publish-root", &["root-2-other.json"]).failure();
+    assert!(
+        refused.contains("[root_conflict]")
+            && refused.contains("root version 2 is already published with other content")
+            && refused.contains("(409)"),
+        "{refused}"
+    );
+    let served = world.server.worker().get("/api/worker-updates/root/2.json");
+    let served: Signed<Root> = Signed::from_slice(&served.body).expect("root 2");
+    assert_eq!(
+        served.signed,
+        root_doc(&world, "root-2.json"),
+        "root 2 kept"
+    );
+    let audit = admin_cli(&world, "audit", &["--json", "--kind", "root"]).success();
+    assert_eq!(
+        audit.matches("root rotated from version 1 to 2").count(),
+        1,
+        "one rotation in the audit trail: {audit}"
+    );
+}

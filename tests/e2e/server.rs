@@ -598,6 +598,30 @@ fn root_rotation_is_published_and_served_as_a_chain() {
     let admin = w.server.admin();
     let reply = admin.post_bytes("/api/admin/roots", rotated.to_json_pretty().expect("json"));
     assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(reply.json()["already_published"], false);
+    // The same root again (a retried publish): success, "already published", nothing changes.
+    let again = admin.post_bytes("/api/admin/roots", rotated.to_json_pretty().expect("json"));
+    assert_eq!(
+        (
+            again.status,
+            again.json()["version"].as_u64(),
+            again.json()["already_published"].as_bool()
+        ),
+        (200, Some(2), Some(true)),
+        "{}",
+        again.text()
+    );
+    // Another root with the same version: refused with its reason, the trusted one stays.
+    let mut other = next.clone();
+    other.expires = other.expires.plus_secs(3600);
+    let other = Signed::sign(other, &[&w.trust.root_key]).expect("sign");
+    let conflict = admin.post_bytes("/api/admin/roots", other.to_json_pretty().expect("json"));
+    assert_eq!(
+        (conflict.status, conflict.json()["reason"].as_str()),
+        (409, Some("root_conflict")),
+        "{}",
+        conflict.text()
+    );
     let worker = w.server.worker();
     let served: Signed<manifests::Root> =
         Signed::from_slice(&worker.get("/api/worker-updates/root/2.json").body).expect("root 2");
@@ -629,8 +653,15 @@ fn configuration_errors_stop_start_up_with_one_clear_line() {
     let root = trust.root_path.to_string_lossy().into_owned();
     let channel_key = trust.channel_key_path.to_string_lossy().into_owned();
     let release_key = trust.release_key_path.to_string_lossy().into_owned();
+    // An encrypted channel key (`keygen --encrypt`): the server signs unattended, it refuses it.
+    let passphrase = sb.write_secret("passphrase", "server has no one to ask\n");
+    sb.release_cli_with_env(
+        &["keygen", "--encrypt", "--out", "enc", "--name", "channel"],
+        &[("WORKER_RELEASE_PASSPHRASE_FILE", &passphrase)],
+    )
+    .success();
     let run = |root: &str, key: &str, data: &str, admin: &str| {
-        sb.run(
+        let run = sb.run(
             &e2e::bin("update-server"),
             &[
                 "serve",
@@ -647,8 +678,11 @@ fn configuration_errors_stop_start_up_with_one_clear_line() {
                 "--worker-token-file",
                 "worker.tokens",
             ],
-        )
-        .failure()
+        );
+        let err = run.failure();
+        // A refused configuration exits 78 (EX_CONFIG), which the systemd unit does not restart.
+        assert_eq!(run.output.status.code(), Some(78), "{err}");
+        err
     };
     for (args, expected) in [
         (
@@ -663,6 +697,10 @@ fn configuration_errors_stop_start_up_with_one_clear_line() {
         (
             (root.as_str(), release_key.as_str(), "data", "admin.tokens"),
             "is not a key of the channel role",
+        ),
+        (
+            (root.as_str(), "enc/channel.key", "data", "admin.tokens"),
+            "is passphrase-encrypted: the update server signs channel statements unattended",
         ),
         (
             (
@@ -721,6 +759,27 @@ fn every_documented_route_is_served_and_errors_are_json() {
             );
         }
     }
+    // What the admin API answers is documented: every field of the real status answer, and
+    // the `allow_weaker` query parameter of POST /api/admin/roots.
+    let status = w.server.admin().get("/api/admin/status").json();
+    let documented = &document["paths"]["/api/admin/status"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["properties"];
+    for field in status.as_object().expect("status object").keys() {
+        assert!(
+            documented.get(field).is_some(),
+            "status field {field} is not in /openapi.json"
+        );
+    }
+    assert!(documented.get("untrusted_releases").is_some());
+    let root_params = document["paths"]["/api/admin/roots"]["post"]["parameters"]
+        .as_array()
+        .expect("parameters of POST /api/admin/roots");
+    assert!(
+        root_params
+            .iter()
+            .any(|p| p["name"] == "allow_weaker" && p["in"] == "query"),
+        "{root_params:?}"
+    );
     let unknown = anonymous.get("/api/nope");
     assert_eq!(
         (unknown.status, unknown.json()["reason"].as_str()),

@@ -129,6 +129,20 @@ pub enum Error {
         /// The channel.
         channel: String,
     },
+    /// A resume without a reason (the audit trail says why a halted rollout went on).
+    #[error("resuming channel {channel:?} needs a reason, written to the audit trail")]
+    ResumeWithoutReason {
+        /// The channel.
+        channel: String,
+    },
+    /// A root of a version this server already trusts, with other content.
+    #[error("root version {version} is already published with other content: a root version is never replaced (rotate to version {next} instead)")]
+    RootConflict {
+        /// The version offered.
+        version: u64,
+        /// The version a rotation must have.
+        next: u64,
+    },
     /// A rollback directive that is not a JSON document.
     #[error("{source}")]
     InvalidDirective {
@@ -321,6 +335,7 @@ impl Error {
             | Error::PercentRequired { .. }
             | Error::OverrideWithoutReason { .. }
             | Error::HaltWithoutReason { .. }
+            | Error::ResumeWithoutReason { .. }
             | Error::InvalidDirective { .. } => ErrorKind::Invalid,
             Error::NothingToChange { .. }
             | Error::UnknownChannel { .. }
@@ -339,6 +354,7 @@ impl Error {
             | Error::ReleaseUntrusted { .. }
             | Error::WeakerRoot { .. }
             | Error::NotHalted { .. }
+            | Error::RootConflict { .. }
             | Error::ChannelKeyInOfflineRole { .. } => ErrorKind::Refused,
             Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
             Error::Manifest(error) => match error.reason() {
@@ -374,6 +390,8 @@ impl Error {
             Error::ReleaseUntrusted { .. } => "untrusted_release",
             Error::WeakerRoot { .. } => "weaker_root",
             Error::NotHalted { .. } => "not_halted",
+            Error::ResumeWithoutReason { .. } => "missing_reason",
+            Error::RootConflict { .. } => "root_conflict",
             Error::ReleaseWithoutArtifacts { .. } => "malformed",
             Error::Manifest(error) => error.reason().as_str(),
             _ => match self.kind() {

@@ -757,13 +757,19 @@ async fn publish_root(
     Query(query): Query<RootQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let version = ctx
+    let published = ctx
         .app
         .publish_root(body, &actor, query.allow_weaker)
         .await?;
+    // The same root again: 200 "already published" (a retried publish is no error).
+    let (status, already) = if published.newly_stored {
+        (StatusCode::CREATED, false)
+    } else {
+        (StatusCode::OK, true)
+    };
     Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({"version": version})),
+        status,
+        Json(serde_json::json!({"version": published.version, "already_published": already})),
     )
         .into_response())
 }

@@ -29,6 +29,12 @@ use tokio_util::sync::CancellationToken;
 pub use config::ServeConfig;
 pub use state::App;
 
+/// The exit code of a refused configuration (`EX_CONFIG` of sysexits.h): a bad flag value, an
+/// unreadable or unusable root, key, token file or data directory. The shipped systemd unit
+/// lists it in `RestartPreventExitStatus=` (restarting cannot mend a configuration), the same
+/// code the worker-agent exits with on a bad configuration. Any other failure exits 1.
+pub const EXIT_CONFIG: u8 = 78;
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -41,6 +47,17 @@ pub enum StartupError {
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(std::io::Error),
+}
+
+impl StartupError {
+    /// The process exit code for this failure: [`EXIT_CONFIG`] for a configuration problem, 1
+    /// otherwise (a store that fails, serving that fails: a restart may help).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Config(_) => EXIT_CONFIG,
+            StartupError::Store(_) | StartupError::Serve(_) => 1,
+        }
+    }
 }
 
 /// Opens the data directory and the store, checks the configuration and loads the state.

@@ -49,12 +49,12 @@ fn main() -> ExitCode {
         };
         let tls = match update_server::tls_config(&config).await {
             Ok(tls) => tls,
-            Err(error) => return fail(&error.to_string()),
+            Err(error) => return refuse(&error),
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let app = match tokio::task::block_in_place(|| update_server::open(config)) {
             Ok(app) => app,
-            Err(error) => return fail(&error.to_string()),
+            Err(error) => return refuse(&error),
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -72,6 +72,13 @@ fn main() -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("update-server: error: {message}");
     ExitCode::FAILURE
+}
+
+/// A start-up refusal: one line, and [`update_server::EXIT_CONFIG`] (78) for a configuration
+/// problem, so systemd does not restart into the same refusal.
+fn refuse(error: &update_server::StartupError) -> ExitCode {
+    eprintln!("update-server: error: {error}");
+    ExitCode::from(error.exit_code())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -179,7 +179,7 @@ pub fn publish_root(args: PublishRootArgs) -> Result<()> {
         if status == 201 {
             "published"
         } else {
-            "accepted"
+            "already published (nothing changed)"
         }
     );
     Ok(())

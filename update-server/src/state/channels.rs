@@ -292,6 +292,11 @@ impl App {
 
     /// Resumes a halted channel.
     pub async fn resume(&self, channel: &str, reason: &str, actor: &str) -> Result<ChannelSummary> {
+        if reason.trim().is_empty() {
+            return Err(Error::ResumeWithoutReason {
+                channel: channel.to_owned(),
+            });
+        }
         self.change_channel(channel, "resume", actor, reason, |current| {
             let view = current.ok_or_else(|| Error::NothingToChange {
                 channel: channel.to_owned(),

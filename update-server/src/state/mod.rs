@@ -138,8 +138,17 @@ impl App {
             StartupError::Config(format!("cannot create {}: {e}", artifacts_dir.display()))
         })?;
         let trust = Trust::load(&config, store.as_ref())?;
-        let channel_key = PrivateKey::load(&config.channel_key)
-            .map_err(|e| StartupError::Config(format!("channel key: {e}")))?;
+        let channel_key = PrivateKey::load(&config.channel_key).map_err(|e| match e {
+            // The server signs online, unattended: there is no one to ask for a passphrase.
+            manifests::Error::KeyEncrypted { path } => StartupError::Config(format!(
+                "channel key {} is passphrase-encrypted: the update server signs \
+                 channel statements unattended and never asks for a passphrase; give it an \
+                 unencrypted online key (`worker-release keygen` without --encrypt, mode 0600) \
+                 and keep --encrypt for the offline root and release keys",
+                path.display()
+            )),
+            other => StartupError::Config(format!("channel key: {other}")),
+        })?;
         trust.check_channel_key(&channel_key, &config.channel_key)?;
         if trust
             .current

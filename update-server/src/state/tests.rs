@@ -275,7 +275,7 @@ async fn the_serial_only_grows_across_promotes_halts_and_resumes() {
     served.push(
         server
             .app
-            .resume("canary", "", "ops")
+            .resume("canary", "looks fine", "ops")
             .await
             .expect("resume")
             .serial,
@@ -331,8 +331,11 @@ async fn halt_and_resume_change_what_workers_are_offered() {
     assert!(
         matches!(error, Error::NothingToChange { ref channel, action: "halt" } if channel == "canary")
     );
-    let nothing = server.app.resume("canary", "", "ops").await;
+    let nothing = server.app.resume("canary", "fixed", "ops").await;
     assert_refused(nothing, "not_found", ErrorKind::NotFound);
+    // A resume needs a reason (the audit trail says why the rollout went on).
+    let no_reason = server.app.resume("canary", " ", "ops").await;
+    assert_refused(no_reason, "missing_reason", ErrorKind::Invalid);
 
     server.publish("1.0.0").await;
     let promoted = server

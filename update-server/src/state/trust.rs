@@ -170,10 +170,37 @@ impl App {
 
     /// Accepts root N+1 (a valid rotation from the current root).
     /// A root that weakens a role (a key removed, a threshold lowered) needs `allow_weaker`.
-    pub async fn publish_root(&self, body: Bytes, actor: &str, allow_weaker: bool) -> Result<u64> {
+    /// Publishing a root this server already trusts again changes nothing and succeeds
+    /// ([`RootPublished::newly_stored`] false); another root of such a version is refused
+    /// ([`Error::RootConflict`]).
+    pub async fn publish_root(
+        &self,
+        body: Bytes,
+        actor: &str,
+        allow_weaker: bool,
+    ) -> Result<RootPublished> {
         let doc = Signed::<Root>::from_slice(&body)?;
         let _admin = self.admin.lock().await;
         let current = read_lock(&self.trust).current.clone();
+        if doc.signed.version <= current.version {
+            let version = doc.signed.version;
+            let same = read_lock(&self.trust)
+                .chain
+                .get(&version)
+                .and_then(|stored| Signed::<Root>::from_slice(stored).ok())
+                .is_some_and(|stored| stored.signed == doc.signed);
+            if !same {
+                return Err(Error::RootConflict {
+                    version,
+                    next: current.version + 1,
+                });
+            }
+            tracing::info!(root_version = version, %actor, "root already published");
+            return Ok(RootPublished {
+                version,
+                newly_stored: false,
+            });
+        }
         let next = manifests::verify_rotation(&current, &doc)?;
         if let Some(error) = offline_role_of(&next, &self.channel_key.keyid()) {
             return Err(error);
@@ -226,8 +253,20 @@ impl App {
         self.resign_all_locked(actor).await;
         self.notify();
         tracing::info!(root_version = version, %actor, "root rotated");
-        Ok(version)
+        Ok(RootPublished {
+            version,
+            newly_stored: true,
+        })
     }
+}
+
+/// The answer to publishing a root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootPublished {
+    /// The root's version.
+    pub version: u64,
+    /// Stored now (false: this very root was already trusted).
+    pub newly_stored: bool,
 }
 
 /// The refusal when `root` names the online channel key `keyid` in an offline role (root or
