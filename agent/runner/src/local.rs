@@ -516,6 +516,8 @@ mod tests {
             "video_title=Tiny",
             "--source-allowed-hosts",
             "127.0.0.1",
+            "--source-allow-private-networks",
+            "1",
         ]))
         .await
         .expect("task runs");
@@ -560,6 +562,8 @@ mod tests {
             &out_arg,
             "--param",
             "rendition=[]",
+            "--source-allow-private-networks",
+            "1",
         ]))
         .await
         .expect_err("refused");
