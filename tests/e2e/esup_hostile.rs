@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::fleet::Agent;
+use e2e::fleet::{metric, Agent};
 use e2e::manager::{free_port_range, make_clip, runner_api, task_body, FakeManager, RUNNER_TOKEN};
 use e2e::world::World;
 use serde_json::{json, Value};
@@ -76,7 +76,7 @@ fn sources_on_internal_addresses_and_redirect_hops_to_them_are_refused() {
     let port = manager.url.rsplit(':').next().expect("port").to_owned();
     let strict = free_port_range(1);
     // The default: no loopback, link-local or private address.
-    let _strict = runner_in(
+    let strict_agent = runner_in(
         &world,
         "strict",
         strict,
@@ -124,10 +124,19 @@ fn sources_on_internal_addresses_and_redirect_hops_to_them_are_refused() {
         );
     }
     assert_eq!(manager.media_requests(), 0, "nothing was fetched");
+    let refusals = |agent: &Agent, reason: &str| {
+        metric(
+            &agent.metrics(),
+            &format!("worker_task_refusals_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(refusals(&strict_agent, "loopback"), Some(4.0));
+    assert_eq!(refusals(&strict_agent, "link_local"), Some(1.0));
+    assert_eq!(refusals(&strict_agent, "private_network"), Some(1.0));
 
     // Private networks allowed, hosts listed: every redirect hop is checked against the list.
     let listed = free_port_range(1);
-    let _listed = runner_in(
+    let listed_agent = runner_in(
         &world,
         "listed",
         listed,
@@ -182,6 +191,7 @@ fn sources_on_internal_addresses_and_redirect_hops_to_them_are_refused() {
         json!({"dressing": dressing.to_string()}),
     );
     assert!(message.contains("host_not_allowed"), "{message}");
+    assert_eq!(refusals(&listed_agent, "host_not_allowed"), Some(3.0));
 
     // A redirect within the rules is followed.
     let good = manager.moved_url(
@@ -222,6 +232,13 @@ fn completion_callbacks_go_only_to_the_manager_origin_and_never_follow_a_redirec
         "{detail}"
     );
     assert!(!world.storage.join("cb-foreign").exists(), "nothing ran");
+    assert_eq!(
+        metric(
+            &agent.metrics(),
+            "worker_task_refusals_total{reason=\"callback_origin\"}"
+        ),
+        Some(1.0)
+    );
 
     // The Manager's own origin, answering with a redirect to the foreign host: not followed,
     // retried (COMPLETION_RETRIES, 5) and given up, and the token never reaches that host.
@@ -266,7 +283,7 @@ fn a_running_task_id_is_locked_across_agents_sharing_storage_dir() {
     let first = free_port_range(1);
     let _a = runner_in(&world, "a", first, &[]);
     let second = free_port_range(1);
-    let _b = runner_in(&world, "b", second, &[]);
+    let b = runner_in(&world, "b", second, &[]);
     let source = manager.media_url("long.mp4");
     start(first, "shared-id", "encoding", &source, json!({}), "");
     let workspace = world.storage.join("shared-id");
@@ -307,6 +324,13 @@ fn a_running_task_id_is_locked_across_agents_sharing_storage_dir() {
     assert_eq!(delete.status, 409, "{}", delete.text());
     assert!(delete.text().contains("task_locked"), "{}", delete.text());
     assert_eq!(inputs(), before, "the running workspace is intact");
+    assert_eq!(
+        metric(
+            &b.metrics(),
+            "worker_task_refusals_total{reason=\"task_locked\"}"
+        ),
+        Some(2.0)
+    );
     assert!(workspace.join("long.mp4").is_file());
     assert_eq!(
         runner_api(first).get("/task/status/shared-id").json()["status"],
@@ -344,7 +368,7 @@ fn disk_limits_refuse_a_task_before_it_starts_and_stop_one_that_writes_too_much(
     make_clip(&world.media.join("clip.mp4"), 640, 360, 10, true);
     let manager = world.manager();
     let full = free_port_range(1);
-    let _full = runner_in(&world, "full", full, &[("MIN_FREE_DISK_GB", "1000000")]);
+    let full_agent = runner_in(&world, "full", full, &[("MIN_FREE_DISK_GB", "1000000")]);
     let reply = runner_api(full).post_json(
         "/task/run",
         &task_body(
@@ -368,9 +392,16 @@ fn disk_limits_refuse_a_task_before_it_starts_and_stop_one_that_writes_too_much(
         !world.storage.join("no-room").exists(),
         "nothing was written"
     );
+    assert_eq!(
+        metric(
+            &full_agent.metrics(),
+            "worker_task_refusals_total{reason=\"disk_full\"}"
+        ),
+        Some(1.0)
+    );
 
     let bounded = free_port_range(1);
-    let _bounded = runner_in(&world, "bounded", bounded, &[("MAX_TASK_DISK_GB", "0.004")]);
+    let bounded_agent = runner_in(&world, "bounded", bounded, &[("MAX_TASK_DISK_GB", "0.004")]);
     start(
         bounded,
         "too-big",
@@ -394,6 +425,13 @@ fn disk_limits_refuse_a_task_before_it_starts_and_stop_one_that_writes_too_much(
     );
     assert!(!workspace.join("manifest.json").exists());
     assert_eq!(runner_api(bounded).get("/task/result/too-big").status, 404);
+    assert_eq!(
+        metric(
+            &bounded_agent.metrics(),
+            "worker_task_refusals_total{reason=\"task_disk_limit\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(
         runner_api(bounded).get("/task/status/too-big").json()["status"],
         "failed"

@@ -249,6 +249,7 @@ async fn remove(State(instance): State<Shared>, Path(id): Path<String>) -> Respo
     let _lock = match tasklock::try_lock(&instance.runner.config.storage_dir, &id) {
         Ok(lock) => lock,
         Err(error @ tasklock::LockError::Held(_)) => {
+            instance.runner.metrics.refused(&error.to_string());
             tracing::warn!(task_id = %id, reason = "task_locked", "delete refused: the task runs on another instance");
             return detail(StatusCode::CONFLICT, error.to_string());
         }

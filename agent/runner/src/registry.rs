@@ -288,6 +288,7 @@ impl Instance {
             .filter(|c| !c.trim().is_empty())
         {
             if let Err(message) = self.runner.manager.check_callback(callback) {
+                self.runner.metrics.refused(&message);
                 tracing::warn!(task_id = %request.task_id, %callback, reason = "callback_origin", "task refused: completion callback not at the Manager's origin");
                 return Err(StartError::Invalid(message));
             }
@@ -308,12 +309,14 @@ impl Instance {
             &self.runner.config.storage_dir,
             disk::gb_to_bytes(limits.min_free_disk_gb),
         ) {
+            self.runner.metrics.refused(&message);
             tracing::warn!(task_id = %request.task_id, reason = "disk_full", %message, "task refused");
             return Err(StartError::NoSpace(message));
         }
         let lock = match tasklock::try_lock(&self.runner.config.storage_dir, &request.task_id) {
             Ok(lock) => lock,
             Err(error @ LockError::Held(_)) => {
+                self.runner.metrics.refused(&error.to_string());
                 tracing::warn!(task_id = %request.task_id, reason = "task_locked", "task refused: its id runs on another instance");
                 return Err(StartError::Conflict(error.to_string()));
             }
@@ -416,9 +419,12 @@ impl Instance {
             }
             Err(error) => Err(error),
         };
-        if matches!(&outcome, Err(TaskError::BadInput(m)) if m.contains("reason: task_disk_limit"))
-        {
-            disk::remove_written(&workspace);
+        if let Err(TaskError::BadInput(message)) = &outcome {
+            // Source refusals and the disk bound: counted by reason.
+            self.runner.metrics.refused(message);
+            if message.contains("reason: task_disk_limit") {
+                disk::remove_written(&workspace);
+            }
         }
         let (status, error_message, script_output) = match outcome {
             Ok(summary) => (TaskStatus::Completed, None, summary),
