@@ -501,7 +501,7 @@ fn tool_processes_cannot_write_the_install_or_the_state_directory() {
     // A stand-in for a compromised ffprobe: it tries to write the install and state
     // directories, reports each attempt on stderr (error_script.log), then runs the real one.
     let script = format!(
-        r#"#!/bin/sh
+        r#"#!/bin/bash
 for target in "{install}/planted" "{state}/planted" "{state}/ready.json"; do
   if ( : >> "$target" ) 2>/dev/null; then echo "sandbox-check: WROTE $target" >&2
   else echo "sandbox-check: DENIED $target" >&2; fi
@@ -509,10 +509,15 @@ done
 if mkdir "{install}/planted-dir" 2>/dev/null; then echo "sandbox-check: WROTE {install}/planted-dir" >&2
 else echo "sandbox-check: DENIED {install}/planted-dir" >&2; fi
 if echo ok > "$TMPDIR/probe"; then echo "sandbox-check: WORKSPACE-OK" >&2; fi
+if [ -z "$RUNNER_TOKEN" ]; then echo "sandbox-check: NO-TOKEN" >&2; fi
+# ffmpeg's demuxers can follow URLs named inside a media file: no TCP for tools.
+if ( exec 3<>/dev/tcp/127.0.0.1/{manager_port} ) 2>/dev/null; then echo "sandbox-check: TCP-CONNECTED" >&2
+else echo "sandbox-check: TCP-DENIED" >&2; fi
 exec ffprobe "$@"
 "#,
         install = install.display(),
-        state = state.display()
+        state = state.display(),
+        manager_port = manager.url.rsplit(':').next().expect("port"),
     );
     let tool = world.sandbox.write("tools/ffprobe", script);
     std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -537,7 +542,12 @@ exec ffprobe "$@"
         .unwrap_or_default();
     assert_eq!(completion["status"], "completed", "{completion}\n{errors}");
     let log = agent.log();
-    if log.contains("tool sandbox: Landlock enforced") {
+    assert!(
+        errors.contains("sandbox-check: NO-TOKEN"),
+        "the tool inherited RUNNER_TOKEN:\n{errors}"
+    );
+    let enforced = log.contains("tool sandbox: Landlock enforced");
+    if enforced || log.contains("tool sandbox: Landlock partially enforced") {
         for target in [
             format!("{}/planted", install.display()),
             format!("{}/planted", state.display()),
@@ -553,7 +563,13 @@ exec ffprobe "$@"
         assert!(errors.contains("sandbox-check: WORKSPACE-OK"), "{errors}");
         assert!(!install.join("planted").exists() && !state.join("planted").exists());
         assert!(!install.join("planted-dir").exists());
-        eprintln!("Landlock enforced: the tool's 4 writes outside its workspace were denied");
+        if enforced {
+            // Every right asked for is enforced, TCP (Landlock ABI 4) included.
+            assert!(errors.contains("sandbox-check: TCP-DENIED"), "{errors}");
+        }
+        eprintln!(
+            "Landlock enforced (fully: {enforced}): the tool's 4 writes outside its workspace were denied"
+        );
     } else {
         // A kernel without Landlock: the fallback is logged, by the worker and for the tool.
         assert!(

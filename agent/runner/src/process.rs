@@ -26,6 +26,9 @@ const STDOUT_LIMIT: usize = 32 * 1024 * 1024;
 /// Most stderr kept in memory per command (the tail is what explains a failure).
 const STDERR_TAIL: usize = 64 * 1024;
 
+/// Environment variables a confined tool does not inherit (credentials of the agent).
+const SECRET_VARIABLES: [&str; 2] = ["RUNNER_TOKEN", "WORKER_TOKEN"];
+
 /// What a finished command printed.
 #[derive(Debug, Clone, Default)]
 pub struct CommandOutput {
@@ -190,6 +193,10 @@ impl ProcessRunner {
                 std::fs::create_dir_all(&tmp).map_err(cannot_start)?;
                 let mut command = tokio::process::Command::new(launcher);
                 command.args(wrapped).env("TMPDIR", tmp);
+                // A tool on hostile media has no use for the credentials.
+                for secret in SECRET_VARIABLES {
+                    command.env_remove(secret);
+                }
                 command
             }
         };

@@ -1,8 +1,9 @@
 //! Tool processes (ffmpeg, ffprobe, Whisper's Python) confined with Landlock (issue 14, item 6):
 //! they run on untrusted media, so they get write access beneath their task's workspace (and
-//! `/dev`, for `/dev/null`, `/dev/shm` and GPU devices) and nowhere else: not the install
-//! directory, not the state directory, not another task's workspace. They get no TCP either
-//! (ffmpeg's demuxers can follow URLs named inside a media file; the download already happened).
+//! `/dev/null`, `/dev/shm` and the GPU devices) and nowhere else: not the install directory,
+//! not the state directory, not another task's workspace. They get no TCP either (ffmpeg's
+//! demuxers can follow URLs named inside a media file; the download already happened), and not
+//! the runner's or the update server's token in their environment.
 //!
 //! How: [`ProcessRunner`](crate::process::ProcessRunner) starts `/proc/self/exe tool-sandbox
 //! --write <workspace> -- <tool> <args>`: the agent's own binary, re-executed (so it works even
@@ -47,10 +48,39 @@ pub struct SandboxArgs {
     pub command: Vec<OsString>,
 }
 
+/// Device files and directories a tool may open for writing besides its workspace: the null
+/// devices, POSIX shared memory (Python's multiprocessing semaphores), and GPUs (`/dev/dri`,
+/// `/dev/nvidia*`, opened read-write by CUDA and NVENC). Not `/dev` as a whole (disks).
+fn writable_devices() -> Vec<PathBuf> {
+    let mut devices: Vec<PathBuf> = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/shm",
+        "/dev/dri",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    if let Ok(entries) = std::fs::read_dir("/dev") {
+        devices.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("nvidia"))
+                .map(|e| e.path()),
+        );
+    }
+    devices
+}
+
 /// What the restriction achieved.
 fn restrict(write: &[PathBuf]) -> Result<(RulesetStatus, String), RulesetError> {
-    let mut writable: Vec<&Path> = write.iter().map(PathBuf::as_path).collect();
-    writable.push(Path::new("/dev"));
+    let devices = writable_devices();
+    let writable: Vec<&Path> = write
+        .iter()
+        .chain(devices.iter())
+        .map(PathBuf::as_path)
+        .collect();
     let status = Ruleset::default()
         .handle_access(AccessFs::from_write(WRITE_ABI))?
         .handle_access(AccessNet::from_all(NET_ABI))?
