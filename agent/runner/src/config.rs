@@ -356,6 +356,19 @@ impl RunnerConfig {
                 self.runner_protocol_version
             )));
         }
+        let limits = &self.limits;
+        if !(limits.max_task_disk_gb.is_finite() && limits.max_task_disk_gb > 0.0) {
+            return Err(ConfigError(format!(
+                "MAX_TASK_DISK_GB must be a positive number of GB, not {}",
+                limits.max_task_disk_gb
+            )));
+        }
+        if !(limits.min_free_disk_gb.is_finite() && limits.min_free_disk_gb >= 0.0) {
+            return Err(ConfigError(format!(
+                "MIN_FREE_DISK_GB must be 0 or more GB, not {}",
+                limits.min_free_disk_gb
+            )));
+        }
         if self.runner_header_read_timeout_secs == 0 || self.runner_max_connections == 0 {
             return Err(ConfigError(
                 "RUNNER_HEADER_READ_TIMEOUT_SECS and RUNNER_MAX_CONNECTIONS must be at least 1"
