@@ -34,9 +34,14 @@ pub fn refused_range(ip: IpAddr) -> Option<&'static str> {
                 Some("private_network")
             } else if v6.is_multicast() {
                 Some("multicast")
-            } else if is_ipv4_compatible(v6) {
-                // ::a.b.c.d (deprecated IPv4-compatible form): judged as the IPv4 address.
+            } else if is_ipv4_compatible(v6) || is_nat64(v6) {
+                // ::a.b.c.d (deprecated IPv4-compatible form) and 64:ff9b::a.b.c.d (NAT64, which
+                // a NAT64 gateway forwards to a.b.c.d): judged as the IPv4 address.
                 let [.., a, b] = v6.segments();
+                refused_v4(Ipv4Addr::from((u32::from(a) << 16) | u32::from(b)))
+            } else if first == 0x2002 {
+                // 2002:AABB:CCDD::/48, 6to4: the relay delivers to AA.BB.CC.DD.
+                let [_, a, b, ..] = v6.segments();
                 refused_v4(Ipv4Addr::from((u32::from(a) << 16) | u32::from(b)))
             } else {
                 None
@@ -47,6 +52,11 @@ pub fn refused_range(ip: IpAddr) -> Option<&'static str> {
 
 fn is_ipv4_compatible(v6: Ipv6Addr) -> bool {
     v6.segments()[..6].iter().all(|s| *s == 0)
+}
+
+/// The NAT64 well-known prefix, 64:ff9b::/96.
+fn is_nat64(v6: Ipv6Addr) -> bool {
+    v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
 }
 
 fn refused_v4(v4: Ipv4Addr) -> Option<&'static str> {
@@ -322,6 +332,10 @@ mod tests {
             ("::127.0.0.1", Some("loopback")),
             ("fe80::1", Some("link_local")),
             ("fd00::1", Some("private_network")),
+            ("64:ff9b::a9fe:a9fe", Some("link_local")),
+            ("64:ff9b::5db8:d822", None),
+            ("2002:7f00:1::", Some("loopback")),
+            ("2002:0a00:0001::1", Some("private_network")),
             ("93.184.216.34", None),
             ("2606:4700::1111", None),
             ("172.32.0.1", None),
