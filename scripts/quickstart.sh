@@ -137,6 +137,7 @@ for n in 1 2 3; do
   take_port; runner_port=$port
   runner_ports+=("$runner_port")
   MANAGER_URL=$manager RUNNER_TOKEN=$runner_token RUNNER_HOST=127.0.0.1 RUNNER_LISTEN_HOST=127.0.0.1 \
+  SOURCE_ALLOW_PRIVATE_NETWORKS=1 \
   RUNNER_BASE_PORT=$runner_port RUNNER_BASE_NAME="agent-$n" STORAGE_DIR="$demo/$dir/storage" \
   RUNNER_TASK_TYPES=encoding,studio \
     "$dir/install/worker-agent" run --update-server "$server" --channel "$channel" \

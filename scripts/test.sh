@@ -15,6 +15,7 @@ need_pkgs=()
 command -v git >/dev/null || need_pkgs+=(git)
 command -v pkill >/dev/null || need_pkgs+=(procps)        # agent tests kill -9 process trees
 command -v mount >/dev/null || need_pkgs+=(mount)         # read-only and full install dirs
+command -v prlimit >/dev/null || need_pkgs+=(util-linux)  # prlimit: a worker at 1024 descriptors (esup_hostile)
 command -v ffmpeg >/dev/null || need_pkgs+=(ffmpeg)       # ESUP encoding/studio/transcription tasks
 command -v espeak-ng >/dev/null || need_pkgs+=(espeak-ng) # speech for the transcription tests
 # A real Prometheus and promtool (observability tests), systemd-analyze (docs: unit files).

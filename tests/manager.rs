@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -41,6 +41,8 @@ struct Shared {
     fail_completions: AtomicUsize,
     down: AtomicBool,
     media_dir: PathBuf,
+    media_requests: AtomicUsize,
+    redirects: AtomicUsize,
 }
 
 /// The fake Manager. Dropping it stops the server.
@@ -216,6 +218,7 @@ async fn completion(
 }
 
 async fn media(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    shared.media_requests.fetch_add(1, Ordering::SeqCst);
     if name.contains('/') || name.contains("..") {
         return StatusCode::BAD_REQUEST.into_response();
     }
@@ -223,6 +226,20 @@ async fn media(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<String>
         Ok(bytes) => bytes.into_response(),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// `/moved/{name}?to=URL`, any method: 307 to `URL` (a media host or a Manager that redirects).
+async fn moved(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    shared.redirects.fetch_add(1, Ordering::SeqCst);
+    let to = query.get("to").cloned().unwrap_or_default();
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, to)],
+    )
+        .into_response()
 }
 
 impl FakeManager {
@@ -239,6 +256,7 @@ impl FakeManager {
             .route("/api/health", get(health))
             .route("/task/completion", post(completion))
             .route("/media/{name}", get(media))
+            .route("/moved/{name}", any(moved))
             .with_state(shared.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (address_tx, address_rx) = std::sync::mpsc::channel::<SocketAddr>();
@@ -275,6 +293,30 @@ impl FakeManager {
     /// `url/media/<name>`.
     pub fn media_url(&self, name: &str) -> String {
         format!("{}/media/{name}", self.url)
+    }
+
+    /// `url/moved/<name>?to=<to>`: answers 307 to `to`.
+    pub fn moved_url(&self, name: &str, to: &str) -> String {
+        let to: String = to
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        format!("{}/moved/{name}?to={to}", self.url)
+    }
+
+    /// Requests for `/media/*` so far.
+    pub fn media_requests(&self) -> usize {
+        self.shared.media_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests for `/moved/*` (redirects answered) so far.
+    pub fn redirects(&self) -> usize {
+        self.shared.redirects.load(Ordering::SeqCst)
     }
 
     /// The completion callback URL to give in `/task/run`.
@@ -382,6 +424,10 @@ pub fn runner_env(
         ("RUNNER_HEARTBEAT_SECS", "1".to_owned()),
         ("COMPLETION_RETRY_BASE_SECS", "0.5".to_owned()),
         ("RUNNER_DRAIN_TIMEOUT_SECS", "5".to_owned()),
+        // The media host (this fixture) is on loopback, which sources may not reach by default.
+        ("SOURCE_ALLOW_PRIVATE_NETWORKS", "1".to_owned()),
+        // The test machine's disk may have less than the default 5 GB free.
+        ("MIN_FREE_DISK_GB", "0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -34,6 +34,10 @@ enum Command {
     },
     /// Run many simulated agents in this process against a real update server (benchmarks).
     Simulate(SimulateArgs),
+    /// Internal: confine a media tool with Landlock to writing its task workspace, then run it
+    /// (the runner starts ffmpeg and Whisper through this).
+    #[command(name = "tool-sandbox", hide = true)]
+    ToolSandbox(esup_runner::sandbox::SandboxArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +86,11 @@ fn main() -> ExitCode {
             None => error.exit(),
         },
     };
+    // Before logs, runtime or threads: the restriction is made single-threaded, then the tool
+    // replaces this process.
+    if let Command::ToolSandbox(args) = &cli.command {
+        return exit_code(esup_runner::sandbox::main(args));
+    }
     if let Some((config, run)) = cli.command.agent_config() {
         if let Err(error) = config_check::prepare(config, run) {
             return exit_code(config_check::refuse(&error.to_string()));
@@ -124,6 +133,7 @@ fn main() -> ExitCode {
                 action: TaskAction::Run(args),
             } => esup_runner::local::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
+            Command::ToolSandbox(_) => unreachable!("handled before the runtime starts"),
         }
     });
     exit_code(code)

@@ -39,6 +39,11 @@ fn a_bad_configuration_exits_78_once_with_one_line_naming_the_variable() {
         ("UPDATE_LONG_POLL", "sometimes"),
         ("UPDATE_MAX_DEFERRAL_SECS", "2 hours"),
         ("RUNNER_HEARTBEAT_SECS", "-5"),
+        // Issue 14's settings.
+        ("SOURCE_ALLOW_PRIVATE_NETWORKS", "perhaps"),
+        ("MANAGER_CALLBACK_ORIGINS", "ftp://manager.example.org"),
+        ("MAX_TASK_DISK_GB", "0"),
+        ("MIN_FREE_DISK_GB", "lots"),
     ];
     for (variable, value) in cases {
         let base = free_port_range(2);

@@ -31,6 +31,17 @@ const FORBIDDEN_DEPENDENCIES: &[(&str, &[&str])] = &[
             "worker-release",
         ],
     ),
+    // The connection limits every HTTP server shares know no server of their own.
+    (
+        "serve-limits",
+        &[
+            "manifests",
+            "update-server",
+            "worker-agent",
+            "esup-runner",
+            "worker-release",
+        ],
+    ),
     // The release CLI reaches the server over HTTP only, and is no agent.
     ("worker-release", &["update-server", "worker-agent"]),
     // Agent and server share the format crate and the HTTP API, never each other's code.

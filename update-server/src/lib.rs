@@ -165,12 +165,12 @@ async fn serve(
     let server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
     match tls {
         None => {
-            with_timeouts(server, header_read_timeout, idle_timeout)
+            limits::with_timeouts(server, header_read_timeout, idle_timeout)
                 .serve(service)
                 .await
         }
         Some(tls) => {
-            with_timeouts(
+            limits::with_timeouts(
                 server.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls)),
                 header_read_timeout,
                 idle_timeout,
@@ -179,20 +179,6 @@ async fn serve(
             .await
         }
     }
-}
-
-/// `--header-read-timeout` for a connection's first request, `--idle-timeout` for the next.
-fn with_timeouts<A>(
-    server: axum_server::Server<std::net::SocketAddr, A>,
-    header_read_timeout: std::time::Duration,
-    idle_timeout: std::time::Duration,
-) -> axum_server::Server<std::net::SocketAddr, A> {
-    let mut server = server.first_request_timeout(header_read_timeout);
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(idle_timeout);
-    server
 }
 
 /// Re-signs channel statements before they expire, so a healthy fleet never sees a stale one.

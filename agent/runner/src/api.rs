@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::paths;
 use crate::registry::{now_rfc3339, Instance, RunRequest, StartError, StopOutcome};
+use crate::{paths, tasklock};
 
 type Shared = Arc<Instance>;
 
@@ -148,6 +148,8 @@ async fn run(State(instance): State<Shared>, body: Bytes) -> Response {
         ),
         Err(StartError::Busy) => detail(StatusCode::BAD_REQUEST, StartError::Busy.to_string()),
         Err(StartError::Invalid(message)) => detail(StatusCode::UNPROCESSABLE_ENTITY, message),
+        Err(StartError::Conflict(message)) => detail(StatusCode::CONFLICT, message),
+        Err(StartError::NoSpace(message)) => detail(StatusCode::INSUFFICIENT_STORAGE, message),
     }
 }
 
@@ -242,6 +244,17 @@ async fn remove(State(instance): State<Shared>, Path(id): Path<String>) -> Respo
     if instance.is_running(&id) {
         return detail(StatusCode::CONFLICT, "Task is running: stop it first");
     }
+    // Held while deleting: a task of this id on another instance sharing STORAGE_DIR keeps its
+    // workspace.
+    let _lock = match tasklock::try_lock(&instance.runner.config.storage_dir, &id) {
+        Ok(lock) => lock,
+        Err(error @ tasklock::LockError::Held(_)) => {
+            instance.runner.metrics.refused(&error.to_string());
+            tracing::warn!(task_id = %id, reason = "task_locked", "delete refused: the task runs on another instance");
+            return detail(StatusCode::CONFLICT, error.to_string());
+        }
+        Err(error) => return detail(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
     let workspace = instance.workspace(&id);
     if !workspace.exists() {
         instance.forget(&id);

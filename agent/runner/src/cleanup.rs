@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::paths::valid_task_id;
+use crate::tasklock;
 
 /// Removes every task directory under `storage_dir` last modified more than `max_age` ago,
 /// except those `is_running` names. Only directories whose names are task ids are considered,
@@ -28,6 +29,10 @@ pub fn remove_old_tasks(
         if now.duration_since(newest).unwrap_or_default() <= max_age {
             continue;
         }
+        // Running on another instance sharing STORAGE_DIR: not old, whatever its times say.
+        let Ok(_lock) = tasklock::try_lock(storage_dir, &name) else {
+            continue;
+        };
         match std::fs::remove_dir_all(entry.path()) {
             Ok(()) => {
                 removed += 1;

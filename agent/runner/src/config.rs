@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::egress::CallbackOrigins;
 use crate::pipeline::{EncodingType, MediaConfig};
-use crate::source::SourceLimits;
+use crate::source::{SourceFetcher, SourceLimits};
 use crate::task_type::TaskType;
 
 /// Media tools and transcription settings (shared by `run` and `task run`).
@@ -81,6 +82,19 @@ pub struct LimitArgs {
         default_value = ""
     )]
     pub source_allowed_hosts: Vec<String>,
+    /// Allow sources (and their redirects) on loopback, link-local and private addresses
+    /// (`1`/`true`); off by default, so a task cannot reach the host's or the network's
+    /// internal services.
+    #[arg(long, env = "SOURCE_ALLOW_PRIVATE_NETWORKS", default_value = "0", action = clap::ArgAction::Set, value_parser = config_syntax::parse_bool)]
+    pub source_allow_private_networks: bool,
+    /// A task is refused (507) when `STORAGE_DIR` has less free space than this, in GB
+    /// (10^9 bytes; fractions allowed).
+    #[arg(long, env = "MIN_FREE_DISK_GB", default_value_t = 5.0)]
+    pub min_free_disk_gb: f64,
+    /// Most a task may write in its workspace (download included), in GB (fractions allowed):
+    /// past it the task's tools are stopped, it fails and its files are removed.
+    #[arg(long, env = "MAX_TASK_DISK_GB", default_value_t = 64.0)]
+    pub max_task_disk_gb: f64,
     /// Connect timeout of source downloads (seconds).
     #[arg(long, env = "SOURCE_CONNECT_TIMEOUT_SECS", default_value_t = 10, value_parser = config_syntax::parse_secs)]
     pub source_connect_timeout_secs: u64,
@@ -111,6 +125,14 @@ impl LimitArgs {
         }
     }
 
+    /// The source downloader these limits describe (`SOURCE_ALLOW_PRIVATE_NETWORKS` included).
+    pub fn source_fetcher(&self) -> Result<SourceFetcher, reqwest::Error> {
+        SourceFetcher::with_private_networks(
+            self.source_limits(),
+            self.source_allow_private_networks,
+        )
+    }
+
     /// The script timeout.
     pub fn script_timeout(&self) -> Duration {
         Duration::from_secs(self.external_script_timeout_seconds)
@@ -123,6 +145,15 @@ pub struct RunnerConfig {
     /// The ESUP Manager (trailing `/` stripped). Unset: no runner layer (updates only).
     #[arg(long, env = "MANAGER_URL")]
     pub manager_url: Option<String>,
+    /// Origins (`scheme://host[:port]`, comma-separated) completion callbacks may go to; empty:
+    /// the origin of `MANAGER_URL`. A task naming another callback is refused.
+    #[arg(
+        long,
+        env = "MANAGER_CALLBACK_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub manager_callback_origins: Vec<String>,
     /// The token the Manager and this runner share (`X-API-Token` or `Authorization: Bearer`).
     #[arg(long, env = "RUNNER_TOKEN", hide_env_values = true)]
     pub runner_token: Option<String>,
@@ -181,6 +212,14 @@ pub struct RunnerConfig {
     /// On shutdown, how long running tasks may finish before they are stopped.
     #[arg(long, env = "RUNNER_DRAIN_TIMEOUT_SECS", default_value_t = 30, value_parser = config_syntax::parse_secs)]
     pub runner_drain_timeout_secs: u64,
+    /// Most connections open at once on each runner port; further ones wait in the listen
+    /// backlog (idle clients cannot exhaust the agent's file descriptors).
+    #[arg(long, env = "RUNNER_MAX_CONNECTIONS", default_value_t = 256)]
+    pub runner_max_connections: usize,
+    /// A connection to a runner port must send each request's headers within this (seconds;
+    /// slow-loris and idle keep-alive connections are closed after it).
+    #[arg(long, env = "RUNNER_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = config_syntax::parse_secs)]
+    pub runner_header_read_timeout_secs: u64,
     /// Media tools.
     #[command(flatten)]
     pub media: MediaArgs,
@@ -213,6 +252,15 @@ impl RunnerConfig {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(|u| u.trim_end_matches('/').to_owned())
+    }
+
+    /// Where completion callbacks may go (`MANAGER_CALLBACK_ORIGINS`, else `MANAGER_URL`'s origin).
+    pub fn callback_origins(&self) -> Result<CallbackOrigins, ConfigError> {
+        CallbackOrigins::new(
+            &self.manager_callback_origins,
+            &self.manager_base().unwrap_or_default(),
+        )
+        .map_err(ConfigError)
     }
 
     /// The token, refused when missing or a placeholder.
@@ -282,6 +330,7 @@ impl RunnerConfig {
                 "MANAGER_URL `{manager}` must be http(s)"
             )));
         }
+        self.callback_origins()?;
         if !matches!(self.runner_protocol.as_str(), "http" | "https") {
             return Err(ConfigError(format!(
                 "RUNNER_PROTOCOL must be http or https, not `{}`",
@@ -306,6 +355,25 @@ impl RunnerConfig {
                 "RUNNER_PROTOCOL_VERSION `{}` is not MAJOR.MINOR[.PATCH]",
                 self.runner_protocol_version
             )));
+        }
+        let limits = &self.limits;
+        if !(limits.max_task_disk_gb.is_finite() && limits.max_task_disk_gb > 0.0) {
+            return Err(ConfigError(format!(
+                "MAX_TASK_DISK_GB must be a positive number of GB, not {}",
+                limits.max_task_disk_gb
+            )));
+        }
+        if !(limits.min_free_disk_gb.is_finite() && limits.min_free_disk_gb >= 0.0) {
+            return Err(ConfigError(format!(
+                "MIN_FREE_DISK_GB must be 0 or more GB, not {}",
+                limits.min_free_disk_gb
+            )));
+        }
+        if self.runner_header_read_timeout_secs == 0 || self.runner_max_connections == 0 {
+            return Err(ConfigError(
+                "RUNNER_HEADER_READ_TIMEOUT_SECS and RUNNER_MAX_CONNECTIONS must be at least 1"
+                    .to_owned(),
+            ));
         }
         if self.runner_heartbeat_secs == 0 {
             return Err(ConfigError(

@@ -12,7 +12,7 @@ use crate::gate::TaskGate;
 use crate::manager::{CompletionSender, ManagerClient, Registration};
 use crate::metrics::TaskMetrics;
 use crate::registry::{Instance, Runner};
-use crate::source::SourceFetcher;
+use crate::sandbox::ToolSandbox;
 use crate::{api, cleanup};
 
 /// What the embedding agent hands the layer besides its configuration.
@@ -61,14 +61,21 @@ pub async fn start(
         ))
     })?;
     let manager = ManagerClient::new(&manager_base, &token, &config.runner_protocol_version)
-        .map_err(|e| ConfigError(format!("Manager client: {e}")))?;
-    let fetcher = SourceFetcher::new(config.limits.source_limits())
+        .map_err(|e| ConfigError(format!("Manager client: {e}")))?
+        .with_callback_origins(config.callback_origins()?);
+    let fetcher = config
+        .limits
+        .source_fetcher()
         .map_err(|e| ConfigError(format!("download client: {e}")))?;
     let completions = CompletionSender::new(
         manager.clone(),
         config.completion_retries,
         Duration::from_secs_f64(config.completion_retry_base_secs.max(0.0)),
     );
+    // Tools run confined by the agent's own binary (`tool-sandbox`); the kernel's Landlock
+    // support (or the fallback) is logged once.
+    let sandbox = ToolSandbox::current_exe();
+    sandbox.log_support().await;
     let runner = Arc::new(Runner {
         config: config.clone(),
         token,
@@ -80,6 +87,7 @@ pub async fn start(
         manager,
         completions,
         shutting_down: std::sync::atomic::AtomicBool::new(false),
+        sandbox: Some(sandbox),
     });
     let servers = CancellationToken::new();
     let loops = CancellationToken::new();
@@ -99,15 +107,13 @@ pub async fn start(
             ))
         })?;
         tracing::info!(runner_id = %instance.runner_id, %address, task_types = %instance.task_types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","), "runner instance listening");
-        tokio::spawn({
-            let app = api::router(instance.clone());
-            let stop = servers.clone();
-            async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            }
-        });
+        tokio::spawn(serve(
+            listener,
+            api::router(instance.clone()),
+            config.runner_max_connections,
+            Duration::from_secs(config.runner_header_read_timeout_secs),
+            servers.clone(),
+        ));
         tokio::spawn(keep_registered(instance.clone(), loops.clone()));
         instances.push(instance);
     }
@@ -152,6 +158,40 @@ impl EsupLayer {
     pub fn close(self) {
         self.loops.cancel();
         self.servers.cancel();
+    }
+}
+
+/// Serves one instance's port with `RUNNER_MAX_CONNECTIONS` and `RUNNER_HEADER_READ_TIMEOUT_SECS`
+/// (the update server's limits, from `serve-limits`), until `stop`; then closes the listener at
+/// once (a new version may bind the port) and lets open connections finish.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    max_connections: usize,
+    timeout: Duration,
+    stop: CancellationToken,
+) {
+    let service = serve_limits::ConnectionLimit::new(app, max_connections);
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            stop.cancelled().await;
+            handle.graceful_shutdown(Some(timeout));
+        }
+    });
+    let server = match listener.into_std().and_then(axum_server::from_tcp) {
+        Ok(server) => server.handle(handle),
+        Err(error) => {
+            tracing::error!(%error, "runner instance: cannot serve its listener");
+            return;
+        }
+    };
+    if let Err(error) = serve_limits::with_timeouts(server, timeout, timeout)
+        .serve(service)
+        .await
+    {
+        tracing::error!(%error, "runner instance: serving failed");
     }
 }
 

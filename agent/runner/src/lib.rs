@@ -13,7 +13,10 @@
 //! - [`api`]: the HTTP routes of one runner instance (`/runner/*`, `/task/*`).
 //! - [`manager`]: register, heartbeat, reconnect, completion callbacks with retries.
 //! - [`registry`]: the tasks of one instance (one at a time), their status, stop, results.
-//! - [`source`]: downloads of `source_url`; [`process`]: tools in their own process group.
+//! - [`disk`]: `MIN_FREE_DISK_GB` and `MAX_TASK_DISK_GB`.
+//! - [`source`]: downloads of `source_url`; [`egress`]: which addresses sources and completion
+//!   callbacks may reach; [`process`]: tools in their own process group; [`sandbox`]: tools
+//!   confined with Landlock to writing their task's workspace.
 //! - [`pipeline`]: what a pipeline gets; [`error`]: why a task failed.
 //! - [`encoding`], [`studio`], [`transcription`]: the pipelines, with the real tools; [`media`]:
 //!   what they share (probing, the ffmpeg progress clock).
@@ -21,12 +24,14 @@
 //!   one-second synthetic encode), run by the agent on a new version in probation.
 //! - [`local`]: `worker-agent task run`, one task on local files without a Manager.
 //! - [`paths`]: task ids, output names, the result manifest; [`cleanup`]: removal of old task
-//!   directories; [`fs`]: durable writes.
+//!   directories; [`fs`]: durable writes; [`tasklock`]: one lock per task id across instances.
 //! - [`gate`], [`metrics`]: the interface to the embedding agent.
 
 pub mod api;
 pub mod cleanup;
 pub mod config;
+pub mod disk;
+pub mod egress;
 pub mod encoding;
 pub mod error;
 pub mod fs;
@@ -40,11 +45,13 @@ pub mod paths;
 pub mod pipeline;
 pub mod process;
 pub mod registry;
+pub mod sandbox;
 pub mod self_check;
 pub mod source;
 pub mod status;
 pub mod studio;
 pub mod task_type;
+pub mod tasklock;
 pub mod transcription;
 
 pub use layer::{start, EsupLayer, StartArgs};

@@ -22,7 +22,7 @@ use crate::error::TaskError;
 use crate::paths::{self, ResultManifest};
 use crate::pipeline::{Parameters, Progress, TaskContext};
 use crate::process::ProcessRunner;
-use crate::source::{SourceFetcher, SourceKind, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS};
+use crate::source::{SourceKind, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS};
 use crate::task_type::TaskType;
 use crate::{encoding, studio, transcription};
 
@@ -277,7 +277,7 @@ pub async fn execute(args: LocalTaskArgs) -> Result<LocalOutcome, LocalError> {
 
     let cancel = CancellationToken::new();
     let process = ProcessRunner::new(&workspace, args.limits.script_timeout(), cancel.clone());
-    let fetcher = SourceFetcher::new(args.limits.source_limits())?;
+    let fetcher = args.limits.source_fetcher()?;
     let ctrl_c = tokio::spawn({
         let cancel = cancel.clone();
         async move {
@@ -516,6 +516,8 @@ mod tests {
             "video_title=Tiny",
             "--source-allowed-hosts",
             "127.0.0.1",
+            "--source-allow-private-networks",
+            "1",
         ]))
         .await
         .expect("task runs");
@@ -560,6 +562,8 @@ mod tests {
             &out_arg,
             "--param",
             "rendition=[]",
+            "--source-allow-private-networks",
+            "1",
         ]))
         .await
         .expect_err("refused");

@@ -2,13 +2,16 @@
 //!
 //! Every call carries `Accept: application/json`, `Authorization: Bearer RUNNER_TOKEN` and
 //! `X-Runner-Version` (the protocol version), with a 5 s timeout; completion callbacks connect
-//! in 5 s and read for 30 s.
+//! in 5 s and read for 30 s. Completion callbacks go only to the Manager's origins
+//! (`MANAGER_CALLBACK_ORIGINS`, by default `MANAGER_URL`'s), and no call follows a redirect: the
+//! token is never sent to another host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::CallbackOrigins;
 use crate::error::WriteError;
 use crate::fs::write_atomic;
 
@@ -31,6 +34,14 @@ pub enum ManagerError {
         /// The URL called.
         url: String,
         /// What failed.
+        message: String,
+    },
+    /// The call was not made: the URL is not at an allowed Manager origin.
+    #[error("{url}: not called: {message}")]
+    Refused {
+        /// The URL refused.
+        url: String,
+        /// Why.
         message: String,
     },
 }
@@ -84,17 +95,21 @@ pub struct ManagerClient {
     base: String,
     token: String,
     protocol_version: String,
+    callback_origins: CallbackOrigins,
 }
 
 impl ManagerClient {
-    /// A client for the Manager at `base`.
+    /// A client for the Manager at `base`; completion callbacks only to `base`'s origin.
     pub fn new(base: &str, token: &str, protocol_version: &str) -> Result<Self, reqwest::Error> {
+        // Every call carries the token: a redirect (to whatever host) is an answer, not a hop.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let callback_http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(ManagerClient {
             http,
@@ -102,7 +117,19 @@ impl ManagerClient {
             base: base.to_owned(),
             token: token.to_owned(),
             protocol_version: protocol_version.to_owned(),
+            callback_origins: CallbackOrigins::new(&[], base).unwrap_or_default(),
         })
+    }
+
+    /// Completion callbacks go to these origins only (`MANAGER_CALLBACK_ORIGINS`).
+    pub fn with_callback_origins(mut self, origins: CallbackOrigins) -> Self {
+        self.callback_origins = origins;
+        self
+    }
+
+    /// `Ok` when a completion may be sent to `url`; else why not (reason `callback_origin`).
+    pub fn check_callback(&self, url: &str) -> Result<(), String> {
+        self.callback_origins.check(url)
     }
 
     fn request(
@@ -179,6 +206,12 @@ impl ManagerClient {
         url: &str,
         completion: &Completion,
     ) -> Result<(), ManagerError> {
+        if let Err(message) = self.check_callback(url) {
+            return Err(ManagerError::Refused {
+                url: url.to_owned(),
+                message,
+            });
+        }
         let builder = self
             .request(&self.callback_http, reqwest::Method::POST, url)
             .header("X-API-Token", &self.token)
@@ -266,6 +299,10 @@ impl CompletionSender {
                 {
                     Ok(()) => {
                         tracing::info!(task_id = %pending.completion.task_id, status = %pending.completion.status, attempt, "completion delivered");
+                        break;
+                    }
+                    Err(error @ ManagerError::Refused { .. }) => {
+                        tracing::error!(task_id = %pending.completion.task_id, %error, reason = "callback_origin", "completion callback refused; not sending it");
                         break;
                     }
                     Err(error) => {

@@ -1,5 +1,6 @@
 //! The task metrics (`worker_tasks_running`, `worker_task_total`,
-//! `worker_task_duration_seconds`, `worker_task_progress_percent`, `worker_runner_registered`;
+//! `worker_task_duration_seconds`, `worker_task_progress_percent`, `worker_runner_registered`,
+//! `worker_task_refusals_total`;
 //! names, labels and buckets are a contract with dashboards and alerts), registered in the
 //! registry of whoever embeds the layer, so they show up in its `/metrics`.
 
@@ -17,6 +18,35 @@ const DURATION_BUCKETS: [f64; 12] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 18000.0,
 ];
 
+/// The `reason` labels of `worker_task_refusals_total`, each also written `(reason: X)` at the
+/// end of the refusal's message (HTTP detail or task error) and as the log line's `reason`.
+pub const REFUSAL_REASONS: &[&str] = &[
+    // /task/run refused
+    "callback_origin",
+    "disk_full",
+    "task_locked",
+    // a running task stopped at its disk bound
+    "task_disk_limit",
+    // a source URL or redirect hop refused
+    "scheme",
+    "host_not_allowed",
+    "too_many_redirects",
+    "loopback",
+    "link_local",
+    "private_network",
+    "unspecified",
+    "broadcast",
+    "multicast",
+];
+
+/// The refusal reason a message ends with (`... (reason: X)`), when it is one of
+/// [`REFUSAL_REASONS`].
+pub fn refusal_reason(message: &str) -> Option<&'static str> {
+    let (_, rest) = message.rsplit_once("(reason: ")?;
+    let reason = rest.split(')').next()?;
+    REFUSAL_REASONS.iter().copied().find(|r| *r == reason)
+}
+
 /// The task metrics (cheap to clone: every clone updates the same series).
 #[derive(Debug, Clone)]
 pub struct TaskMetrics {
@@ -30,6 +60,8 @@ pub struct TaskMetrics {
     pub task_progress: GaugeVec,
     /// `worker_runner_registered{runner_id}`: 1 while the instance is registered with the Manager.
     pub runner_registered: IntGaugeVec,
+    /// `worker_task_refusals_total{reason}`: tasks refused (or stopped) by a safety rule.
+    pub refusals: IntCounterVec,
 }
 
 impl TaskMetrics {
@@ -70,7 +102,16 @@ impl TaskMetrics {
                 &["runner_id"],
                 registry
             )?,
+            refusals: register_int_counter_vec_with_registry!(
+                "worker_task_refusals_total",
+                "ESUP tasks refused or stopped by a safety rule (sources, callbacks, locks, disk), by reason",
+                &["reason"],
+                registry
+            )?,
         };
+        for reason in REFUSAL_REASONS {
+            metrics.refusals.with_label_values(&[reason]).inc_by(0);
+        }
         for task_type in TaskType::ALL {
             let task_type = task_type.as_str();
             let _ = metrics.task_durations.with_label_values(&[task_type]);
@@ -84,6 +125,13 @@ impl TaskMetrics {
         }
         Ok(metrics)
     }
+
+    /// Counts a refusal whose message ends with `(reason: X)` (other messages are not counted).
+    pub fn refused(&self, message: &str) {
+        if let Some(reason) = refusal_reason(message) {
+            self.refusals.with_label_values(&[reason]).inc();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +139,24 @@ mod tests {
     use prometheus::{Encoder, TextEncoder};
 
     use super::*;
+
+    #[test]
+    fn refusal_reasons_are_read_from_the_end_of_the_message() {
+        assert_eq!(
+            refusal_reason("x: address 127.0.0.1 ... (reason: loopback)"),
+            Some("loopback")
+        );
+        assert_eq!(
+            refusal_reason("a (MANAGER_CALLBACK_ORIGINS lists more) (reason: callback_origin)"),
+            Some("callback_origin")
+        );
+        assert_eq!(refusal_reason("(reason: made_up)"), None);
+        assert_eq!(refusal_reason("ffmpeg failed"), None);
+        let metrics = TaskMetrics::register(&Registry::new()).expect("register");
+        metrics.refused("... (reason: disk_full)");
+        metrics.refused("not a refusal");
+        assert_eq!(metrics.refusals.with_label_values(&["disk_full"]).get(), 1);
+    }
 
     #[test]
     fn every_task_type_and_final_status_has_a_series_from_the_start() {

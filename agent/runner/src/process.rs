@@ -1,6 +1,7 @@
 //! External tools (ffmpeg, ffprobe, python) run in their own process group, so `/task/stop` and
 //! the script timeout kill the whole tree (ffmpeg's helpers, python's workers), never just the
-//! direct child.
+//! direct child; with a [`ToolSandbox`] set, each is confined to writing its task's workspace
+//! (`crate::sandbox`), with `TMPDIR` in the workspace.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
+use crate::sandbox::ToolSandbox;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
@@ -23,6 +25,9 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 const STDOUT_LIMIT: usize = 32 * 1024 * 1024;
 /// Most stderr kept in memory per command (the tail is what explains a failure).
 const STDERR_TAIL: usize = 64 * 1024;
+
+/// Environment variables a confined tool does not inherit (credentials of the agent).
+const SECRET_VARIABLES: [&str; 2] = ["RUNNER_TOKEN", "WORKER_TOKEN"];
 
 /// What a finished command printed.
 #[derive(Debug, Clone, Default)]
@@ -48,8 +53,14 @@ struct Inner {
     groups: Mutex<Vec<i32>>,
     /// Whether any command was started (`/task/stop` answers 409 before that).
     started_any: AtomicBool,
+    /// Why the task was stopped, when not by `/task/stop` ([`ProcessRunner::abort`]).
+    abort_reason: Mutex<Option<TaskError>>,
     info_log: PathBuf,
     error_log: PathBuf,
+    /// The task's workspace (the only directory a confined tool may write).
+    workspace: PathBuf,
+    /// Confines every command when set ([`ProcessRunner::confine`]).
+    sandbox: std::sync::OnceLock<ToolSandbox>,
 }
 
 impl ProcessRunner {
@@ -63,10 +74,19 @@ impl ProcessRunner {
                 timeout_secs: timeout.as_secs(),
                 groups: Mutex::new(Vec::new()),
                 started_any: AtomicBool::new(false),
+                abort_reason: Mutex::new(None),
                 info_log: workspace.join("info_script.log"),
                 error_log: workspace.join("error_script.log"),
+                workspace: workspace.to_owned(),
+                sandbox: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Runs every command of this task through `sandbox` (write access to the workspace only).
+    /// Set once, before the first command.
+    pub fn confine(&self, sandbox: ToolSandbox) {
+        let _ = self.inner.sandbox.set(sandbox);
     }
 
     /// The cancellation token (`/task/stop` fires it).
@@ -74,11 +94,32 @@ impl ProcessRunner {
         &self.inner.cancel
     }
 
-    /// Fails with [`TaskError::Cancelled`] or [`TaskError::Timeout`] when the task must stop;
-    /// pipelines call it between steps that run no command.
+    /// Stops the task (as `/task/stop` does) with `error` as its reason, e.g. the disk bound.
+    pub fn abort(&self, error: TaskError) {
+        self.inner
+            .abort_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(error);
+        self.inner.cancel.cancel();
+    }
+
+    /// Why the task was stopped: the [`ProcessRunner::abort`] reason, else
+    /// [`TaskError::Cancelled`] (`/task/stop`).
+    pub fn stopped(&self) -> TaskError {
+        self.inner
+            .abort_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or(TaskError::Cancelled)
+    }
+
+    /// Fails with [`TaskError::Cancelled`] (or the abort reason) or [`TaskError::Timeout`] when
+    /// the task must stop; pipelines call it between steps that run no command.
     pub fn check(&self) -> Result<(), TaskError> {
         if self.inner.cancel.is_cancelled() {
-            return Err(TaskError::Cancelled);
+            return Err(self.stopped());
         }
         if Instant::now() >= self.inner.deadline {
             return Err(TaskError::Timeout(self.inner.timeout_secs));
@@ -131,20 +172,41 @@ impl ProcessRunner {
             .join(" ");
         self.log_line(&self.inner.info_log, &format!("[{label}] $ {printable}"))
             .await;
-        let mut command = tokio::process::Command::new(program);
+        let cannot_start = |e: std::io::Error| {
+            TaskError::Failed(format!(
+                "{label}: cannot start {}: {e}",
+                program.to_string_lossy()
+            ))
+        };
+        let mut command = match self.inner.sandbox.get() {
+            None => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args);
+                command
+            }
+            Some(sandbox) => {
+                // Resolved here, so a missing tool reads as before ("cannot start").
+                let resolved = resolve_program(program).map_err(cannot_start)?;
+                let (launcher, wrapped) =
+                    sandbox.wrap(&self.inner.workspace, resolved.as_os_str(), args);
+                let tmp = self.inner.workspace.join("tmp");
+                std::fs::create_dir_all(&tmp).map_err(cannot_start)?;
+                let mut command = tokio::process::Command::new(launcher);
+                command.args(wrapped).env("TMPDIR", tmp);
+                // A tool on hostile media has no use for the credentials.
+                for secret in SECRET_VARIABLES {
+                    command.env_remove(secret);
+                }
+                command
+            }
+        };
         command
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| {
-            TaskError::Failed(format!(
-                "{label}: cannot start {}: {e}",
-                program.to_string_lossy()
-            ))
-        })?;
+        let mut child = command.spawn().map_err(cannot_start)?;
         self.inner.started_any.store(true, Ordering::SeqCst);
         let pgid = child
             .id()
@@ -182,7 +244,7 @@ impl ProcessRunner {
         };
         let outcome = tokio::select! {
             status = ended => Ok(status),
-            () = self.inner.cancel.cancelled() => Err(TaskError::Cancelled),
+            () = self.inner.cancel.cancelled() => Err(self.stopped()),
             () = tokio::time::sleep_until(self.inner.deadline) => Err(TaskError::Timeout(self.inner.timeout_secs)),
         };
         let result = match outcome {
@@ -221,6 +283,28 @@ impl ProcessRunner {
             let _ = file.write_all(b"\n").await;
         }
     }
+}
+
+/// `program` as a path: as given when it names one (`/usr/bin/ffmpeg`, `./x`), else the first
+/// executable file of that name on `PATH`.
+fn resolve_program(program: &OsStr) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let as_path = Path::new(program);
+    if as_path.components().count() > 1 || program.to_string_lossy().contains('/') {
+        return if executable(as_path) {
+            Ok(as_path.to_owned())
+        } else {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
 }
 
 /// SIGTERM to the group, SIGKILL after [`TERM_GRACE`], and reap the direct child.

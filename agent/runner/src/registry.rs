@@ -25,7 +25,8 @@ use crate::process::{self, ProcessRunner};
 use crate::source::{SourceFetcher, SourceKind};
 use crate::status::TaskStatus;
 use crate::task_type::TaskType;
-use crate::{encoding, studio, transcription};
+use crate::tasklock::{self, LockError, TaskLock};
+use crate::{disk, encoding, studio, transcription};
 
 /// What every instance of this process shares.
 #[derive(Debug)]
@@ -50,6 +51,8 @@ pub struct Runner {
     pub completions: CompletionSender,
     /// Set when the agent shuts down: tasks stopped then fail with a shutdown message.
     pub shutting_down: AtomicBool,
+    /// Confines the tools of every task (`crate::sandbox`).
+    pub sandbox: Option<crate::sandbox::ToolSandbox>,
 }
 
 /// What `/task/status` shows, and `status.json` keeps.
@@ -132,6 +135,12 @@ pub enum StartError {
     /// 422: the request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// 409: the task id runs on another instance sharing `STORAGE_DIR`.
+    #[error("{0}")]
+    Conflict(String),
+    /// 507: `STORAGE_DIR` has less free space than `MIN_FREE_DISK_GB`.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 /// What `/task/stop` did. (The Python runner answers 409 while a task has no process yet; here
@@ -273,6 +282,17 @@ impl Instance {
         if request.source_url.trim().is_empty() {
             return Err(StartError::Invalid("source_url is empty".to_owned()));
         }
+        if let Some(callback) = request
+            .completion_callback
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+        {
+            if let Err(message) = self.runner.manager.check_callback(callback) {
+                self.runner.metrics.refused(&message);
+                tracing::warn!(task_id = %request.task_id, %callback, reason = "callback_origin", "task refused: completion callback not at the Manager's origin");
+                return Err(StartError::Invalid(message));
+            }
+        }
         let mut state = self.state();
         if state.current.is_some() {
             return Err(StartError::Busy);
@@ -284,6 +304,24 @@ impl Instance {
         {
             return Err(StartError::Busy);
         }
+        let limits = &self.runner.config.limits;
+        if let Err(message) = disk::check_free(
+            &self.runner.config.storage_dir,
+            disk::gb_to_bytes(limits.min_free_disk_gb),
+        ) {
+            self.runner.metrics.refused(&message);
+            tracing::warn!(task_id = %request.task_id, reason = "disk_full", %message, "task refused");
+            return Err(StartError::NoSpace(message));
+        }
+        let lock = match tasklock::try_lock(&self.runner.config.storage_dir, &request.task_id) {
+            Ok(lock) => lock,
+            Err(error @ LockError::Held(_)) => {
+                self.runner.metrics.refused(&error.to_string());
+                tracing::warn!(task_id = %request.task_id, reason = "task_locked", "task refused: its id runs on another instance");
+                return Err(StartError::Conflict(error.to_string()));
+            }
+            Err(error) => return Err(StartError::Invalid(error.to_string())),
+        };
         let guard = self.runner.gate.try_start().ok_or(StartError::Busy)?;
         let cancel = CancellationToken::new();
         let workspace = self.workspace(&request.task_id);
@@ -292,6 +330,9 @@ impl Instance {
             self.runner.config.limits.script_timeout(),
             cancel,
         );
+        if let Some(sandbox) = &self.runner.sandbox {
+            process.confine(sandbox.clone());
+        }
         let progress = Progress::default();
         let view = TaskView {
             task_id: request.task_id.clone(),
@@ -324,7 +365,7 @@ impl Instance {
                     Parameters(parameters),
                     process,
                     progress,
-                    guard,
+                    (guard, lock),
                 )
                 .instrument(span),
         );
@@ -338,7 +379,7 @@ impl Instance {
         parameters: Parameters,
         process: ProcessRunner,
         progress: Progress,
-        guard: TaskGuard,
+        (guard, lock): (TaskGuard, TaskLock),
     ) {
         let started = Instant::now();
         let metrics = &self.runner.metrics;
@@ -361,17 +402,30 @@ impl Instance {
             }
         });
         let workspace = self.workspace(&request.task_id);
+        let max_disk = disk::gb_to_bytes(self.runner.config.limits.max_task_disk_gb);
         let outcome = self
             .run_pipeline(&request, task_type, parameters, &process, &progress)
             .await;
         ticker.abort();
         let output_dir = workspace.join("output");
+        // Over the bound (whether the watcher caught it while running or not): fail, clean up.
+        let outcome = match disk::check_used(&workspace, max_disk) {
+            Err(over) => Err(over),
+            Ok(()) => outcome,
+        };
         let outcome = match outcome {
             Ok(summary) => {
                 write_manifest(&request.task_id, &workspace, &output_dir).map(|()| summary)
             }
             Err(error) => Err(error),
         };
+        if let Err(TaskError::BadInput(message)) = &outcome {
+            // Source refusals and the disk bound: counted by reason.
+            self.runner.metrics.refused(message);
+            if message.contains("reason: task_disk_limit") {
+                disk::remove_written(&workspace);
+            }
+        }
         let (status, error_message, script_output) = match outcome {
             Ok(summary) => (TaskStatus::Completed, None, summary),
             Err(TaskError::Timeout(secs)) => (
@@ -452,6 +506,8 @@ impl Instance {
                 },
             );
         }
+        // Only now may another instance reuse the id: status and pending completion are written.
+        drop(lock);
     }
 
     async fn run_pipeline(
@@ -471,6 +527,25 @@ impl Instance {
         let output_dir = workspace.join("output");
         std::fs::create_dir_all(&output_dir)
             .map_err(|e| TaskError::io("creating", &output_dir, &e))?;
+        let max_disk = disk::gb_to_bytes(self.runner.config.limits.max_task_disk_gb);
+        let watcher = disk::watch(&workspace, max_disk, process.clone());
+        let result = self
+            .run_in_workspace(request, task_type, parameters, process, progress)
+            .await;
+        watcher.abort();
+        result
+    }
+
+    async fn run_in_workspace(
+        &self,
+        request: &RunRequest,
+        task_type: TaskType,
+        parameters: Parameters,
+        process: &ProcessRunner,
+        progress: &Progress,
+    ) -> Result<String, TaskError> {
+        let workspace = self.workspace(&request.task_id);
+        let output_dir = workspace.join("output");
         let metadata = serde_json::json!({
             "task_id": request.task_id,
             "task_type": task_type.as_str(),

@@ -1,7 +1,8 @@
 //! The layer's self-check: proof that it can do its job, not just that its process is alive.
 //! Every instance answers `GET /runner/health` on its port (over loopback HTTP, as the Manager
 //! would reach it), and, when the configured `ffmpeg` is found, a one-second synthetic encode
-//! (the codecs of the encoding ladder: H.264 + AAC in MP4) passes in a temporary directory,
+//! (the codecs of the encoding ladder: H.264 + AAC in MP4, confined by the tool sandbox as a
+//! task's tools are) passes in a temporary directory,
 //! bounded in time and removed afterwards. The embedding agent runs it on a new version in
 //! probation; the layer itself knows nothing of why.
 
@@ -74,7 +75,7 @@ impl EsupLayer {
             .await?;
         }
         let encode = match crate::transcription::locate_program(&config.media.ffmpeg_path) {
-            Some(ffmpeg) => Some(synthetic_encode(&ffmpeg).await?),
+            Some(ffmpeg) => Some(synthetic_encode(&ffmpeg, self.runner.sandbox.as_ref()).await?),
             None => {
                 tracing::warn!(ffmpeg = %config.media.ffmpeg_path.display(), "ffmpeg not found: the self-check encode is skipped");
                 None
@@ -111,7 +112,10 @@ async fn check_health(client: &reqwest::Client, url: &str) -> Result<(), SelfChe
 
 /// One second of test pattern and tone to H.264 + AAC in MP4, in its own process group (killed
 /// as a group at [`ENCODE_TIMEOUT`]), in a temporary directory removed afterwards.
-async fn synthetic_encode(ffmpeg: &Path) -> Result<Duration, SelfCheckError> {
+async fn synthetic_encode(
+    ffmpeg: &Path,
+    sandbox: Option<&crate::sandbox::ToolSandbox>,
+) -> Result<Duration, SelfCheckError> {
     let failed = |problem: String| SelfCheckError::Encode {
         ffmpeg: ffmpeg.display().to_string(),
         problem,
@@ -148,6 +152,10 @@ async fn synthetic_encode(ffmpeg: &Path) -> Result<Duration, SelfCheckError> {
     ];
     let started = Instant::now();
     let runner = ProcessRunner::new(dir.path(), ENCODE_TIMEOUT, CancellationToken::new());
+    // Confined as a task's tools are: a version whose sandbox breaks ffmpeg fails probation.
+    if let Some(sandbox) = sandbox {
+        runner.confine(sandbox.clone());
+    }
     let mut command: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     command.push(output.as_os_str());
     runner

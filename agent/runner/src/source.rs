@@ -1,7 +1,9 @@
 //! Downloads of `source_url` (and of studio tracks): streamed to a file in the task workspace,
 //! capped at `MAX_VIDEO_SIZE_GB`, extension-checked, optionally restricted to an allow-list of
 //! hosts, with connect and read timeouts. Only `http` and `https`: a task never reads a local
-//! file by URL.
+//! file by URL. Every redirect hop and every address connected to obeys the same rules
+//! ([`crate::egress`]: no loopback, link-local or private address unless
+//! `SOURCE_ALLOW_PRIVATE_NETWORKS=1`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use crate::egress::{self, GuardedResolver, Refused, SourcePolicy};
 use crate::error::TaskError;
 use crate::process::ProcessRunner;
 
@@ -62,19 +65,35 @@ pub struct Fetched {
 pub struct SourceFetcher {
     client: reqwest::Client,
     limits: Arc<SourceLimits>,
+    policy: SourcePolicy,
 }
 
 impl SourceFetcher {
-    /// A fetcher with these limits.
+    /// A fetcher with these limits that refuses loopback, link-local and private addresses.
     pub fn new(limits: SourceLimits) -> Result<Self, reqwest::Error> {
+        Self::with_private_networks(limits, false)
+    }
+
+    /// A fetcher with these limits; `allow_private` (`SOURCE_ALLOW_PRIVATE_NETWORKS`) lets it
+    /// fetch from loopback, link-local and private addresses.
+    pub fn with_private_networks(
+        limits: SourceLimits,
+        allow_private: bool,
+    ) -> Result<Self, reqwest::Error> {
+        let policy = SourcePolicy {
+            allowed_hosts: Arc::new(limits.allowed_hosts.clone()),
+            allow_private,
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(limits.connect_timeout)
             .read_timeout(limits.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(policy.redirect_policy())
+            .dns_resolver(GuardedResolver::new(policy.clone()))
             .build()?;
         Ok(SourceFetcher {
             client,
             limits: Arc::new(limits),
+            policy,
         })
     }
 
@@ -88,23 +107,9 @@ impl SourceFetcher {
         let parsed = reqwest::Url::parse(url).map_err(|e| {
             TaskError::BadInput(format!("source_url {url:?} is not a valid URL: {e}"))
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(TaskError::BadInput(format!(
-                "source_url {url:?}: only http and https sources are accepted"
-            )));
-        }
-        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
-        if !self.limits.allowed_hosts.is_empty()
-            && !self
-                .limits
-                .allowed_hosts
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(&host))
-        {
-            return Err(TaskError::BadInput(format!(
-                "source_url host {host:?} is not in SOURCE_ALLOWED_HOSTS"
-            )));
-        }
+        self.policy
+            .check(&parsed)
+            .map_err(|refused| refusal(&refused))?;
         let segment = parsed
             .path_segments()
             .and_then(|mut segments| segments.next_back())
@@ -148,7 +153,7 @@ impl SourceFetcher {
         let path = dir.join(file_name);
         let result = tokio::select! {
             result = self.download(parsed, &path) => result,
-            () = process.cancel_token().cancelled() => Err(TaskError::Cancelled),
+            () = process.cancel_token().cancelled() => Err(process.stopped()),
             () = tokio::time::sleep(process.remaining()) => Err(process.check().err().unwrap_or(TaskError::Failed("download timed out".to_owned()))),
         };
         match result {
@@ -162,12 +167,18 @@ impl SourceFetcher {
 
     async fn download(&self, url: reqwest::Url, path: &Path) -> Result<u64, TaskError> {
         let shown = url.to_string();
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| TaskError::Failed(format!("downloading {shown}: {e}")))?;
+        let response =
+            self.client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| match egress::find_refusal(&e) {
+                    Some(refused) => refusal(refused),
+                    None => TaskError::Failed(format!(
+                        "downloading {shown}: {}",
+                        egress::error_chain(&e)
+                    )),
+                })?;
         let status = response.status();
         if !status.is_success() {
             return Err(TaskError::Failed(format!(
@@ -208,6 +219,12 @@ impl SourceFetcher {
         }
         Ok(written)
     }
+}
+
+/// A refused source URL or redirect hop: bad input, with its reason label, logged.
+fn refusal(refused: &Refused) -> TaskError {
+    tracing::warn!(url = %refused.url, reason = refused.reason, "source refused");
+    TaskError::BadInput(format!("source refused: {refused}"))
 }
 
 #[cfg(test)]

@@ -45,12 +45,16 @@ pub(crate) fn task_with_timeout(
         other => panic!("test parameters must be an object, not {other}"),
     };
     let process = ProcessRunner::new(&workspace, timeout, CancellationToken::new());
-    let fetcher = SourceFetcher::new(SourceLimits {
-        max_bytes: 200_000_000,
-        allowed_hosts: vec!["127.0.0.1".to_owned()],
-        connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(10),
-    })
+    // The media server of these tests is on loopback.
+    let fetcher = SourceFetcher::with_private_networks(
+        SourceLimits {
+            max_bytes: 200_000_000,
+            allowed_hosts: vec!["127.0.0.1".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(10),
+        },
+        true,
+    )
     .expect("http client");
     let ctx = TaskContext {
         task_id: "test-task".to_owned(),
