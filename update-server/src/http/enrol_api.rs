@@ -44,8 +44,13 @@ pub(super) fn revoked_credential(ctx: &Ctx, headers: &HeaderMap) -> Option<ApiEr
 pub(super) async fn enrol(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<EnrolRequest>,
+    body: Result<ApiJson<EnrolRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // Like every protected route: no (known) join token, 401 before the body is looked at.
+    if !ctx.app.enrolment.knows_join_token(authorization(&headers)) {
+        return Ok(super::unauthorized());
+    }
+    let ApiJson(request) = body?;
     match ctx.app.enrol(authorization(&headers), request).await {
         Ok(answer) => Ok((StatusCode::CREATED, Json(answer)).into_response()),
         Err(EnrolError::UnknownJoinToken) => Ok(super::unauthorized()),

@@ -269,6 +269,17 @@ impl Enrolment {
         })
     }
 
+    /// Whether the bearer of `authorization` is a join token this server issued (in any state).
+    pub fn knows_join_token(&self, authorization: Option<&str>) -> bool {
+        authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|token| {
+                read_lock(&self.inner)
+                    .tokens
+                    .contains_key(&sha256_hex(token.trim()))
+            })
+    }
+
     /// Whether `worker_id` holds a live credential.
     fn is_enrolled(&self, worker_id: &str) -> bool {
         read_lock(&self.inner)

@@ -160,6 +160,13 @@ impl App {
             config.worker_token_file.as_deref(),
         )?;
         let enrolment = enrolment::Enrolment::load(store.as_ref())?;
+        if tokens.shared_worker_mode() {
+            tracing::warn!(
+                "--worker-token-file: shared worker token mode: whoever holds a shared token may report for any worker id that is not enrolled; enrol workers instead (DEPLOYMENT.md, \"Worker identity\")"
+            );
+        } else {
+            tracing::info!("enrolled workers only (no --worker-token-file)");
+        }
         let releases = releases::load_releases(store.as_ref(), &trust.roots_newest_first())?;
         let artifacts = store.artifacts()?.into_iter().collect();
         let channel_names = store.channel_names()?.into_iter().collect();
