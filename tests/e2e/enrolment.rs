@@ -283,3 +283,79 @@ fn spent_expired_and_revoked_join_tokens_and_forgotten_credentials_are_refused()
     let again = enrolled(&w, &fresh, "worker-a");
     assert_eq!(again.latest("stable", "1.0.0", "worker-a").status, 200);
 }
+
+/// Waits (at most 30 s) for the agent's supervisor to exit and returns its exit code.
+#[track_caller]
+fn exit_code(agent: &mut e2e::fleet::Agent, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = agent.exited() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: the agent still runs after 30 s\n{}", agent.log());
+}
+
+/// What the agent cannot enrol with is refused once, exit 78 (restarting cannot mend it), one
+/// line with the variable or the server's reason: a join token file others can read, a join
+/// token next to a shared token, a spent join token.
+#[test]
+fn an_agent_refuses_an_unusable_join_token_with_exit_78_and_the_reason() {
+    let w = enrolment_world(&[]);
+    let join = join_token(&w, &["--uses", "1"]);
+    // Spend it.
+    let _first = enrolled(&w, &join, "somebody-else");
+    let start = |dir: &str, mode: u32, env: &[(&str, &str)], token: &str| {
+        let dir = w.sandbox.join(dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("join.token");
+        std::fs::write(&file, format!("{join}\n")).expect("join token");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let mut all = vec![(
+            "WORKER_ENROLL_TOKEN_FILE",
+            file.to_string_lossy().into_owned(),
+        )];
+        all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        e2e::fleet::Agent::start_at(
+            &dir,
+            &w.server.url,
+            token,
+            &w.trust,
+            &agent_at_version("1.0.0"),
+            "stable",
+            &[],
+            &env,
+            false,
+        )
+    };
+    let one_line = |agent: &e2e::fleet::Agent, needles: &[&str]| {
+        let log = agent.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "one error line, not {lines:#?}");
+        for needle in needles {
+            assert!(
+                lines[0].contains(needle),
+                "{needle:?} missing: {}",
+                lines[0]
+            );
+        }
+        assert!(!log.contains(&join), "the join token is printed: {log}");
+    };
+    let mut open = start("open", 0o644, &[], "");
+    assert_eq!(exit_code(&mut open, "a 0644 join token file"), Some(78));
+    one_line(&open, &["WORKER_ENROLL_TOKEN_FILE", "chmod 600"]);
+
+    let mut both = start("both", 0o600, &[], &w.server.worker_token);
+    assert_eq!(
+        exit_code(&mut both, "join token and shared token"),
+        Some(78)
+    );
+    one_line(&both, &["WORKER_ENROLL_TOKEN_FILE", "WORKER_TOKEN"]);
+
+    let mut spent = start("spent", 0o600, &[], "");
+    assert_eq!(exit_code(&mut spent, "a spent join token"), Some(78));
+    one_line(&spent, &["enroll_token_used_up"]);
+    assert!(!w.sandbox.join("spent/state/worker.credential").exists());
+}
