@@ -199,6 +199,19 @@ impl Server {
         extra: &[&str],
         ca_bundle: Option<&Path>,
     ) -> Self {
+        Self::start_in_mode(dir, trust, extra, ca_bundle, true)
+    }
+
+    /// [`Server::start_with_ca`] with the shared worker token (`--worker-token-file`,
+    /// `shared`) or without it (enrolled workers only; `worker_token` is then a token the
+    /// server does not know).
+    pub fn start_in_mode(
+        dir: &Path,
+        trust: &Trust,
+        extra: &[&str],
+        ca_bundle: Option<&Path>,
+        shared: bool,
+    ) -> Self {
         let admin_token = token();
         let worker_token = token();
         std::fs::write(dir.join("admin.tokens"), format!("ops={admin_token}\n")).expect("tokens");
@@ -223,6 +236,9 @@ impl Server {
         .iter()
         .map(ToString::to_string)
         .collect();
+        if !shared {
+            args.truncate(args.len() - 2);
+        }
         if extra.contains(&"--listen") {
             // Drop the default `--listen 127.0.0.1:0`: clap refuses a flag given twice.
             args.drain(1..=2);
@@ -637,24 +653,25 @@ impl Agent {
         std::fs::write(dir.join("worker.token"), worker_token).expect("token");
         let state_dir = dir.join("state");
         let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let mut args: Vec<String> = [
-            "run",
-            "--update-server",
-            server_url,
-            "--channel",
-            channel,
-            "--token",
-            worker_token,
-            "--root",
-            &trust.root_path.to_string_lossy(),
-            "--state-dir",
-            &state_dir.to_string_lossy(),
-            "--metrics-listen",
-            &metrics_addr,
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+        // No token (empty): the agent enrols (`WORKER_ENROLL_TOKEN_FILE` in `env`).
+        let token_args: &[&str] = if worker_token.is_empty() {
+            &[]
+        } else {
+            &["--token", worker_token]
+        };
+        let mut args: Vec<String> = ["run", "--update-server", server_url, "--channel", channel]
+            .iter()
+            .chain(token_args)
+            .chain(&[
+                "--root",
+                &trust.root_path.to_string_lossy(),
+                "--state-dir",
+                &state_dir.to_string_lossy(),
+                "--metrics-listen",
+                &metrics_addr,
+            ])
+            .map(ToString::to_string)
+            .collect();
         // Short probation by default; `extra` may set its own.
         for (flag, value) in [("--probation-secs", "2"), ("--ready-timeout-secs", "8")] {
             if !extra.contains(&flag) {

@@ -37,6 +37,7 @@ pub struct WorldBuilder {
     server_args: Vec<String>,
     server_ca: Option<PathBuf>,
     manager: bool,
+    enrolment_only: bool,
 }
 
 impl WorldBuilder {
@@ -54,6 +55,13 @@ impl WorldBuilder {
         self
     }
 
+    /// Runs the server without the shared worker token (`--worker-token-file`): only enrolled
+    /// workers are served.
+    pub fn enrolment_only(mut self) -> Self {
+        self.enrolment_only = true;
+        self
+    }
+
     /// Also runs a `FakeManager` (token [`RUNNER_TOKEN`], serving `sandbox/media`).
     pub fn with_manager(mut self) -> Self {
         self.manager = true;
@@ -65,8 +73,13 @@ impl WorldBuilder {
         let sandbox = Sandbox::new();
         let trust = Trust::new(sandbox.path());
         let args: Vec<&str> = self.server_args.iter().map(String::as_str).collect();
-        let server =
-            Server::start_with_ca(sandbox.path(), &trust, &args, self.server_ca.as_deref());
+        let server = Server::start_in_mode(
+            sandbox.path(),
+            &trust,
+            &args,
+            self.server_ca.as_deref(),
+            !self.enrolment_only,
+        );
         let media = sandbox.join("media");
         let manager = self.manager.then(|| {
             std::fs::create_dir_all(&media).expect("media dir");
@@ -154,6 +167,7 @@ impl World {
             flags: Vec::new(),
             env: Vec::new(),
             own_group: false,
+            join_token: None,
         }
     }
 
@@ -199,9 +213,17 @@ pub struct AgentLauncher<'w> {
     flags: Vec<String>,
     env: Vec<(String, String)>,
     own_group: bool,
+    join_token: Option<String>,
 }
 
 impl AgentLauncher<'_> {
+    /// Enrols with `join_token` (written to `DIR/join.token`, mode 0600, as
+    /// `WORKER_ENROLL_TOKEN_FILE`) instead of using the shared worker token.
+    pub fn enrol_with(mut self, join_token: &str) -> Self {
+        self.join_token = Some(join_token.to_owned());
+        self
+    }
+
     /// Installs it under `dir` instead of the sandbox (for a second agent).
     pub fn dir(mut self, dir: &Path) -> Self {
         dir.clone_into(&mut self.dir);
@@ -237,8 +259,22 @@ impl AgentLauncher<'_> {
     }
 
     /// Starts the agent.
-    pub fn start(self) -> Agent {
+    pub fn start(mut self) -> Agent {
         let world = self.world;
+        let mut token = world.server.worker_token.as_str();
+        if let Some(join_token) = &self.join_token {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&self.dir).expect("agent dir");
+            let file = self.dir.join("join.token");
+            std::fs::write(&file, format!("{join_token}\n")).expect("join token");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600 join token");
+            self.env.push((
+                "WORKER_ENROLL_TOKEN_FILE".to_owned(),
+                file.to_string_lossy().into_owned(),
+            ));
+            token = "";
+        }
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = self
             .env
@@ -248,7 +284,7 @@ impl AgentLauncher<'_> {
         Agent::start_at(
             &self.dir,
             self.url.as_deref().unwrap_or(&world.server.url),
-            &world.server.worker_token,
+            token,
             &world.trust,
             &agent_at_version(&self.version),
             CHANNEL,

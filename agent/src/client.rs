@@ -61,6 +61,27 @@ pub enum Poll {
     },
 }
 
+/// What `POST /api/workers/enroll` answers (the credential is shown once).
+#[derive(Clone, Deserialize)]
+pub struct Enrolled {
+    /// The worker it is bound to.
+    pub worker_id: String,
+    /// The secret to send as `Authorization: Bearer` from now on.
+    pub credential: String,
+    /// The channel the join token bound it to, if any.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("worker_id", &self.worker_id)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct RegisterBody<'a> {
     worker_id: &'a str,
@@ -129,6 +150,28 @@ impl UpdateClient {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
+    }
+
+    /// `POST /api/workers/enroll` with a join token (`worker-release enroll-token`): this
+    /// worker's own credential. A refusal (`enroll_token_used_up`, `enroll_token_expired`,
+    /// `enroll_token_revoked`, `already_enrolled`) is fatal, with the server's reason in the
+    /// message; transport trouble and 5xx are retryable.
+    pub async fn enrol(
+        &self,
+        join_token: &str,
+        worker_id: &str,
+    ) -> Result<Enrolled, UpdateFailure> {
+        let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let response = self
+            .http
+            .post(format!("{}/api/workers/enroll", self.base))
+            .bearer_auth(join_token)
+            .timeout(self.read_timeout)
+            .json(&serde_json::json!({"worker_id": worker_id, "hostname": hostname.trim()}))
+            .send()
+            .await
+            .map_err(network)?;
+        json(response).await
     }
 
     /// `POST /api/workers/register`.

@@ -32,6 +32,17 @@ pub struct AgentConfig {
     /// no `--token`: `$CREDENTIALS_DIRECTORY/worker-token` (systemd `LoadCredential=`) if present.
     #[arg(long, env = "WORKER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// A file holding a join token (`worker-release enroll-token`; refused when group or others
+    /// can read it): instead of a shared worker token, the agent enrols once with it and keeps
+    /// its own credential in `STATE_DIR/worker.credential` (mode 0600), which it uses from then
+    /// on (the join token file may then be deleted). Unset, and no worker token:
+    /// `$CREDENTIALS_DIRECTORY/worker-enroll-token` (systemd `LoadCredential=`) if present.
+    #[arg(long, env = "WORKER_ENROLL_TOKEN_FILE")]
+    pub enroll_token_file: Option<PathBuf>,
+    /// The join token to enrol with, when no credential is stored yet (set by
+    /// `config_check::prepare`, spent by `enrol::ensure_enrolled`).
+    #[arg(skip)]
+    pub enrol_with: Option<String>,
     /// The trusted root installed with the agent; used only until the state directory holds a
     /// newer verified root.
     #[arg(long, env = "TRUSTED_ROOT")]

@@ -25,8 +25,17 @@ pub enum ConfigError {
     #[error(transparent)]
     Runner(#[from] esup_runner::config::ConfigError),
     /// No worker token at all.
-    #[error("WORKER_TOKEN_FILE (or WORKER_TOKEN) is not set: give the worker token the update server issued")]
+    #[error("neither WORKER_ENROLL_TOKEN_FILE nor WORKER_TOKEN_FILE (or WORKER_TOKEN) is set: give a join token from `worker-release enroll-token` (or the shared worker token)")]
     WorkerTokenMissing,
+    /// A join token and a shared worker token: which identity is meant?
+    #[error("WORKER_ENROLL_TOKEN_FILE and WORKER_TOKEN_FILE (or WORKER_TOKEN) are both set: an enrolled worker uses its own credential, not the shared token; keep only WORKER_ENROLL_TOKEN_FILE")]
+    SharedTokenAndEnrolment,
+    /// `update check`/`apply` before `run` enrolled the worker.
+    #[error("this worker is not enrolled yet ({path} does not exist): start `worker-agent run` once to enrol it with WORKER_ENROLL_TOKEN_FILE", path = path.display())]
+    NotEnrolled {
+        /// Where the credential would be.
+        path: PathBuf,
+    },
     /// A token on the command line or in the environment and a token file: which one is meant?
     #[error("WORKER_TOKEN and WORKER_TOKEN_FILE are both set: keep only WORKER_TOKEN_FILE")]
     WorkerTokenTwice,
@@ -62,21 +71,50 @@ pub enum ConfigError {
 /// (`LoadCredential=worker-token:/etc/worker-agent/worker.token`).
 pub const TOKEN_CREDENTIAL: &str = "worker-token";
 
+/// The systemd credential a join token may be loaded into
+/// (`LoadCredential=worker-enroll-token:/etc/worker-agent/join.token`).
+pub const ENROLL_TOKEN_CREDENTIAL: &str = "worker-enroll-token";
+
 /// Makes `config` ready for a command that talks to the update server: the worker token read
 /// from `WORKER_TOKEN_FILE` (or the systemd credential) when `WORKER_TOKEN` is not given, then,
 /// for `run`, [`check`].
 pub fn prepare(config: &mut AgentConfig, run: bool) -> Result<(), ConfigError> {
-    resolve_token(config)?;
+    resolve_token(config, run)?;
     if run {
         check(config)?;
     }
     Ok(())
 }
 
-/// `--token`/`WORKER_TOKEN`, else `--token-file`/`WORKER_TOKEN_FILE`, else
-/// `$CREDENTIALS_DIRECTORY/worker-token` when it exists.
-fn resolve_token(config: &mut AgentConfig) -> Result<(), ConfigError> {
+/// With enrolment (`WORKER_ENROLL_TOKEN_FILE`, or the systemd credential
+/// `worker-enroll-token`): the stored credential (`STATE_DIR/worker.credential`), else the join
+/// token to enrol with (`run` only). Without: `--token`/`WORKER_TOKEN`, else
+/// `--token-file`/`WORKER_TOKEN_FILE`, else `$CREDENTIALS_DIRECTORY/worker-token` when it exists.
+fn resolve_token(config: &mut AgentConfig, run: bool) -> Result<(), ConfigError> {
     let given = !config.token.trim().is_empty();
+    let join_file = match &config.enroll_token_file {
+        Some(_) if given || config.token_file.is_some() => {
+            return Err(ConfigError::SharedTokenAndEnrolment)
+        }
+        Some(path) => Some(("WORKER_ENROLL_TOKEN_FILE", path.clone())),
+        None if given || config.token_file.is_some() => None,
+        None => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| Path::new(&dir).join(ENROLL_TOKEN_CREDENTIAL))
+            .filter(|path| path.exists())
+            .map(|path| ("the systemd credential worker-enroll-token", path)),
+    };
+    if let Some((variable, join_file)) = join_file {
+        let credential = crate::enrol::credential_path(&config.state_dir);
+        if credential.exists() {
+            // Enrolled already: the join token (maybe deleted since) is not read again.
+            config.token = read_token_file("the enrolled credential", &credential)?;
+        } else if run {
+            config.enrol_with = Some(read_token_file(variable, &join_file)?);
+        } else {
+            return Err(ConfigError::NotEnrolled { path: credential });
+        }
+        return Ok(());
+    }
     let file = match (&config.token_file, given) {
         (Some(_), true) => return Err(ConfigError::WorkerTokenTwice),
         (Some(path), false) => Some(("WORKER_TOKEN_FILE", path.clone())),
@@ -118,7 +156,7 @@ fn read_token_file(variable: &'static str, path: &Path) -> Result<String, Config
 /// Checks what parses but cannot work, before the supervisor starts any worker.
 pub fn check(config: &AgentConfig) -> Result<(), ConfigError> {
     let token = config.token.trim();
-    if token.is_empty() {
+    if token.is_empty() && config.enrol_with.is_none() {
         return Err(ConfigError::WorkerTokenMissing);
     }
     if let Some(word) = config_syntax::placeholder_word(token) {

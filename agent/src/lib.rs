@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod config_check;
 pub mod download;
+pub mod enrol;
 pub mod error;
 pub mod failpoint;
 pub mod handover;

@@ -8,7 +8,7 @@ use esup_runner::local::LocalTaskArgs;
 use worker_agent::config::AgentConfig;
 use worker_agent::simulate::SimulateArgs;
 use worker_agent::status::StatusArgs;
-use worker_agent::{child, commands, config_check, logs, simulate, status, supervisor};
+use worker_agent::{child, commands, config_check, enrol, logs, simulate, status, supervisor};
 
 /// Self-updating media worker agent (ESUP runner protocol) with signed releases.
 #[derive(Debug, Parser)]
@@ -119,6 +119,13 @@ fn main() -> ExitCode {
         pid = std::process::id()
     );
     let _enter = span.enter();
+    // Enrols once, before anything talks to the update server (the supervisor does; its worker
+    // child finds the stored credential).
+    if let Some((config, _)) = cli.command.agent_config() {
+        if let Err(message) = runtime.block_on(enrol::ensure_enrolled(config)) {
+            return exit_code(config_check::refuse(&message));
+        }
+    }
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Run(config) if supervisor::is_child() => child::run_child(config).await,

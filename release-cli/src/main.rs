@@ -79,9 +79,11 @@ enum Command {
     /// Create, list or delete the server's channels.
     #[command(subcommand)]
     Channel(admin::ChannelCommand),
-    /// Forget a decommissioned worker.
+    /// Forget a decommissioned worker (and revoke its enrolled credential).
     #[command(subcommand)]
     Worker(admin::WorkerCommand),
+    /// Make a join token a worker enrols with once (prints it once); `list`, `revoke ID`.
+    EnrollToken(admin::EnrollTokenArgs),
     /// Point a channel at a published release, for a share of the fleet.
     Promote(admin::PromoteArgs),
     /// Halt a channel's rollout.
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => admin::publish(args),
         Command::Channel(command) => admin::channel(command),
         Command::Worker(command) => admin::worker(command),
+        Command::EnrollToken(args) => admin::enroll_token(args),
         Command::Promote(args) => admin::promote(args),
         Command::Halt(args) => admin::halt(args),
         Command::Resume(args) => admin::resume(args),

@@ -14,6 +14,7 @@ mod agent_trust;
 mod agent_update;
 mod architecture;
 mod docs;
+mod enrolment;
 mod esup_hostile;
 mod esup_media;
 mod esup_protocol;

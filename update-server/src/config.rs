@@ -25,9 +25,11 @@ pub struct ServeConfig {
     /// Admin tokens: one per line, `token` or `name=token` (the name is written to the audit trail).
     #[arg(long, env = "UPDATE_SERVER_ADMIN_TOKEN_FILE")]
     pub admin_token_file: PathBuf,
-    /// Worker tokens: one per line, `token` or `name=token`.
+    /// Shared worker tokens: one per line, `token` or `name=token`. Whoever holds one may speak
+    /// for any worker id that is not enrolled (small sites, tests). Without it, only enrolled
+    /// workers are served (`worker-release enroll-token`): the recommended setup.
     #[arg(long, env = "UPDATE_SERVER_WORKER_TOKEN_FILE")]
-    pub worker_token_file: PathBuf,
+    pub worker_token_file: Option<PathBuf>,
     /// How long a version must have been on the canary channel before it may be promoted to stable.
     #[arg(long, env = "UPDATE_SERVER_SOAK", default_value = "1h", value_parser = config_syntax::parse_duration)]
     pub soak: Duration,

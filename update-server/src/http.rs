@@ -34,6 +34,8 @@ use crate::state::App;
 use crate::store::AuditFilter;
 use crate::tokens::Caller;
 
+mod enrol_api;
+
 /// An error as the API returns it: a status, a stable reason label and one readable sentence,
 /// sent as `{"error": ..., "reason": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +188,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/admin/status"),
     ("get", "/api/admin/audit"),
     ("delete", "/api/admin/workers/{worker_id}"),
+    ("post", "/api/workers/enroll"),
+    ("post", "/api/admin/enroll-tokens"),
+    ("get", "/api/admin/enroll-tokens"),
+    ("delete", "/api/admin/enroll-tokens/{id}"),
 ];
 
 /// The whole HTTP application.
@@ -197,6 +203,13 @@ pub fn router(ctx: Ctx) -> Router {
         usize::try_from(ctx.app.config.max_artifact_bytes).unwrap_or(usize::MAX),
     );
     let rate_limited = middleware::from_fn_with_state(ctx.clone(), rate_limit);
+    // Authenticated by its join token, in the handler; rate limited as one credential.
+    let enrol = Router::new()
+        .route(
+            "/api/workers/enroll",
+            post(enrol_api::enrol).layer(rate_limited.clone()),
+        )
+        .layer(small_bodies);
     let worker = Router::new()
         .route("/api/worker-updates/latest", get(latest))
         .route("/api/worker-updates/root/{file}", get(root_document))
@@ -229,6 +242,14 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/admin/status", get(status))
         .route("/api/admin/audit", get(audit))
         .route("/api/admin/workers/{worker_id}", delete(forget_worker))
+        .route(
+            "/api/admin/enroll-tokens",
+            post(enrol_api::create_join_token).get(enrol_api::list_join_tokens),
+        )
+        .route(
+            "/api/admin/enroll-tokens/{id}",
+            delete(enrol_api::revoke_join_token),
+        )
         .layer(small_bodies)
         // Added after the small-body layer, so only `--max-artifact-bytes` applies to it.
         .route(
@@ -243,6 +264,7 @@ pub fn router(ctx: Ctx) -> Router {
         .layer(small_bodies);
     let request_id = header::HeaderName::from_static("x-request-id");
     open.merge(worker)
+        .merge(enrol)
         .merge(admin)
         .fallback(|| async { ApiError::not_found("no such route") })
         // Big enough for what `small_bodies` lets through; the upload streams its body.
@@ -362,12 +384,17 @@ fn caller(ctx: &Ctx, headers: &HeaderMap) -> Option<Caller> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    ctx.app.tokens.authenticate(authorization)
+    ctx.app.tokens.authenticate(authorization).or_else(|| {
+        ctx.app
+            .enrolment
+            .authenticate(authorization)
+            .and_then(Result::ok)
+    })
 }
 
 async fn require_worker(State(ctx): State<Ctx>, mut request: Request, next: Next) -> Response {
     match caller(&ctx, request.headers()) {
-        Some(worker @ Caller::Worker(_)) => {
+        Some(worker @ (Caller::Worker(_) | Caller::Enrolled(_))) => {
             // Handed down so the rate limit keys on this credential without authenticating again.
             request.extensions_mut().insert(worker);
             next.run(request).await
@@ -378,7 +405,10 @@ async fn require_worker(State(ctx): State<Ctx>, mut request: Request, next: Next
             "an admin token is not a worker token",
         )
         .into_response(),
-        None => unauthorized(),
+        None => match enrol_api::revoked_credential(&ctx, request.headers()) {
+            Some(refusal) => refusal.into_response(),
+            None => unauthorized(),
+        },
     }
 }
 
@@ -388,7 +418,7 @@ async fn require_admin(State(ctx): State<Ctx>, mut request: Request, next: Next)
             request.extensions_mut().insert(AdminName(name));
             next.run(request).await
         }
-        Some(Caller::Worker(_)) => ApiError::new(
+        Some(Caller::Worker(_) | Caller::Enrolled(_)) => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "a worker token is not an admin token",
@@ -398,7 +428,7 @@ async fn require_admin(State(ctx): State<Ctx>, mut request: Request, next: Next)
     }
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -413,7 +443,7 @@ fn unauthorized() -> Response {
 
 /// The admin token's name, for the audit trail.
 #[derive(Debug, Clone)]
-struct AdminName(String);
+pub(crate) struct AdminName(pub(crate) String);
 
 async fn healthz(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "root_version": ctx.app.root_version()}))
@@ -446,11 +476,14 @@ struct LatestQuery {
 
 async fn latest(
     State(ctx): State<Ctx>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Query(query): Query<LatestQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // A channel never created is a 404 with its reason, before the worker enters the inventory.
     ctx.app.require_channel(&query.channel)?;
+    ctx.app
+        .check_attribution(&caller, &query.worker_id, Some(&query.channel))?;
     let version: Version = query.current_version.parse().map_err(|e| {
         ApiError::bad_request(format!("current_version {:?}: {e}", query.current_version))
     })?;
@@ -537,6 +570,7 @@ fn check_sha256(sha256: &str) -> Result<(), ApiError> {
 
 async fn artifact(
     State(ctx): State<Ctx>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(sha256): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -555,21 +589,32 @@ async fn artifact(
     .oneshot(request)
     .await
     .map_err(|e| ApiError::internal(format!("serving artifact: {e}")))?;
+    if response.status().is_success() {
+        // What makes an enrolled worker's reports about this release count.
+        ctx.app.record_download(&caller, &sha256).await?;
+    }
     Ok(response.map(Body::new))
 }
 
 async fn register(
     State(ctx): State<Ctx>,
+    axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
+    ctx.app
+        .check_attribution(&caller, &request.worker_id, Some(&request.channel))?;
     Ok(Json(ctx.app.register(request).await?).into_response())
 }
 
 async fn report(
     State(ctx): State<Ctx>,
+    axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(request): ApiJson<ReportRequest>,
 ) -> Result<Response, ApiError> {
-    ctx.app.report(request).await?;
+    ctx.app
+        .check_attribution(&caller, &request.worker_id, request.channel.as_deref())?;
+    let counts = ctx.app.report_counts(&caller, &request.to_version).await?;
+    ctx.app.report_counted(request, counts).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"status": "accepted"})),

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod enrolment;
+
 use crate::store::{
     AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
     OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, StoreResult,
@@ -17,6 +19,7 @@ use crate::store::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_channel_names.sql"),
+    include_str!("../migrations/0003_enrolment.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -50,7 +53,10 @@ impl SqliteStore {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let mut connection = self
             .connection
             .lock()
@@ -341,8 +347,8 @@ impl Store for SqliteStore {
         self.with(|c| {
             c.execute(
                 "INSERT INTO reports (worker_id, channel, correlation_id, from_version, to_version, outcome,
-                                      reason, duration_ms, at, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                      reason, duration_ms, at, received_at, counted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     report.worker_id,
                     report.channel,
@@ -353,7 +359,8 @@ impl Store for SqliteStore {
                     report.reason,
                     report.duration_ms,
                     report.at,
-                    report.received_at
+                    report.received_at,
+                    report.counted
                 ],
             )?;
             Ok(())
@@ -370,7 +377,7 @@ impl Store for SqliteStore {
                    COUNT(DISTINCT CASE WHEN outcome = 'success' THEN worker_id END),
                    COUNT(DISTINCT CASE WHEN outcome IN ('success', 'failure', 'rolled_back')
                         AND reason NOT IN (SELECT value FROM json_each(?3)) THEN worker_id END)
-                 FROM reports WHERE channel = ?1 AND to_version = ?2",
+                 FROM reports WHERE channel = ?1 AND to_version = ?2 AND counted = 1",
                 params![query.channel, query.version, excluded],
                 |row| {
                     Ok(OutcomeCounts {
@@ -408,6 +415,11 @@ impl Store for SqliteStore {
             let transaction = c.transaction()?;
             let reports = transaction.execute(
                 "DELETE FROM reports WHERE received_at < ?1",
+                params![reports_received_before],
+            )?;
+            // A download older than every kept report no longer makes any report count.
+            transaction.execute(
+                "DELETE FROM artifact_downloads WHERE at < ?1",
                 params![reports_received_before],
             )?;
             {

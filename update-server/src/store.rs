@@ -6,8 +6,11 @@
 
 use std::path::PathBuf;
 
+pub mod enrolment;
 #[cfg(test)]
 pub mod memory;
+
+pub use enrolment::{CredentialRecord, EnrolStore, EnrollTokenRecord};
 
 /// Failures of the store.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,9 @@ pub struct ReportRecord {
     pub at: i64,
     /// When the server received it (Unix seconds).
     pub received_at: i64,
+    /// Whether it counts towards auto-halt and the stable gate (`state::enrolment`: a report
+    /// of an enrolled worker counts only when it downloaded the release).
+    pub counted: bool,
 }
 
 /// An admin action in the audit trail.
@@ -135,7 +141,8 @@ pub struct AuditRecord {
     /// Unix seconds.
     pub at: i64,
     /// `publish`, `promote`, `halt`, `resume`, `rollback`, `auto_halt`, `root`, `resign`,
-    /// `channel_create`, `channel_delete`, `worker_forget`, or
+    /// `channel_create`, `channel_delete`, `worker_forget`, `worker_enroll`,
+    /// `enroll_token_create`, `enroll_token_revoke`, or
     /// `report` (an update attempt, when listing).
     pub kind: String,
     /// Token name of the admin, `auto-halt`, `server`, or the worker id for reports.
@@ -229,8 +236,8 @@ impl AuditFilter {
     }
 }
 
-/// The server's persistent state.
-pub trait Store: Send + Sync + 'static {
+/// The server's persistent state (with the enrolment tables of [`EnrolStore`]).
+pub trait Store: EnrolStore + Send + Sync + 'static {
     /// Every stored root document, by ascending version.
     fn roots(&self) -> StoreResult<Vec<(u64, Vec<u8>)>>;
     /// Stores root `version` (the caller verified the rotation), with an audit entry.
@@ -274,7 +281,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores an update report.
     fn add_report(&self, report: &ReportRecord) -> StoreResult<()>;
-    /// Distinct workers per outcome for `query.version` on `query.channel`; failures whose reason
+    /// Distinct workers per outcome for `query.version` on `query.channel`, of the reports that
+    /// count ([`ReportRecord::counted`]); failures whose reason
     /// is in `query.not_defects` (e.g. `downgrade`: the agent refused, the release is not at
     /// fault) are not counted as failed.
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts>;

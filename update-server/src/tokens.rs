@@ -1,5 +1,6 @@
-//! Bearer tokens of admins and workers, read from files: one per line, `token` or `name=token`
-//! (blank lines and `#` comments ignored). Compared in constant time.
+//! Bearer tokens of admins and of the shared worker mode, read from files: one per line, `token`
+//! or `name=token` (blank lines and `#` comments ignored). Compared in constant time. Enrolled
+//! workers' own credentials are in [`crate::state::enrolment`].
 
 use std::path::Path;
 
@@ -12,8 +13,11 @@ use crate::StartupError;
 pub enum Caller {
     /// An admin token, by name (written to the audit trail).
     Admin(String),
-    /// A worker token, by name.
+    /// A shared worker token (`--worker-token-file`), by name: trusted for any worker id that
+    /// is not enrolled.
     Worker(String),
+    /// An enrolled worker's own credential, by worker id: speaks for that worker only.
+    Enrolled(String),
 }
 
 /// The accepted tokens.
@@ -42,10 +46,14 @@ impl std::fmt::Debug for Tokens {
 pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Tokens {
-    /// Reads both token files, refusing placeholders.
-    pub fn load(admin_file: &Path, worker_file: &Path) -> Result<Self, StartupError> {
+    /// Reads the token files, refusing placeholders. Without a worker token file there is no
+    /// shared worker token: only enrolled workers are served.
+    pub fn load(admin_file: &Path, worker_file: Option<&Path>) -> Result<Self, StartupError> {
         let admin = read_token_file(admin_file, "admin")?;
-        let worker = read_token_file(worker_file, "worker")?;
+        let worker = match worker_file {
+            Some(file) => read_token_file(file, "worker")?,
+            None => Vec::new(),
+        };
         for (name, token) in &admin {
             if worker.iter().any(|(_, w)| w == token) {
                 return Err(StartupError::Config(format!(
@@ -54,6 +62,11 @@ impl Tokens {
             }
         }
         Ok(Tokens { admin, worker })
+    }
+
+    /// Whether a shared worker token is configured (`--worker-token-file`).
+    pub fn shared_worker_mode(&self) -> bool {
+        !self.worker.is_empty()
     }
 
     /// Identifies the caller from an `Authorization` header value.

@@ -87,7 +87,9 @@ pub fn channel(command: ChannelCommand) -> Result<()> {
 #[derive(Debug, Subcommand)]
 pub enum WorkerCommand {
     /// Forget a decommissioned worker: it leaves the inventory and the fleet gauges (so its
-    /// stale-worker alerts stop); audited. A worker that polls again reappears.
+    /// stale-worker alerts stop) and its enrolled credential is revoked; audited. With the
+    /// shared worker token, a worker that polls again reappears; an enrolled one must enrol
+    /// again with a new join token.
     Forget(ForgetArgs),
 }
 

@@ -10,6 +10,7 @@
 mod catalog;
 mod channel;
 mod client;
+mod enrol;
 mod output;
 mod publish;
 mod status;
@@ -19,5 +20,6 @@ pub use channel::{
     halt, promote, resume, rollback, HaltArgs, PromoteArgs, ResumeArgs, RollbackArgs,
 };
 pub use client::ServerRefused;
+pub use enrol::{enroll_token, EnrollTokenArgs};
 pub use publish::{publish, publish_root, PublishArgs, PublishRootArgs};
 pub use status::{audit, status, AuditArgs, StatusArgs};

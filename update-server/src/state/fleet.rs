@@ -144,8 +144,15 @@ impl App {
         }))
     }
 
-    /// Stores an update report, counts it, and halts the channel when its release fails too often.
+    /// Stores an update report that counts ([`App::report_counted`]).
     pub async fn report(&self, request: ReportRequest) -> Result<()> {
+        self.report_counted(request, true).await
+    }
+
+    /// Stores an update report and, when it `counts` (see [`App::report_counts`]), counts it
+    /// towards auto-halt and the stable gate, halting the channel when its release fails too
+    /// often.
+    pub async fn report_counted(&self, request: ReportRequest, counts: bool) -> Result<()> {
         if !REPORT_OUTCOMES.contains(&request.outcome.as_str()) {
             return Err(Error::UnknownOutcome {
                 worker_id: request.worker_id,
@@ -184,6 +191,7 @@ impl App {
             duration_ms: i64::try_from(request.duration_ms).unwrap_or(i64::MAX),
             at: at.unix(),
             received_at: now().unix(),
+            counted: counts,
         };
         self.db(move |store| store.add_report(&record)).await?;
         self.metrics
@@ -203,9 +211,11 @@ impl App {
             outcome = %request.outcome,
             reason = %request.reason,
             duration_ms = request.duration_ms,
+            counted = counts,
             "update report"
         );
-        if matches!(request.outcome.as_str(), "failure" | "rolled_back")
+        if counts
+            && matches!(request.outcome.as_str(), "failure" | "rolled_back")
             && !NOT_RELEASE_DEFECTS.contains(&request.reason.as_str())
         {
             self.consider_auto_halt(&channel, &request.to_version)
@@ -297,7 +307,9 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(worker_id)
             .is_some();
-        if !(stored || known) {
+        // Its credential goes with it: a forgotten worker must enrol again to be served.
+        let enrolled = self.revoke_credential(worker_id).await?;
+        if !(stored || known || enrolled) {
             return Err(Error::UnknownWorker {
                 worker_id: worker_id.to_owned(),
             });

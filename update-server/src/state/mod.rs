@@ -9,6 +9,7 @@
 
 mod catalog;
 mod channels;
+pub mod enrolment;
 mod fleet;
 mod labels;
 mod reconcile;
@@ -51,6 +52,8 @@ pub struct App {
     pub config: ServeConfig,
     /// Accepted tokens.
     pub tokens: Tokens,
+    /// Join tokens and enrolled workers' credentials.
+    pub enrolment: enrolment::Enrolment,
     /// Metrics.
     pub metrics: Metrics,
     /// Where every change is made durable before it becomes visible.
@@ -161,7 +164,18 @@ impl App {
                 "the current root has expired: agents refuse every update until a rotated root is published"
             );
         }
-        let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
+        let tokens = Tokens::load(
+            &config.admin_token_file,
+            config.worker_token_file.as_deref(),
+        )?;
+        let enrolment = enrolment::Enrolment::load(store.as_ref())?;
+        if tokens.shared_worker_mode() {
+            tracing::warn!(
+                "--worker-token-file: shared worker token mode: whoever holds a shared token may report for any worker id that is not enrolled; enrol workers instead (DEPLOYMENT.md, \"Worker identity\")"
+            );
+        } else {
+            tracing::info!("enrolled workers only (no --worker-token-file)");
+        }
         let releases = releases::load_releases(store.as_ref(), &trust.roots_newest_first())?;
         let artifacts = store.artifacts()?.into_iter().collect();
         let channel_names = store.channel_names()?.into_iter().collect();
@@ -169,6 +183,7 @@ impl App {
         let (changes, _) = watch::channel(0);
         let app = App {
             tokens,
+            enrolment,
             metrics: Metrics::new(),
             store: store.clone(),
             channel_key,

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
-    AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
-    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreResult, WorkerRecord,
+    AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, CredentialRecord, EnrolStore,
+    EnrollTokenRecord, FailureGroup, OutcomeCounts, OutcomeQuery, PutRelease, ReleaseRecord,
+    ReportRecord, Store, StoreResult, WorkerRecord,
 };
 
 /// A promotion, for the soak gate.
@@ -33,6 +34,9 @@ struct Contents {
     workers: BTreeMap<String, WorkerRecord>,
     reports: Vec<ReportRecord>,
     audit: Vec<AuditRecord>,
+    enroll_tokens: BTreeMap<String, EnrollTokenRecord>,
+    credentials: BTreeMap<String, CredentialRecord>,
+    downloads: BTreeSet<(String, String)>,
 }
 
 /// The server's state in memory, lost when dropped.
@@ -75,6 +79,9 @@ impl MemoryStore {
 }
 
 fn counts_as_tried(report: &ReportRecord, not_defects: &[&str]) -> bool {
+    if !report.counted {
+        return false;
+    }
     match report.outcome.as_str() {
         "success" => true,
         "failure" | "rolled_back" => !not_defects.contains(&report.reason.as_str()),
@@ -357,5 +364,71 @@ impl Store for MemoryStore {
             .filter(|e| filter.admits(e))
             .take(filter.limit)
             .collect())
+    }
+}
+
+impl EnrolStore for MemoryStore {
+    fn enroll_tokens(&self) -> StoreResult<Vec<EnrollTokenRecord>> {
+        Ok(self.contents().enroll_tokens.values().cloned().collect())
+    }
+
+    fn add_enroll_token(&self, token: &EnrollTokenRecord, audit: &AuditRecord) -> StoreResult<()> {
+        let mut contents = self.contents();
+        contents
+            .enroll_tokens
+            .insert(token.id.clone(), token.clone());
+        contents.audit.push(audit.clone());
+        Ok(())
+    }
+
+    fn revoke_enroll_token(&self, id: &str, at: i64, audit: &AuditRecord) -> StoreResult<()> {
+        let mut contents = self.contents();
+        if let Some(token) = contents.enroll_tokens.get_mut(id) {
+            token.revoked_at.get_or_insert(at);
+        }
+        contents.audit.push(audit.clone());
+        Ok(())
+    }
+
+    fn credentials(&self) -> StoreResult<Vec<CredentialRecord>> {
+        Ok(self.contents().credentials.values().cloned().collect())
+    }
+
+    fn enrol(&self, credential: &CredentialRecord, audit: &AuditRecord) -> StoreResult<()> {
+        let mut contents = self.contents();
+        if let Some(token) = contents.enroll_tokens.get_mut(&credential.token_id) {
+            token.uses += 1;
+        }
+        contents
+            .credentials
+            .insert(credential.worker_id.clone(), credential.clone());
+        contents.audit.push(audit.clone());
+        Ok(())
+    }
+
+    fn revoke_credential(&self, worker_id: &str, at: i64) -> StoreResult<bool> {
+        Ok(self
+            .contents()
+            .credentials
+            .get_mut(worker_id)
+            .filter(|c| c.revoked_at.is_none())
+            .map(|c| c.revoked_at = Some(at))
+            .is_some())
+    }
+
+    fn record_download(&self, worker_id: &str, sha256: &str, _at: i64) -> StoreResult<()> {
+        self.contents()
+            .downloads
+            .insert((worker_id.to_owned(), sha256.to_owned()));
+        Ok(())
+    }
+
+    fn downloaded_any(&self, worker_id: &str, sha256s: &[String]) -> StoreResult<bool> {
+        let contents = self.contents();
+        Ok(sha256s.iter().any(|sha| {
+            contents
+                .downloads
+                .contains(&(worker_id.to_owned(), sha.clone()))
+        }))
     }
 }
