@@ -16,6 +16,7 @@ mod architecture;
 mod docs;
 mod esup_media;
 mod esup_protocol;
+mod esup_transcription;
 mod observability;
 mod release_admin;
 mod release_cli;
