@@ -92,7 +92,7 @@ pub fn lookup(name: &str) -> Option<&'static KnownModel> {
     let name = name.to_ascii_lowercase();
     known()
         .iter()
-        .find(|m| m.name == name || m.aliases.iter().any(|a| *a == name))
+        .find(|m| m.name == name || m.aliases.contains(&name))
 }
 
 /// A model name as a task or `WHISPER_MODEL` gives it, resolved.
