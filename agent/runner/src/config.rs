@@ -30,8 +30,9 @@ pub struct MediaArgs {
         default_value = "/opt/worker-agent/whisper-venv/bin/python"
     )]
     pub whisper_python: PathBuf,
-    /// Default Whisper model (`tiny.en` is packaged in the venv; others from `WHISPER_MODELS_DIR`).
-    #[arg(long, env = "WHISPER_MODEL", default_value = "tiny.en")]
+    /// Default Whisper model: `base` (multilingual) and `tiny.en` (English) are packaged in the
+    /// venv; others are provisioned into `WHISPER_MODELS_DIR`.
+    #[arg(long, env = "WHISPER_MODEL", default_value = "base")]
     pub whisper_model: String,
     /// Default transcription language (`auto` detects it).
     #[arg(long, env = "WHISPER_LANGUAGE", default_value = "auto")]

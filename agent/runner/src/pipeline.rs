@@ -69,7 +69,7 @@ pub struct MediaConfig {
     pub encoding_type: EncodingType,
     /// Python of the Whisper venv (`WHISPER_PYTHON`).
     pub whisper_python: PathBuf,
-    /// Default model name (`WHISPER_MODEL`; `tiny.en` is the packaged default).
+    /// Default model name (`WHISPER_MODEL`; the packaged multilingual `base` by default).
     pub whisper_model: String,
     /// Default language (`WHISPER_LANGUAGE`; `auto` detects).
     pub whisper_language: String,
