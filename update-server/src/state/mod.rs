@@ -161,7 +161,10 @@ impl App {
                 "the current root has expired: agents refuse every update until a rotated root is published"
             );
         }
-        let tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
+        let mut tokens = Tokens::load(&config.admin_token_file, &config.worker_token_file)?;
+        if let Some(viewer_file) = &config.viewer_token_file {
+            tokens = tokens.with_viewers(viewer_file)?;
+        }
         let releases = releases::load_releases(store.as_ref(), &trust.roots_newest_first())?;
         let artifacts = store.artifacts()?.into_iter().collect();
         let channel_names = store.channel_names()?.into_iter().collect();
