@@ -13,6 +13,7 @@ mod agent_signals;
 mod agent_trust;
 mod agent_update;
 mod architecture;
+mod console;
 mod docs;
 mod enrolment;
 mod esup_hostile;

@@ -30,6 +30,10 @@ pub struct ServeConfig {
     /// workers are served (`worker-release enroll-token`): the recommended setup.
     #[arg(long, env = "UPDATE_SERVER_WORKER_TOKEN_FILE")]
     pub worker_token_file: Option<PathBuf>,
+    /// Read-only viewer tokens (same format): they may read the admin API (status, audit,
+    /// channels, releases) and the console, but every action answers 403 `read_only`.
+    #[arg(long, env = "UPDATE_SERVER_VIEWER_TOKEN_FILE")]
+    pub viewer_token_file: Option<PathBuf>,
     /// How long a version must have been on the canary channel before it may be promoted to stable.
     #[arg(long, env = "UPDATE_SERVER_SOAK", default_value = "1h", value_parser = config_syntax::parse_duration)]
     pub soak: Duration,

@@ -169,6 +169,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("get", "/"),
+    ("get", "/console/console.js"),
+    ("get", "/console/console.css"),
     ("get", "/api/worker-updates/latest"),
     ("get", "/api/worker-updates/root/{file}"),
     ("get", "/api/worker-updates/artifacts/{sha256}"),
@@ -187,6 +190,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/admin/roots"),
     ("get", "/api/admin/status"),
     ("get", "/api/admin/audit"),
+    ("get", "/api/admin/session"),
     ("delete", "/api/admin/workers/{worker_id}"),
     ("post", "/api/workers/enroll"),
     ("post", "/api/admin/enroll-tokens"),
@@ -241,6 +245,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/admin/roots", post(publish_root))
         .route("/api/admin/status", get(status))
         .route("/api/admin/audit", get(audit))
+        .route("/api/admin/session", get(session))
         .route("/api/admin/workers/{worker_id}", delete(forget_worker))
         .route(
             "/api/admin/enroll-tokens",
@@ -256,7 +261,9 @@ pub fn router(ctx: Ctx) -> Router {
             "/api/admin/artifacts/{sha256}",
             put(upload_artifact).layer(artifact_bodies),
         )
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin));
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin))
+        // Outside authentication: another site's request is refused before its token is read.
+        .route_layer(middleware::from_fn(crate::console::same_origin));
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -266,6 +273,7 @@ pub fn router(ctx: Ctx) -> Router {
     open.merge(worker)
         .merge(enrol)
         .merge(admin)
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Big enough for what `small_bodies` lets through; the upload streams its body.
         .layer(DefaultBodyLimit::max(ctx.app.config.max_body_bytes))
@@ -399,7 +407,7 @@ async fn require_worker(State(ctx): State<Ctx>, mut request: Request, next: Next
             request.extensions_mut().insert(worker);
             next.run(request).await
         }
-        Some(Caller::Admin(_)) => ApiError::new(
+        Some(Caller::Admin(_) | Caller::Viewer(_)) => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "an admin token is not a worker token",
@@ -415,9 +423,11 @@ async fn require_worker(State(ctx): State<Ctx>, mut request: Request, next: Next
 async fn require_admin(State(ctx): State<Ctx>, mut request: Request, next: Next) -> Response {
     match caller(&ctx, request.headers()) {
         Some(Caller::Admin(name)) => {
+            request.extensions_mut().insert(Caller::Admin(name.clone()));
             request.extensions_mut().insert(AdminName(name));
             next.run(request).await
         }
+        Some(Caller::Viewer(name)) => read_only(name, request, next).await,
         Some(Caller::Worker(_) | Caller::Enrolled(_)) => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -426,6 +436,37 @@ async fn require_admin(State(ctx): State<Ctx>, mut request: Request, next: Next)
         .into_response(),
         None => unauthorized(),
     }
+}
+
+/// The admin read/write guard of a viewer token (`--viewer-token-file`): it may read (GET), every
+/// action answers 403 `read_only`.
+async fn read_only(name: String, mut request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::GET {
+        request.extensions_mut().insert(Caller::Viewer(name));
+        return next.run(request).await;
+    }
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "read_only",
+        format!(
+            "viewer token {name:?} may only read: {} {} needs an admin token",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+/// `GET /api/admin/session`: who the token is and what it may do (the console hides the
+/// actions of a viewer).
+async fn session(axum::Extension(caller): axum::Extension<Caller>) -> Json<serde_json::Value> {
+    let (name, role, may_act) = match caller {
+        Caller::Admin(name) => (name, "admin", true),
+        Caller::Viewer(name) => (name, "viewer", false),
+        Caller::Worker(name) => (name, "worker", false),
+        Caller::Enrolled(worker_id) => (worker_id, "worker", false),
+    };
+    Json(serde_json::json!({"name": name, "role": role, "may_act": may_act}))
 }
 
 pub(crate) fn unauthorized() -> Response {

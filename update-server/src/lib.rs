@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod limits;

@@ -1,6 +1,7 @@
-//! Bearer tokens of admins and of the shared worker mode, read from files: one per line, `token`
-//! or `name=token` (blank lines and `#` comments ignored). Compared in constant time. Enrolled
-//! workers' own credentials are in [`crate::state::enrolment`].
+//! Bearer tokens of admins, read-only viewers (`--viewer-token-file`) and of the shared worker
+//! mode, read from files: one per line, `token` or `name=token` (blank lines and `#` comments
+//! ignored). Compared in constant time. Enrolled workers' own credentials are in
+//! [`crate::state::enrolment`].
 
 use std::path::Path;
 
@@ -18,6 +19,8 @@ pub enum Caller {
     Worker(String),
     /// An enrolled worker's own credential, by worker id: speaks for that worker only.
     Enrolled(String),
+    /// A viewer token (`--viewer-token-file`), by name: may read the admin API, not act.
+    Viewer(String),
 }
 
 /// The accepted tokens.
@@ -25,6 +28,7 @@ pub enum Caller {
 pub struct Tokens {
     admin: Vec<(String, Vec<u8>)>,
     worker: Vec<(String, Vec<u8>)>,
+    viewer: Vec<(String, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -37,6 +41,10 @@ impl std::fmt::Debug for Tokens {
             .field(
                 "worker",
                 &self.worker.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "viewer",
+                &self.viewer.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -61,7 +69,31 @@ impl Tokens {
                 )));
             }
         }
-        Ok(Tokens { admin, worker })
+        Ok(Tokens {
+            admin,
+            worker,
+            viewer: Vec::new(),
+        })
+    }
+
+    /// Adds the read-only tokens of `--viewer-token-file` (same format); each must differ from
+    /// every admin and worker token.
+    pub fn with_viewers(mut self, viewer_file: &Path) -> Result<Self, StartupError> {
+        let viewer = read_token_file(viewer_file, "viewer")?;
+        for (name, token) in &viewer {
+            if self
+                .admin
+                .iter()
+                .chain(&self.worker)
+                .any(|(_, other)| other == token)
+            {
+                return Err(StartupError::Config(format!(
+                    "viewer token {name:?} is also an admin or worker token; use distinct tokens"
+                )));
+            }
+        }
+        self.viewer = viewer;
+        Ok(self)
     }
 
     /// Whether a shared worker token is configured (`--worker-token-file`).
@@ -82,6 +114,11 @@ impl Tokens {
         for (name, candidate) in &self.worker {
             if bool::from(candidate.as_slice().ct_eq(token)) {
                 found = Some(Caller::Worker(name.clone()));
+            }
+        }
+        for (name, candidate) in &self.viewer {
+            if bool::from(candidate.as_slice().ct_eq(token)) {
+                found = Some(Caller::Viewer(name.clone()));
             }
         }
         found

@@ -578,7 +578,8 @@ impl App {
                     ),
                 })
             }
-            Caller::Worker(_) | Caller::Admin(_) => Ok(()),
+            // Admin and viewer tokens never pass `require_worker`; nothing to attribute.
+            Caller::Worker(_) | Caller::Admin(_) | Caller::Viewer(_) => Ok(()),
         }
     }
 

@@ -232,12 +232,20 @@ impl App {
         let stale_after = i64::try_from(self.config.stale_after.as_secs()).unwrap_or(i64::MAX);
         let now_secs = now().unix();
         let mut fleet: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        let mut workers = Vec::new();
         let total = {
             let inventory = self
                 .inventory
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for seen in inventory.values() {
+            for (worker_id, seen) in inventory.iter() {
+                // The console's per-worker drill-down (its last outcome is in the audit).
+                workers.push(serde_json::json!({
+                    "worker_id": worker_id, "channel": seen.channel, "version": seen.version,
+                    "platform": seen.platform,
+                    "last_seen": Timestamp::from_unix(seen.last_seen).map(|t| t.to_string()),
+                    "stale": now_secs - seen.last_seen > stale_after,
+                }));
                 let entry = fleet
                     .entry((seen.channel.clone(), seen.version.clone()))
                     .or_default();
@@ -249,6 +257,7 @@ impl App {
             }
             inventory.len()
         };
+        workers.sort_by(|a, b| a["worker_id"].as_str().cmp(&b["worker_id"].as_str()));
         let failures = self
             .db(move |store| store.failures_since(now_secs - 3600))
             .await?;
@@ -271,6 +280,7 @@ impl App {
                 "channel": f.channel, "version": f.version, "outcome": f.outcome, "reason": f.reason, "count": f.count,
             })).collect::<Vec<_>>(),
             "workers_total": total,
+            "workers": workers,
         }))
     }
 

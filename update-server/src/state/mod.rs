@@ -164,10 +164,13 @@ impl App {
                 "the current root has expired: agents refuse every update until a rotated root is published"
             );
         }
-        let tokens = Tokens::load(
+        let mut tokens = Tokens::load(
             &config.admin_token_file,
             config.worker_token_file.as_deref(),
         )?;
+        if let Some(viewer_file) = &config.viewer_token_file {
+            tokens = tokens.with_viewers(viewer_file)?;
+        }
         let enrolment = enrolment::Enrolment::load(store.as_ref())?;
         if tokens.shared_worker_mode() {
             tracing::warn!(

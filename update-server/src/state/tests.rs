@@ -81,6 +81,7 @@ impl Server {
             channel_key: channel_key_path,
             admin_token_file: admin_tokens,
             worker_token_file: Some(worker_tokens),
+            viewer_token_file: None,
             soak: Duration::ZERO,
             promote_max_failure_rate: 0.05,
             statement_ttl: Duration::from_secs(86_400),
