@@ -18,12 +18,7 @@ fn runner_in(world: &World, dir: &str, port: u16, env: &[(&str, &str)]) -> Agent
         .dir(&world.sandbox.join(dir))
         .env(env)
         .start();
-    let id = format!("e2e-127.0.0.1-{port}");
-    world
-        .manager()
-        .wait_until("the runner registered", Duration::from_secs(60), |m| {
-            m.runners().contains_key(&id)
-        });
+    crate::esup_media::wait_registered(world, port);
     agent
 }
 

@@ -16,13 +16,18 @@ use serde_json::{json, Value};
 /// An agent at `version` with one runner instance on `port`, registered with the Manager.
 fn runner_at(world: &World, version: &str, port: u16, env: &[(&str, &str)]) -> Agent {
     let agent = world.runner(version, port).env(env).start();
+    wait_registered(world, port);
+    agent
+}
+
+/// Waits until the runner instance on `port` registered with the world's Manager.
+pub(crate) fn wait_registered(world: &World, port: u16) {
     let id = format!("e2e-127.0.0.1-{port}");
     world
         .manager()
         .wait_until("the runner registered", Duration::from_secs(60), |m| {
             m.runners().contains_key(&id)
         });
-    agent
 }
 
 pub(crate) fn runner(world: &World, port: u16, env: &[(&str, &str)]) -> Agent {
