@@ -390,6 +390,34 @@ impl Store for SqliteStore {
         })
     }
 
+    fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT worker_id, channel, correlation_id, from_version, to_version, outcome, reason,
+                        duration_ms, at, received_at, counted FROM (
+                   SELECT * FROM reports WHERE channel = ?1 ORDER BY received_at DESC, id DESC LIMIT ?2
+                 ) ORDER BY received_at ASC, id ASC",
+            )?;
+            let rows = statement.query_map(params![channel, limit], |row| {
+                Ok(ReportRecord {
+                    worker_id: row.get(0)?,
+                    channel: row.get(1)?,
+                    correlation_id: row.get(2)?,
+                    from_version: row.get(3)?,
+                    to_version: row.get(4)?,
+                    outcome: row.get(5)?,
+                    reason: row.get(6)?,
+                    duration_ms: row.get(7)?,
+                    at: row.get(8)?,
+                    received_at: row.get(9)?,
+                    counted: row.get(10)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>> {
         self.with(|c| {
             let mut statement = c.prepare(
@@ -465,9 +493,17 @@ impl Store for SqliteStore {
                           || ' ' || from_version || '->' || to_version
                           || ' in ' || duration_ms || ' ms (correlation ' || correlation_id || ')', 1 FROM reports
                  ) WHERE (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR at >= ?4)
+                     AND (?5 IS NULL OR actor = ?5) AND (?6 IS NULL OR at <= ?6)
                  ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
             )?;
-            let query = params![limit, filter.channel, filter.kind, filter.since];
+            let query = params![
+                limit,
+                filter.channel,
+                filter.kind,
+                filter.since,
+                filter.actor,
+                filter.until
+            ];
             let rows = statement.query_map(query, |row| {
                 Ok(AuditRecord {
                     at: row.get(0)?,
