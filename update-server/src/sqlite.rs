@@ -546,4 +546,95 @@ mod tests {
         assert_eq!(store.channel_names().unwrap(), ["beta", "canary", "stable"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// `channel_reports` and the audit's actor and time filters answer alike in SQLite and in
+    /// the memory store the state tests use (the PostgreSQL store must too).
+    #[test]
+    fn channel_reports_and_audit_filters_agree_with_the_memory_store() {
+        let dir =
+            std::env::temp_dir().join(format!("update-server-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sqlite = SqliteStore::open(&dir).unwrap();
+        let memory = crate::store::memory::MemoryStore::new();
+        let stores: [&dyn Store; 2] = [&sqlite, &memory];
+        for store in stores {
+            for (i, (worker, channel, outcome)) in [
+                ("a", "canary", "success"),
+                ("b", "canary", "rolled_back"),
+                ("c", "stable", "success"),
+                ("a", "canary", "failure"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let at = 100 + i64::try_from(i).unwrap();
+                store
+                    .add_report(&ReportRecord {
+                        worker_id: worker.to_owned(),
+                        channel: channel.to_owned(),
+                        correlation_id: format!("c{i}"),
+                        from_version: "1.0.0".to_owned(),
+                        to_version: "1.1.0".to_owned(),
+                        outcome: outcome.to_owned(),
+                        reason: String::new(),
+                        duration_ms: 1,
+                        at,
+                        received_at: at,
+                        counted: true,
+                    })
+                    .unwrap();
+            }
+            store
+                .add_audit(&AuditRecord {
+                    at: 102,
+                    kind: "halt".to_owned(),
+                    actor: "ops".to_owned(),
+                    channel: "canary".to_owned(),
+                    version: "1.1.0".to_owned(),
+                    detail: "serial 2: stop".to_owned(),
+                })
+                .unwrap();
+        }
+        for store in stores {
+            let newest_two: Vec<(String, i64)> = store
+                .channel_reports("canary", 2)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.worker_id, r.received_at))
+                .collect();
+            assert_eq!(newest_two, [("b".to_owned(), 101), ("a".to_owned(), 103)]);
+            assert_eq!(store.channel_reports("canary", 10).unwrap().len(), 3);
+            let filtered = |filter: AuditFilter| -> Vec<(String, String, i64)> {
+                store
+                    .audit(&filter)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.kind, e.actor, e.at))
+                    .collect()
+            };
+            assert_eq!(
+                filtered(AuditFilter {
+                    actor: Some("a".to_owned()),
+                    ..AuditFilter::newest(10)
+                }),
+                [
+                    ("report".to_owned(), "a".to_owned(), 103),
+                    ("report".to_owned(), "a".to_owned(), 100)
+                ]
+            );
+            assert_eq!(
+                filtered(AuditFilter {
+                    since: Some(101),
+                    until: Some(102),
+                    ..AuditFilter::newest(10)
+                }),
+                [
+                    ("report".to_owned(), "c".to_owned(), 102),
+                    ("halt".to_owned(), "ops".to_owned(), 102),
+                    ("report".to_owned(), "b".to_owned(), 101)
+                ]
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
