@@ -19,7 +19,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A headless Chromium whose network stays on loopback: every host name but 127.0.0.1 fails
 /// to resolve and anything else would go through a proxy that is not there.
-fn browser() -> Browser {
+pub(crate) fn browser() -> Browser {
     let options = LaunchOptions::default_builder()
         .path(Some(PathBuf::from("/usr/bin/chromium")))
         .headless(true)
@@ -40,7 +40,7 @@ fn browser() -> Browser {
 }
 
 /// A page of the browser with the console of `url` open.
-fn console(browser: &Browser, url: &str) -> Arc<Tab> {
+pub(crate) fn console(browser: &Browser, url: &str) -> Arc<Tab> {
     let tab = browser.new_tab().expect("tab");
     tab.set_default_timeout(PATIENCE);
     tab.navigate_to(url)
@@ -51,7 +51,7 @@ fn console(browser: &Browser, url: &str) -> Arc<Tab> {
 }
 
 /// Evaluates `expression` (which must yield a string) in the page.
-fn text_of(tab: &Tab, expression: &str) -> String {
+pub(crate) fn text_of(tab: &Tab, expression: &str) -> String {
     let value = tab
         .evaluate(&format!("String({expression})"), false)
         .unwrap_or_else(|e| panic!("evaluate {expression}: {e}"))
@@ -63,7 +63,7 @@ fn text_of(tab: &Tab, expression: &str) -> String {
 }
 
 /// The text of the first element matching `selector` ("" when there is none, or it is hidden).
-fn visible_text(tab: &Tab, selector: &str) -> String {
+pub(crate) fn visible_text(tab: &Tab, selector: &str) -> String {
     let selector = serde_json::to_string(selector).expect("json");
     text_of(
         tab,
@@ -73,7 +73,7 @@ fn visible_text(tab: &Tab, selector: &str) -> String {
 
 /// Waits until `selector`'s text contains `needle`; on timeout saves a screenshot and panics.
 #[track_caller]
-fn wait_for_text(tab: &Tab, selector: &str, needle: &str) -> String {
+pub(crate) fn wait_for_text(tab: &Tab, selector: &str, needle: &str) -> String {
     let started = Instant::now();
     loop {
         let text = visible_text(tab, selector);
@@ -93,7 +93,7 @@ fn wait_for_text(tab: &Tab, selector: &str, needle: &str) -> String {
 
 /// Clicks the element matching `selector`.
 #[track_caller]
-fn click(tab: &Tab, selector: &str) {
+pub(crate) fn click(tab: &Tab, selector: &str) {
     tab.wait_for_element(selector)
         .unwrap_or_else(|e| panic!("{selector}: {e}"))
         .click()
@@ -102,14 +102,14 @@ fn click(tab: &Tab, selector: &str) {
 
 /// Types `text` into the input matching `selector`.
 #[track_caller]
-fn type_into(tab: &Tab, selector: &str, text: &str) {
+pub(crate) fn type_into(tab: &Tab, selector: &str, text: &str) {
     click(tab, selector);
     tab.type_str(text)
         .unwrap_or_else(|e| panic!("type into {selector}: {e}"));
 }
 
 /// Writes a PNG of the page to `target/e2e-artifacts/console/<name>.png`.
-fn screenshot(tab: &Tab, name: &str) -> PathBuf {
+pub(crate) fn screenshot(tab: &Tab, name: &str) -> PathBuf {
     let dir = e2e::target_dir().join("e2e-artifacts").join("console");
     std::fs::create_dir_all(&dir).expect("artifact dir");
     let png = tab
@@ -120,7 +120,7 @@ fn screenshot(tab: &Tab, name: &str) -> PathBuf {
     path
 }
 
-fn log_in(tab: &Tab, token: &str) {
+pub(crate) fn log_in(tab: &Tab, token: &str) {
     type_into(tab, "#token", token);
     click(tab, "#login-button");
 }

@@ -20,7 +20,7 @@ function el(tag, attrs, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -143,9 +143,9 @@ async function route() {
   const { parts, params } = parseHash();
   const page = parts[0] || "channels";
   for (const link of document.querySelectorAll("nav a")) {
-    link.classList.toggle("active", link.getAttribute("href") === "#/" + page);
+    link.classList.toggle("active", link.getAttribute("href") === "#/" + (page === "channel" ? "channels" : page));
   }
-  const views = { channels: channelsView, fleet: fleetView, worker: workerView, failures: failuresView, audit: auditView };
+  const views = { channels: channelsView, channel: channelView, fleet: fleetView, worker: workerView, failures: failuresView, audit: auditView };
   const view = views[page] || channelsView;
   try {
     const node = await view(parts.slice(1).map(decodeURIComponent), params);
@@ -174,9 +174,12 @@ async function channelsView() {
       s && s.halted ? el("button", { type: "button", "data-action": "resume", "data-channel": c.channel, onclick: () => actionPanel("resume", c.channel) }, "Resume…") : null,
     ) : el("td", { class: "hint", text: "read-only" });
     return el("tr", { "data-channel": c.channel, class: s && s.halted ? "halted" : null },
-      el("td", { text: c.channel }),
+      el("td", {}, el("a", { href: "#/channel/" + encodeURIComponent(c.channel), class: "progress-link", text: c.channel })),
       el("td", { class: "version", text: s ? s.version : "—" }),
       el("td", { class: "num percent", text: s ? s.percent + " %" : "—" }),
+      // WAVE: the fleet-safety work (canary waves) adds the wave to the channel summary of
+      // GET /api/admin/status; until then the status JSON has no such field and this shows "—".
+      el("td", { class: "wave", text: s && s.wave !== undefined && s.wave !== null ? String(s.wave) : "—" }),
       el("td", { class: "state" }, s ? (s.halted
         ? [el("span", { class: "badge halted", text: "halted" }), " ", s.halt_reason]
         : el("span", { class: "badge live", text: "live" })) : "nothing promoted"),
@@ -187,7 +190,7 @@ async function channelsView() {
   });
   return el("div", {},
     el("h2", { text: "Channels" }),
-    table("channels-table", ["channel", "version", "rollout", "state", "statement expires", "serial", "workers", "actions"], rows),
+    table("channels-table", ["channel", "version", "rollout", "wave", "state", "statement expires", "serial", "workers", "actions"], rows),
     el("div", { id: "action-panel" }),
     el("h3", { text: "Releases" }),
     table("releases-table", ["version", "published", "complete", "trusted"], releases.releases.map((r) =>
@@ -252,6 +255,93 @@ async function perform(action, channel, body, summary) {
   showNotice(`done: ${summary}`);
 }
 
+// ---- a channel's rollout progress over time ------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat(Infinity)) if (child) node.append(child);
+  return node;
+}
+
+function shortTime(iso) { return iso.replace("T", " ").replace(/\.\d+Z$/, "Z"); }
+
+// Workers per version as stacked step bands (a worker count holds until the next point), the
+// channel's actions as vertical marks. Colours come from the style sheet (classes v0..v7).
+function progressChart(history) {
+  const width = 900, height = 320, left = 50, right = 20, top = 20, bottom = 40;
+  const times = history.points.map((p) => Date.parse(p.at));
+  const eventTimes = history.events.map((e) => Date.parse(e.at));
+  const t0 = Math.min(...times, ...eventTimes);
+  const t1 = Math.max(Math.max(...times, ...eventTimes), t0 + 1000);
+  const totals = history.points.map((p) => Object.values(p.workers).reduce((a, b) => a + b, 0));
+  const ymax = Math.max(1, ...totals);
+  const x = (t) => left + ((t - t0) / (t1 - t0)) * (width - left - right);
+  const y = (n) => height - bottom - (n / ymax) * (height - top - bottom);
+  const bands = history.versions.map((version, k) => {
+    const below = (p) => history.versions.slice(0, k).reduce((sum, v) => sum + (p.workers[v] || 0), 0);
+    const upper = [], lower = [];
+    history.points.forEach((p, i) => {
+      const from = x(times[i]);
+      const to = i + 1 < times.length ? x(times[i + 1]) : x(t1);
+      const low = below(p), high = low + (p.workers[version] || 0);
+      upper.push(`${from},${y(high)}`, `${to},${y(high)}`);
+      lower.unshift(`${to},${y(low)}`, `${from},${y(low)}`); // walked back
+    });
+    return svg("polygon", { class: "band v" + (k % 8), "data-version": version, points: upper.concat(lower).join(" ") },
+      svg("title", { text: version }));
+  });
+  const ticks = [];
+  for (let n = 0; n <= ymax; n += Math.max(1, Math.ceil(ymax / 5))) {
+    ticks.push(svg("line", { class: "grid", x1: left, x2: width - right, y1: y(n), y2: y(n) }),
+      svg("text", { class: "axis", x: left - 6, y: y(n) + 4, "text-anchor": "end", text: String(n) }));
+  }
+  const marks = history.events.map((e, i) => {
+    const at = x(eventTimes[i]);
+    const label = e.kind + (e.percent !== null && e.percent !== undefined ? " " + e.percent + "%" : "");
+    return svg("g", { class: "event " + e.kind, "data-kind": e.kind },
+      svg("line", { x1: at, x2: at, y1: top, y2: height - bottom }),
+      svg("text", { x: at + 3, y: top + 12 + (i % 4) * 13, text: label }),
+      svg("title", { text: `${e.at} ${e.kind} ${e.version} by ${e.actor}: ${e.detail}` }));
+  });
+  const axis = [
+    svg("line", { class: "axis-line", x1: left, x2: width - right, y1: y(0), y2: y(0) }),
+    svg("text", { class: "axis", x: left, y: height - bottom + 18, text: shortTime(new Date(t0).toISOString()) }),
+    svg("text", { class: "axis", x: width - right, y: height - bottom + 18, "text-anchor": "end", text: shortTime(new Date(t1).toISOString()) }),
+    svg("text", { class: "axis", x: 8, y: top - 8, text: "workers" }),
+  ];
+  return svg("svg", { id: "progress-chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+    "aria-label": `workers of ${history.channel} per version over time` }, ticks, bands, marks, axis);
+}
+
+async function channelView(parts) {
+  const channel = parts[0] || "";
+  const history = await api("GET", `/api/admin/channels/${encodeURIComponent(channel)}/history`);
+  const legend = el("ul", { id: "progress-legend", class: "legend" }, history.versions.map((v, k) =>
+    el("li", {}, el("span", { class: "swatch v" + (k % 8) }), v)));
+  return el("div", {},
+    el("h2", { text: `Rollout progress of ${history.channel}` }),
+    el("p", { class: "hint", text: `Workers per version over time, replayed from ${history.reports} update report(s)` +
+      (history.truncated ? " (the newest only; older reports are not replayed)" : "") +
+      "; the last point is the inventory now. Marks are the channel's promotions, halts and resumes." }),
+    history.versions.length ? [progressChart(history), legend] : el("p", { id: "no-progress", text: "No worker follows this channel yet." }),
+    el("h3", { text: "Workers per version" }),
+    table("history-table", ["from", ...history.versions], history.points.map((p) =>
+      el("tr", {}, el("td", { class: "mono", text: p.at }),
+        history.versions.map((v) => el("td", { class: "num", text: String(p.workers[v] || 0) }))))),
+    el("h3", { text: "Channel actions" }),
+    table("history-events", ["at", "action", "version", "rollout", "by", "detail"], history.events.map((e) =>
+      el("tr", { "data-kind": e.kind }, el("td", { class: "mono", text: e.at }), el("td", { text: e.kind }),
+        el("td", { text: e.version }), el("td", { class: "num", text: e.percent === null ? "" : e.percent + " %" }),
+        el("td", { text: e.actor }), el("td", { text: e.detail })))),
+    el("p", {}, el("a", { href: "#/channels", text: "← channels" })));
+}
+
 // ---- fleet, workers, failures -------------------------------------------------------------
 
 // The newest report of each worker, from the audit log (reports are its `report` entries).
@@ -262,15 +352,32 @@ async function lastReports() {
   return { byWorker, entries: audit.entries };
 }
 
-async function fleetView() {
-  const [status, reports] = await Promise.all([api("GET", "/api/admin/status"), lastReports()]);
+// The inventory is paged by the server (GET /api/admin/workers?offset=&limit=): the page shows
+// one page and links to the others, so a fleet of any size stays browsable.
+const WORKERS_PAGE = 50;
+
+async function fleetView(_parts, params) {
+  const offset = Math.max(0, Number.parseInt(params.get("offset") || "0", 10) || 0);
+  const limit = Math.max(1, Number.parseInt(params.get("limit") || String(WORKERS_PAGE), 10) || WORKERS_PAGE);
+  const [status, page, reports] = await Promise.all([
+    api("GET", "/api/admin/status"),
+    api("GET", `/api/admin/workers?offset=${offset}&limit=${limit}`),
+    lastReports(),
+  ]);
+  const link = (to, id, text) => el("a", { id, href: `#/fleet?offset=${to}&limit=${limit}`, text });
+  const first = page.workers.length ? page.offset + 1 : 0;
+  const pager = el("p", { class: "pager", id: "fleet-pager" },
+    page.offset > 0 ? link(Math.max(0, page.offset - page.limit), "fleet-prev", "← previous") : null,
+    el("span", { id: "fleet-range", text: `workers ${first}–${page.offset + page.workers.length} of ${page.total}` }),
+    page.next_offset !== null && page.next_offset !== undefined ? link(page.next_offset, "fleet-next", "next →") : null);
   return el("div", {},
     el("h2", { text: `Fleet (${status.workers_total} workers)` }),
     table("fleet-table", ["channel", "version", "workers", "stale"], status.fleet.map((f) =>
       el("tr", {}, el("td", { text: f.channel }), el("td", { text: f.version }),
         el("td", { class: "num", text: String(f.workers) }), el("td", { class: "num", text: String(f.stale) })))),
     el("h3", { text: "Workers" }),
-    table("workers-table", ["worker", "channel", "version", "platform", "last seen", "last outcome"], status.workers.map((w) => {
+    pager,
+    table("workers-table", ["worker", "channel", "version", "platform", "last seen", "last outcome"], page.workers.map((w) => {
       const last = reports.byWorker.get(w.worker_id);
       return el("tr", { "data-worker": w.worker_id },
         el("td", {}, el("a", { href: "#/worker/" + encodeURIComponent(w.worker_id), text: w.worker_id })),
@@ -282,9 +389,12 @@ async function fleetView() {
 
 async function workerView(parts) {
   const id = parts[0] || "";
-  const [status, reports] = await Promise.all([api("GET", "/api/admin/status"), lastReports()]);
-  const worker = status.workers.find((w) => w.worker_id === id);
-  const history = reports.entries.filter((e) => e.actor === id);
+  const [page, audit] = await Promise.all([
+    api("GET", "/api/admin/workers?worker_id=" + encodeURIComponent(id)),
+    api("GET", "/api/admin/audit?kind=report&limit=200&actor=" + encodeURIComponent(id)),
+  ]);
+  const worker = page.workers[0];
+  const history = audit.entries;
   const facts = worker ? [["channel", worker.channel], ["version", worker.version], ["platform", worker.platform],
     ["last seen", (worker.last_seen || "") + (worker.stale ? " (stale)" : "")]] : [["inventory", "not in the inventory"]];
   return el("div", {},
@@ -308,21 +418,32 @@ async function failuresView() {
 
 // ---- audit log ----------------------------------------------------------------------------
 
+// The filters are GET /api/admin/audit's own (channel, kind, actor, since, until), kept in the
+// page's address (#/audit?...) so a filtered view can be reloaded or shared without the token.
+const AUDIT_FILTERS = ["channel", "kind", "actor", "since", "until"];
+const AUDIT_KINDS = ["promote", "halt", "resume", "rollback", "auto_halt", "resign", "publish", "root",
+  "report", "channel_create", "channel_delete", "worker_forget", "worker_enroll", "enroll_token_create",
+  "enroll_token_revoke"];
+
 async function auditView(_parts, params) {
   const query = new URLSearchParams();
-  for (const key of ["channel", "kind", "since", "limit"]) if (params.get(key)) query.set(key, params.get(key));
+  for (const key of [...AUDIT_FILTERS, "limit"]) if (params.get(key)) query.set(key, params.get(key));
   if (!query.has("limit")) query.set("limit", "200");
   const audit = await api("GET", "/api/admin/audit?" + query.toString());
-  const input = (name, placeholder) => el("input", { id: "audit-" + name, name, type: "text", placeholder, value: params.get(name) || "" });
+  const input = (name, placeholder, extra) => el("input", { id: "audit-" + name, name, type: "text", placeholder, value: params.get(name) || "", ...extra });
   const form = el("form", { id: "audit-filter" },
     el("label", { for: "audit-channel", text: "channel" }), input("channel", "any"),
-    el("label", { for: "audit-kind", text: "kind" }), input("kind", "promote, halt, report, …"),
+    el("label", { for: "audit-kind", text: "action" }), input("kind", "promote, halt, report, …", { list: "audit-kinds" }),
+    el("datalist", { id: "audit-kinds" }, AUDIT_KINDS.map((k) => el("option", { value: k }))),
+    el("label", { for: "audit-actor", text: "actor" }), input("actor", "token name, auto-halt, worker id"),
     el("label", { for: "audit-since", text: "since" }), input("since", "2026-01-01T00:00:00Z"),
-    el("button", { type: "submit", id: "audit-apply" }, "Filter"));
+    el("label", { for: "audit-until", text: "until" }), input("until", "2026-12-31T23:59:59Z"),
+    el("button", { type: "submit", id: "audit-apply" }, "Filter"),
+    el("a", { href: "#/audit", id: "audit-clear", text: "clear" }));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const next = new URLSearchParams();
-    for (const name of ["channel", "kind", "since"]) {
+    for (const name of AUDIT_FILTERS) {
       const value = $("audit-" + name).value.trim();
       if (value) next.set(name, value);
     }
@@ -331,6 +452,7 @@ async function auditView(_parts, params) {
   return el("div", {},
     el("h2", { text: "Audit log" }),
     form,
+    el("p", { class: "hint", id: "audit-count", text: `${audit.entries.length} entr${audit.entries.length === 1 ? "y" : "ies"} (newest first, at most ${query.get("limit")})` }),
     table("audit-table", ["at", "kind", "actor", "channel", "version", "detail"], audit.entries.map((e) =>
       el("tr", { "data-kind": e.kind },
         el("td", { class: "mono", text: e.at }), el("td", { text: e.kind }), el("td", { text: e.actor }),

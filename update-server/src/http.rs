@@ -34,6 +34,7 @@ use crate::state::App;
 use crate::store::AuditFilter;
 use crate::tokens::Caller;
 
+mod console_api;
 mod enrol_api;
 
 /// An error as the API returns it: a status, a stable reason label and one readable sentence,
@@ -191,6 +192,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/admin/status"),
     ("get", "/api/admin/audit"),
     ("get", "/api/admin/session"),
+    ("get", "/api/admin/channels/{channel}/history"),
+    ("get", "/api/admin/workers"),
     ("delete", "/api/admin/workers/{worker_id}"),
     ("post", "/api/workers/enroll"),
     ("post", "/api/admin/enroll-tokens"),
@@ -246,6 +249,11 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/admin/status", get(status))
         .route("/api/admin/audit", get(audit))
         .route("/api/admin/session", get(session))
+        .route(
+            "/api/admin/channels/{channel}/history",
+            get(console_api::channel_history),
+        )
+        .route("/api/admin/workers", get(console_api::workers))
         .route("/api/admin/workers/{worker_id}", delete(forget_worker))
         .route(
             "/api/admin/enroll-tokens",
@@ -864,7 +872,8 @@ async fn status(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.status().await?).into_response())
 }
 
-/// `GET /api/admin/audit?limit=&channel=&kind=&since=` (`since`: RFC 3339 UTC seconds).
+/// `GET /api/admin/audit?limit=&channel=&kind=&actor=&since=&until=` (`since`, `until`:
+/// RFC 3339 UTC seconds, both inclusive).
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     #[serde(default)]
@@ -875,25 +884,30 @@ struct AuditQuery {
     kind: Option<String>,
     #[serde(default)]
     since: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
 }
 
 async fn audit(
     State(ctx): State<Ctx>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let since = match &query.since {
-        Some(text) => Some(
-            text.parse::<manifests::Timestamp>()
-                .map_err(|e| ApiError::bad_request(format!("since {text:?}: {e}")))?
-                .unix(),
-        ),
-        None => None,
+    let time = |name: &str, value: &Option<String>| match value.as_deref() {
+        Some(text) if !text.is_empty() => text
+            .parse::<manifests::Timestamp>()
+            .map(|t| Some(t.unix()))
+            .map_err(|e| ApiError::bad_request(format!("{name} {text:?}: {e}"))),
+        _ => Ok(None),
     };
     let filter = AuditFilter {
         limit: query.limit.unwrap_or(50).clamp(1, 10_000),
         channel: query.channel.filter(|c| !c.is_empty()),
         kind: query.kind.filter(|k| !k.is_empty()),
-        since,
+        since: time("since", &query.since)?,
+        actor: query.actor.filter(|a| !a.is_empty()),
+        until: time("until", &query.until)?,
     };
     Ok(Json(ctx.app.audit(filter).await?).into_response())
 }

@@ -390,6 +390,34 @@ impl Store for SqliteStore {
         })
     }
 
+    fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT worker_id, channel, correlation_id, from_version, to_version, outcome, reason,
+                        duration_ms, at, received_at, counted FROM (
+                   SELECT * FROM reports WHERE channel = ?1 ORDER BY received_at DESC, id DESC LIMIT ?2
+                 ) ORDER BY received_at ASC, id ASC",
+            )?;
+            let rows = statement.query_map(params![channel, limit], |row| {
+                Ok(ReportRecord {
+                    worker_id: row.get(0)?,
+                    channel: row.get(1)?,
+                    correlation_id: row.get(2)?,
+                    from_version: row.get(3)?,
+                    to_version: row.get(4)?,
+                    outcome: row.get(5)?,
+                    reason: row.get(6)?,
+                    duration_ms: row.get(7)?,
+                    at: row.get(8)?,
+                    received_at: row.get(9)?,
+                    counted: row.get(10)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>> {
         self.with(|c| {
             let mut statement = c.prepare(
@@ -465,9 +493,17 @@ impl Store for SqliteStore {
                           || ' ' || from_version || '->' || to_version
                           || ' in ' || duration_ms || ' ms (correlation ' || correlation_id || ')', 1 FROM reports
                  ) WHERE (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR at >= ?4)
+                     AND (?5 IS NULL OR actor = ?5) AND (?6 IS NULL OR at <= ?6)
                  ORDER BY at DESC, source DESC, id DESC LIMIT ?1",
             )?;
-            let query = params![limit, filter.channel, filter.kind, filter.since];
+            let query = params![
+                limit,
+                filter.channel,
+                filter.kind,
+                filter.since,
+                filter.actor,
+                filter.until
+            ];
             let rows = statement.query_map(query, |row| {
                 Ok(AuditRecord {
                     at: row.get(0)?,
@@ -508,6 +544,97 @@ mod tests {
         }
         let store = SqliteStore::open(&dir).unwrap();
         assert_eq!(store.channel_names().unwrap(), ["beta", "canary", "stable"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `channel_reports` and the audit's actor and time filters answer alike in SQLite and in
+    /// the memory store the state tests use (the PostgreSQL store must too).
+    #[test]
+    fn channel_reports_and_audit_filters_agree_with_the_memory_store() {
+        let dir =
+            std::env::temp_dir().join(format!("update-server-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sqlite = SqliteStore::open(&dir).unwrap();
+        let memory = crate::store::memory::MemoryStore::new();
+        let stores: [&dyn Store; 2] = [&sqlite, &memory];
+        for store in stores {
+            for (i, (worker, channel, outcome)) in [
+                ("a", "canary", "success"),
+                ("b", "canary", "rolled_back"),
+                ("c", "stable", "success"),
+                ("a", "canary", "failure"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let at = 100 + i64::try_from(i).unwrap();
+                store
+                    .add_report(&ReportRecord {
+                        worker_id: worker.to_owned(),
+                        channel: channel.to_owned(),
+                        correlation_id: format!("c{i}"),
+                        from_version: "1.0.0".to_owned(),
+                        to_version: "1.1.0".to_owned(),
+                        outcome: outcome.to_owned(),
+                        reason: String::new(),
+                        duration_ms: 1,
+                        at,
+                        received_at: at,
+                        counted: true,
+                    })
+                    .unwrap();
+            }
+            store
+                .add_audit(&AuditRecord {
+                    at: 102,
+                    kind: "halt".to_owned(),
+                    actor: "ops".to_owned(),
+                    channel: "canary".to_owned(),
+                    version: "1.1.0".to_owned(),
+                    detail: "serial 2: stop".to_owned(),
+                })
+                .unwrap();
+        }
+        for store in stores {
+            let newest_two: Vec<(String, i64)> = store
+                .channel_reports("canary", 2)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.worker_id, r.received_at))
+                .collect();
+            assert_eq!(newest_two, [("b".to_owned(), 101), ("a".to_owned(), 103)]);
+            assert_eq!(store.channel_reports("canary", 10).unwrap().len(), 3);
+            let filtered = |filter: AuditFilter| -> Vec<(String, String, i64)> {
+                store
+                    .audit(&filter)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.kind, e.actor, e.at))
+                    .collect()
+            };
+            assert_eq!(
+                filtered(AuditFilter {
+                    actor: Some("a".to_owned()),
+                    ..AuditFilter::newest(10)
+                }),
+                [
+                    ("report".to_owned(), "a".to_owned(), 103),
+                    ("report".to_owned(), "a".to_owned(), 100)
+                ]
+            );
+            assert_eq!(
+                filtered(AuditFilter {
+                    since: Some(101),
+                    until: Some(102),
+                    ..AuditFilter::newest(10)
+                }),
+                [
+                    ("report".to_owned(), "c".to_owned(), 102),
+                    ("halt".to_owned(), "ops".to_owned(), 102),
+                    ("report".to_owned(), "b".to_owned(), 101)
+                ]
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

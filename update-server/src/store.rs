@@ -206,7 +206,8 @@ pub struct FailureGroup {
     pub count: u64,
 }
 
-/// Which entries [`Store::audit`] lists (`GET /api/admin/audit?limit=&channel=&kind=&since=`).
+/// Which entries [`Store::audit`] lists
+/// (`GET /api/admin/audit?limit=&channel=&kind=&actor=&since=&until=`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// At most this many, newest first.
@@ -217,6 +218,11 @@ pub struct AuditFilter {
     pub kind: Option<String>,
     /// Only entries at or after this time (Unix seconds).
     pub since: Option<i64>,
+    /// Only entries by this actor (an admin token's name, `auto-halt`, `server`, or the worker
+    /// id of a report).
+    pub actor: Option<String>,
+    /// Only entries at or before this time (Unix seconds).
+    pub until: Option<i64>,
 }
 
 impl AuditFilter {
@@ -228,11 +234,13 @@ impl AuditFilter {
         }
     }
 
-    /// `entry` passes the channel, kind and time filters.
+    /// `entry` passes the channel, kind, actor and time filters.
     pub fn admits(&self, entry: &AuditRecord) -> bool {
         self.channel.as_ref().is_none_or(|c| *c == entry.channel)
             && self.kind.as_ref().is_none_or(|k| *k == entry.kind)
+            && self.actor.as_ref().is_none_or(|a| *a == entry.actor)
             && self.since.is_none_or(|since| entry.at >= since)
+            && self.until.is_none_or(|until| entry.at <= until)
     }
 }
 
@@ -286,6 +294,10 @@ pub trait Store: EnrolStore + Send + Sync + 'static {
     /// is in `query.not_defects` (e.g. `downgrade`: the agent refused, the release is not at
     /// fault) are not counted as failed.
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts>;
+    /// The newest `limit` reports about `channel` (of every outcome, counted or not), oldest
+    /// first by the time the server received them: the console's rollout progress
+    /// (`GET /api/admin/channels/{channel}/history`) replays them.
+    fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>>;
     /// `failure` and `rolled_back` reports received since `since`, grouped.
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>>;
 

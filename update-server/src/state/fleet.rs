@@ -18,10 +18,10 @@ const INVENTORY_WRITE_INTERVAL_SECS: i64 = 300;
 /// A worker as last seen.
 #[derive(Debug, Clone)]
 pub(super) struct Seen {
-    /// Running version.
-    version: String,
+    /// Running version (the console's views read it).
+    pub(super) version: String,
     /// Target triple.
-    platform: String,
+    pub(super) platform: String,
     /// Channel followed.
     pub(super) channel: String,
     /// Unix seconds of the last request (retention reads it).

@@ -9,6 +9,7 @@
 
 mod catalog;
 mod channels;
+pub mod console_views;
 pub mod enrolment;
 mod fleet;
 mod labels;

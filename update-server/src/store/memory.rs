@@ -282,6 +282,24 @@ impl Store for MemoryStore {
         })
     }
 
+    fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>> {
+        let contents = self.contents();
+        let mut reports: Vec<(usize, &ReportRecord)> = contents
+            .reports
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.channel == channel)
+            .collect();
+        // Oldest first by reception (then insertion), keeping the newest `limit`.
+        reports.sort_by_key(|(i, r)| (r.received_at, *i));
+        let skip = reports.len().saturating_sub(limit);
+        Ok(reports
+            .into_iter()
+            .skip(skip)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>> {
         let mut groups: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
         for report in self.contents().reports.iter().filter(|r| {
