@@ -14,6 +14,7 @@ mod agent_trust;
 mod agent_update;
 mod architecture;
 mod console;
+mod dashboard;
 mod docs;
 mod enrolment;
 mod esup_hostile;
