@@ -503,7 +503,11 @@ fn every_alert_has_a_runbook_section() {
     assert_eq!(links.len(), alerts.len(), "every alert has a runbook_url");
     for (alert, link) in alerts.iter().zip(&links) {
         let (page, section) = link.split_once('#').expect("runbook_url has an anchor");
-        assert_eq!(page, RUNBOOK, "{alert}");
+        // Absolute links (issue 16): the repository URL, then the runbook's path.
+        assert!(
+            page.starts_with("https://") && page.ends_with(&format!("/{RUNBOOK}")),
+            "{alert}: runbook_url {link} is not an absolute link to {RUNBOOK}"
+        );
         assert!(
             anchors.contains(section),
             "{RUNBOOK} has no section #{section} for {alert}"

@@ -15,6 +15,7 @@ mod agent_update;
 mod architecture;
 mod console;
 mod console_pages;
+mod dashboard;
 mod docs;
 mod enrolment;
 mod esup_hostile;

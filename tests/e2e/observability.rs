@@ -19,9 +19,12 @@ use e2e::fleet::{free_port, metric, system_tool, Agent, Server, Trust, PLATFORM}
 use e2e::manager::{free_port_range, runner_api, runner_env, task_body, FakeManager, RUNNER_TOKEN};
 use e2e::{agent_at_version, workspace_root, Sandbox};
 
+use crate::dashboard::{
+    dashboard, dashboard_exprs, substitute_grafana_variables, variable_queries,
+};
+
 const RULES: &str = "wiki/alerts/worker-updates.rules.yml";
 const RULE_TESTS: &str = "wiki/alerts/worker-updates.test.yml";
-const DASHBOARD: &str = "wiki/dashboards/worker-fleet.json";
 const METRICS_DOC: &str = "wiki/analytics/metrics-and-observability.md";
 const PACKAGE: &str = "prometheus";
 
@@ -29,15 +32,6 @@ const V1: &str = "1.0.0";
 const BAD: &str = "1.1.0";
 const OTHER_PLATFORM: &str = "1.2.0";
 const V2: &str = "2.0.0";
-
-/// Grafana's variables and what they stand for here (see the module documentation).
-const GRAFANA_VARIABLES: [(&str, &str); 5] = [
-    ("$__rate_interval", "5m"),
-    ("$__range", "1h"),
-    ("$__interval", "15s"),
-    ("${channel}", ".*"),
-    ("$channel", ".*"),
-];
 
 fn read(relative: &str) -> String {
     let path = workspace_root().join(relative);
@@ -153,103 +147,6 @@ fn alert_rules_pass_promtool_and_every_alert_is_tested_firing_and_quiet() {
         unknown.is_empty(),
         "{RULE_TESTS} tests alerts the rule file lacks: {unknown:?}"
     );
-}
-
-/// Every `expr` of every panel target (rows' nested panels too), with its panel title.
-fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(panels: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap_or("(untitled)");
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    out.push((title.to_owned(), expr.to_owned()));
-                }
-            }
-            walk(&panel["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    out
-}
-
-fn substitute_grafana_variables(expr: &str) -> Result<String, String> {
-    let mut query = expr.to_owned();
-    for (variable, value) in GRAFANA_VARIABLES {
-        query = query.replace(variable, value);
-    }
-    if query.contains('$') {
-        return Err(format!("unknown Grafana variable in {expr:?}"));
-    }
-    Ok(query)
-}
-
-#[test]
-fn dashboard_is_grafana_json_over_the_fleet_metrics() {
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&read(DASHBOARD)).expect("the dashboard is JSON");
-    assert_eq!(dashboard["uid"], "worker-fleet");
-    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
-    let variables: Vec<&str> = dashboard["templating"]["list"]
-        .as_array()
-        .expect("templating.list")
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
-    assert!(
-        variables.contains(&"datasource") && variables.contains(&"channel"),
-        "{variables:?}"
-    );
-    let mut ids = BTreeSet::new();
-    let mut problems = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        let title = panel["title"].as_str().unwrap_or("(untitled)");
-        if !ids.insert(panel["id"].as_u64().expect("panel id")) {
-            problems.push(format!("{title}: duplicate id"));
-        }
-        if panel["type"] == "row" {
-            continue;
-        }
-        let targets = panel["targets"].as_array().map_or(0, Vec::len);
-        if targets == 0 {
-            problems.push(format!("{title}: no query"));
-        }
-        if panel["datasource"]["uid"] != "${datasource}" {
-            problems.push(format!("{title}: datasource is not ${{datasource}}"));
-        }
-        if panel["description"].as_str().is_none_or(str::is_empty) {
-            problems.push(format!("{title}: no description"));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-    let exprs = dashboard_exprs(&dashboard);
-    for (title, expr) in &exprs {
-        if let Err(error) = substitute_grafana_variables(expr) {
-            problems.push(format!("{title}: {error}"));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-    // What the issue asks the dashboard to show, by the metric that carries it.
-    let all: String = exprs.iter().map(|(_, e)| e.as_str()).collect();
-    for metric in [
-        "update_server_fleet_workers",        // versions across the fleet, skew
-        "update_server_fleet_workers_stale",  // agents not checking in
-        "update_server_update_reports_total", // attempts, successes, failures by reason
-        "worker_update_attempt_total",        // the agents' own counts
-        "worker_update_success_total",        //
-        "worker_update_failure_total",        //
-        "worker_update_rollback_total",       // rollbacks
-        "update_server_channel_rollout_ratio", // rollout share per channel
-        "update_server_channel_halted",       // halted state per channel
-        "update_server_channel_statement_expiry_timestamp_seconds", // statement expiry
-        "worker_update_download_bytes_total", // download throughput
-        "worker_tasks_running",               // tasks running
-        "worker_task_total",                  // tasks failed
-        "worker_task_duration_seconds",
-        "worker_runner_registered",
-    ] {
-        assert!(all.contains(metric), "no dashboard panel uses {metric}");
-    }
 }
 
 /// A real Prometheus on loopback, killed on drop.
@@ -653,8 +550,7 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
     );
 
     // Every dashboard expression returns data (at least one number that is not NaN).
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&read(DASHBOARD)).expect("dashboard JSON");
+    let dashboard = dashboard();
     let exprs = dashboard_exprs(&dashboard);
     let mut without_data = Vec::new();
     for (title, expr) in &exprs {
@@ -679,15 +575,53 @@ fn dashboard_queries_return_data_from_a_real_prometheus_after_an_update_cycle() 
         exprs.len(),
         without_data.join("\n")
     );
-    // The variable's query has values too.
-    let channels = prometheus.values_by(
-        "max by (channel) (update_server_channel_rollout_ratio)",
-        "channel",
+    // Every variable's label_values(SELECTOR, LABEL) query has values too.
+    let mut values = BTreeMap::new();
+    for (name, selector, label) in variable_queries(&dashboard) {
+        let found = prometheus.values_by(&format!("count by ({label}) ({selector})"), &label);
+        assert!(!found.is_empty(), "${name}: {selector} has no {label}");
+        values.insert(name, found.into_keys().collect::<Vec<_>>());
+    }
+    assert_eq!(values["channel"], ["canary", "stable"], "{values:?}");
+    assert_eq!(values["version"], [V2], "{values:?}");
+    assert_eq!(values["instance"].len(), 2, "{values:?}");
+    // The halt annotation marks the canary halt (and the promotions theirs).
+    let annotation = |name: &str| {
+        let (_, expr) = exprs
+            .iter()
+            .find(|(title, _)| title == &format!("annotation {name}"))
+            .unwrap_or_else(|| panic!("no annotation {name}"));
+        let query = substitute_grafana_variables(expr).expect("variables");
+        prometheus
+            .query(&query)
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .into_iter()
+            .map(|(labels, _)| {
+                format!(
+                    "{} {}",
+                    labels["action"].as_str().unwrap_or_default(),
+                    labels["channel"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    assert!(
+        annotation("Halts and resumes").contains("halt canary"),
+        "{:?}",
+        annotation("Halts and resumes")
+    );
+    assert!(
+        annotation("Promotions and rollbacks").contains("promote stable"),
+        "{:?}",
+        annotation("Promotions and rollbacks")
     );
     assert_eq!(
-        channels.keys().collect::<Vec<_>>(),
-        ["canary", "stable"],
-        "{channels:?}"
+        prometheus.values_by(
+            "sum by (action) (update_server_channel_changes_total{channel=\"canary\"})",
+            "action"
+        ),
+        BTreeMap::from([("halt".to_owned(), 1.0), ("promote".to_owned(), 2.0)]),
+        "canary: promoted twice (the bad release, then v2), halted once"
     );
 
     // What Prometheus saw is what happened.

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub channel_statement_expiry: GaugeVec,
     /// `update_server_channel_release_info{channel,version}`: 1 for the version a channel offers.
     pub channel_release: IntGaugeVec,
+    /// `update_server_channel_changes_total{channel,action}`: signed channel changes by kind
+    /// (`promote`, `halt`, `resume`, `rollback`, `auto_halt`, `resign`), the dashboard's
+    /// promote/halt annotations (the serial also grows on re-signs, so it cannot tell them).
+    pub channel_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -115,6 +119,13 @@ impl Metrics {
                 registry
             )
             .expect("metric registered once"),
+            channel_changes: register_int_counter_vec_with_registry!(
+                "update_server_channel_changes_total",
+                "Signed channel changes by action (promote, halt, resume, rollback, auto_halt, resign)",
+                &["channel", "action"],
+                registry
+            )
+            .expect("metric registered once"),
             registry,
         };
         // Registered here and not kept: its one series never changes.
@@ -179,13 +190,16 @@ mod tests {
         m.channel_release
             .with_label_values(&["stable", "1.0.0"])
             .set(1);
+        m.channel_changes
+            .with_label_values(&["stable", "promote"])
+            .inc();
         let text = m.render();
         let names: BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next())
             .collect();
-        assert_eq!(names.len(), 11, "{text}");
+        assert_eq!(names.len(), 12, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("update_server_")),
             "{names:?}"

@@ -461,6 +461,10 @@ impl App {
         })
         .await?;
         self.install_view(signed.record)?;
+        self.metrics
+            .channel_changes
+            .with_label_values(&[channel, kind])
+            .inc();
         self.notify();
         let view = read_lock(&self.views)
             .get(channel)
