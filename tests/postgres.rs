@@ -144,6 +144,8 @@ impl Cluster {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        // Never waited for on purpose: it outlives this process (it is reaped by init).
+        #[allow(clippy::zombie_processes)]
         sh.spawn().expect("cluster watchdog");
         Cluster { port, bin, dir }
     }

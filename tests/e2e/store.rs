@@ -41,15 +41,15 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     // Roots.
     store
         .add_root(1, b"root-1", &audit(1, "root", "", ""))
-        .unwrap();
+        .expect("store call");
     store
         .add_root(2, b"root-2", &audit(2, "root", "", ""))
-        .unwrap();
+        .expect("store call");
     store
         .add_root(2, b"again", &audit(2, "root", "", ""))
-        .unwrap();
+        .expect("store call");
     assert_eq!(
-        store.roots().unwrap(),
+        store.roots().expect("store call"),
         [(1, b"root-1".to_vec()), (2, b"root-2".to_vec())]
     );
 
@@ -62,21 +62,21 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     };
     let publish = audit(10, "publish", "", "1.1.0");
     assert_eq!(
-        store.put_release(&release, &publish).unwrap(),
+        store.put_release(&release, &publish).expect("store call"),
         PutRelease::Inserted
     );
     assert_eq!(
-        store.put_release(&release, &publish).unwrap(),
+        store.put_release(&release, &publish).expect("store call"),
         PutRelease::Identical
     );
     release.body = b"signed-b".to_vec();
     assert_eq!(
-        store.put_release(&release, &publish).unwrap(),
+        store.put_release(&release, &publish).expect("store call"),
         PutRelease::Resigned
     );
     release.manifest_sha256 = "bb".to_owned();
     assert_eq!(
-        store.put_release(&release, &publish).unwrap(),
+        store.put_release(&release, &publish).expect("store call"),
         PutRelease::Conflict
     );
     let second = ReleaseRecord {
@@ -85,10 +85,10 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         body: b"signed-c".to_vec(),
         published_at: 10,
     };
-    store.put_release(&second, &publish).unwrap();
+    store.put_release(&second, &publish).expect("store call");
     let versions: Vec<String> = store
         .releases()
-        .unwrap()
+        .expect("store call")
         .into_iter()
         .map(|r| r.version)
         .collect();
@@ -97,22 +97,28 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         ["1.1.0", "1.0.5"],
         "published order, ties by insertion"
     );
-    assert_eq!(store.releases().unwrap()[0].body, b"signed-b");
+    assert_eq!(store.releases().expect("store call")[0].body, b"signed-b");
 
     // Artifacts.
-    store.add_artifact("f00d", 1234, 11).unwrap();
-    store.add_artifact("f00d", 1234, 12).unwrap();
-    assert_eq!(store.artifacts().unwrap(), [("f00d".to_owned(), 1234)]);
+    store.add_artifact("f00d", 1234, 11).expect("store call");
+    store.add_artifact("f00d", 1234, 12).expect("store call");
+    assert_eq!(
+        store.artifacts().expect("store call"),
+        [("f00d".to_owned(), 1234)]
+    );
 
     // Channels, serials, promotions.
-    assert_eq!(store.channel_names().unwrap(), ["canary", "stable"]);
+    assert_eq!(
+        store.channel_names().expect("store call"),
+        ["canary", "stable"]
+    );
     assert!(store
         .create_channel("beta", &audit(13, "channel_create", "beta", ""))
-        .unwrap());
+        .expect("store call"));
     assert!(!store
         .create_channel("beta", &audit(13, "channel_create", "beta", ""))
-        .unwrap());
-    assert_eq!(store.max_serial("canary").unwrap(), None);
+        .expect("store call"));
+    assert_eq!(store.max_serial("canary").expect("store call"), None);
     for serial in 1..=3u64 {
         let record = ChannelRecord {
             channel: "canary".to_owned(),
@@ -120,7 +126,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
             rollback: (serial == 3).then(|| b"rollback".to_vec()),
             halt_reason: String::new(),
         };
-        let at = 20 + i64::try_from(serial).unwrap();
+        let at = 20 + i64::try_from(serial).expect("store call");
         store
             .save_channel(ChannelWrite {
                 record: &record,
@@ -128,7 +134,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
                 audit: &audit(at, "promote", "canary", "1.1.0"),
                 promotion: Some(("1.1.0", 10)),
             })
-            .unwrap();
+            .expect("store call");
     }
     // A serial signed before is refused, and nothing of that change is kept.
     let stale = ChannelRecord {
@@ -147,31 +153,41 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         .is_err());
     let canary = store
         .channels()
-        .unwrap()
+        .expect("store call")
         .into_iter()
         .find(|c| c.channel == "canary")
-        .unwrap();
+        .expect("store call");
     assert_eq!(canary.statement, b"statement-3");
     assert_eq!(canary.rollback.as_deref(), Some(&b"rollback"[..]));
-    assert_eq!(store.max_serial("canary").unwrap(), Some(3));
-    assert_eq!(store.first_promotion("canary", "1.1.0").unwrap(), Some(21));
-    assert_eq!(store.first_promotion("canary", "2.0.0").unwrap(), None);
+    assert_eq!(store.max_serial("canary").expect("store call"), Some(3));
+    assert_eq!(
+        store
+            .first_promotion("canary", "1.1.0")
+            .expect("store call"),
+        Some(21)
+    );
+    assert_eq!(
+        store
+            .first_promotion("canary", "2.0.0")
+            .expect("store call"),
+        None
+    );
     store
         .delete_channel("canary", &audit(31, "channel_delete", "canary", ""))
-        .unwrap();
+        .expect("store call");
     assert!(store
         .channels()
-        .unwrap()
+        .expect("store call")
         .iter()
         .all(|c| c.channel != "canary"));
     assert_eq!(
-        store.max_serial("canary").unwrap(),
+        store.max_serial("canary").expect("store call"),
         Some(3),
         "history outlives the channel"
     );
     store
         .create_channel("canary", &audit(32, "channel_create", "canary", ""))
-        .unwrap();
+        .expect("store call");
 
     // Workers: an empty hostname or task list keeps the registered one.
     let mut worker = WorkerRecord {
@@ -183,13 +199,13 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         task_types: "[\"encoding\"]".to_owned(),
         last_seen: 40,
     };
-    store.upsert_worker(&worker).unwrap();
+    store.upsert_worker(&worker).expect("store call");
     worker.hostname.clear();
     worker.task_types = "[]".to_owned();
     worker.version = "1.1.0".to_owned();
     worker.last_seen = 41;
-    store.upsert_worker(&worker).unwrap();
-    let workers = store.workers().unwrap();
+    store.upsert_worker(&worker).expect("store call");
+    let workers = store.workers().expect("store call");
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].hostname, "encoder-1");
     assert_eq!(workers[0].task_types, "[\"encoding\"]");
@@ -199,31 +215,33 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     // Reports: distinct workers per outcome, not-defect reasons and uncounted reports left out.
     store
         .add_report(&report("w-1", "failure", "health_check", 50))
-        .unwrap();
+        .expect("store call");
     store
         .add_report(&report("w-1", "failure", "health_check", 51))
-        .unwrap();
-    store.add_report(&report("w-2", "success", "", 52)).unwrap();
+        .expect("store call");
+    store
+        .add_report(&report("w-2", "success", "", 52))
+        .expect("store call");
     store
         .add_report(&report("w-3", "failure", "downgrade", 53))
-        .unwrap();
+        .expect("store call");
     let mut uncounted = report("w-4", "failure", "health_check", 54);
     uncounted.counted = false;
-    store.add_report(&uncounted).unwrap();
+    store.add_report(&uncounted).expect("store call");
     let counts = store
         .release_outcomes(OutcomeQuery {
             channel: "canary",
             version: "1.1.0",
             not_defects: &["downgrade"],
         })
-        .unwrap();
+        .expect("store call");
     assert_eq!((counts.failed, counts.succeeded, counts.tried), (1, 1, 2));
-    let failures = store.failures_since(51).unwrap();
+    let failures = store.failures_since(51).expect("store call");
     assert_eq!(failures[0].reason, "health_check");
     assert_eq!(failures[0].count, 2, "{failures:?}");
 
     // Audit, merged with reports, newest first, filtered.
-    let newest = store.audit(&AuditFilter::newest(2)).unwrap();
+    let newest = store.audit(&AuditFilter::newest(2)).expect("store call");
     assert_eq!(newest.len(), 2);
     assert_eq!(newest[0].kind, "report");
     assert_eq!(newest[0].at, 54);
@@ -240,7 +258,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
             kind: Some("promote".to_owned()),
             since: Some(22),
         })
-        .unwrap();
+        .expect("store call");
     assert_eq!(promotes.iter().map(|a| a.at).collect::<Vec<_>>(), [23, 22]);
 
     // Enrolment.
@@ -257,7 +275,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     };
     store
         .add_enroll_token(&token, &audit(60, "enroll_token_create", "", ""))
-        .unwrap();
+        .expect("store call");
     let credential = CredentialRecord {
         worker_id: "w-9".to_owned(),
         secret_sha256: "cd".repeat(32),
@@ -268,9 +286,9 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     };
     store
         .enrol(&credential, &audit(61, "worker_enroll", "", ""))
-        .unwrap();
-    assert!(store.revoke_credential("w-9", 62).unwrap());
-    assert!(!store.revoke_credential("w-9", 63).unwrap());
+        .expect("store call");
+    assert!(store.revoke_credential("w-9", 62).expect("store call"));
+    assert!(!store.revoke_credential("w-9", 63).expect("store call"));
     let again = CredentialRecord {
         secret_sha256: "ef".repeat(32),
         enrolled_at: 64,
@@ -278,70 +296,92 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     };
     store
         .enrol(&again, &audit(64, "worker_enroll", "", ""))
-        .unwrap();
-    let credentials = store.credentials().unwrap();
+        .expect("store call");
+    let credentials = store.credentials().expect("store call");
     assert_eq!(credentials, [again]);
     store
         .revoke_enroll_token("tok-1", 65, &audit(65, "enroll_token_revoke", "", ""))
-        .unwrap();
-    let tokens = store.enroll_tokens().unwrap();
+        .expect("store call");
+    let tokens = store.enroll_tokens().expect("store call");
     assert_eq!((tokens[0].uses, tokens[0].revoked_at), (2, Some(65)));
-    store.record_download("w-9", "f00d", 66).unwrap();
-    store.record_download("w-9", "f00d", 67).unwrap();
+    store
+        .record_download("w-9", "f00d", 66)
+        .expect("store call");
+    store
+        .record_download("w-9", "f00d", 67)
+        .expect("store call");
     assert!(store
         .downloaded_any("w-9", &["beef".to_owned(), "f00d".to_owned()])
-        .unwrap());
-    assert!(!store.downloaded_any("w-9", &["beef".to_owned()]).unwrap());
-    assert!(!store.downloaded_any("w-8", &["f00d".to_owned()]).unwrap());
+        .expect("store call"));
+    assert!(!store
+        .downloaded_any("w-9", &["beef".to_owned()])
+        .expect("store call"));
+    assert!(!store
+        .downloaded_any("w-8", &["f00d".to_owned()])
+        .expect("store call"));
 
     // Forget and retention.
     assert!(store
         .forget_worker("w-1", &audit(70, "worker_forget", "", ""))
-        .unwrap());
+        .expect("store call"));
     assert!(!store
         .forget_worker("w-1", &audit(70, "worker_forget", "", ""))
-        .unwrap());
+        .expect("store call"));
     worker.worker_id = "w-2".to_owned();
-    store.upsert_worker(&worker).unwrap();
-    assert_eq!(store.prune(52, &["w-2".to_owned()]).unwrap(), 2);
-    assert!(store.workers().unwrap().is_empty());
+    store.upsert_worker(&worker).expect("store call");
+    assert_eq!(store.prune(52, &["w-2".to_owned()]).expect("store call"), 2);
+    assert!(store.workers().expect("store call").is_empty());
     assert!(
-        store.downloaded_any("w-9", &["f00d".to_owned()]).unwrap(),
+        store
+            .downloaded_any("w-9", &["f00d".to_owned()])
+            .expect("store call"),
         "a newer download stays"
     );
-    store.prune(67, &[]).unwrap();
+    store.prune(67, &[]).expect("store call");
     assert!(
-        !store.downloaded_any("w-9", &["f00d".to_owned()]).unwrap(),
+        !store
+            .downloaded_any("w-9", &["f00d".to_owned()])
+            .expect("store call"),
         "old downloads go"
     );
 
     // A restart (the migrations run again: nothing re-applied) keeps everything.
     let reopened = reopen();
-    assert_eq!(reopened.max_serial("canary").unwrap(), Some(3));
+    assert_eq!(reopened.max_serial("canary").expect("store call"), Some(3));
     assert_eq!(
-        reopened.channel_names().unwrap(),
+        reopened.channel_names().expect("store call"),
         ["beta", "canary", "stable"]
     );
-    assert_eq!(reopened.roots().unwrap().len(), 2);
+    assert_eq!(reopened.roots().expect("store call").len(), 2);
     assert_eq!(
-        reopened.audit(&AuditFilter::newest(1000)).unwrap().len(),
-        store.audit(&AuditFilter::newest(1000)).unwrap().len()
+        reopened
+            .audit(&AuditFilter::newest(1000))
+            .expect("store call")
+            .len(),
+        store
+            .audit(&AuditFilter::newest(1000))
+            .expect("store call")
+            .len()
     );
 }
 
 #[test]
 fn sqlite_store_keeps_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("store call");
     let path = dir.path().to_owned();
-    let store = SqliteStore::open(&path).unwrap();
-    behaves(&store, &|| Box::new(SqliteStore::open(&path).unwrap()));
+    let store = SqliteStore::open(&path).expect("store call");
+    behaves(&store, &|| {
+        Box::new(SqliteStore::open(&path).expect("store call"))
+    });
 }
 
 #[test]
 fn postgres_store_keeps_the_contract() {
     let url = e2e::postgres::database();
-    let store = PostgresStore::open(&url).unwrap();
-    behaves(&store, &|| Box::new(PostgresStore::open(&url).unwrap()));
+    let store = PostgresStore::open(&url).expect("store call");
+    behaves(&store, &|| {
+        Box::new(PostgresStore::open(&url).expect("store call"))
+    });
 }
 
 /// Replicas starting together on a new database apply each migration once.
@@ -355,9 +395,9 @@ fn postgres_replicas_starting_together_migrate_once() {
         })
         .collect();
     for opener in openers {
-        opener.join().unwrap().unwrap();
+        opener.join().expect("store call").expect("store call");
     }
-    let db = url.rsplit('/').next().unwrap();
+    let db = url.rsplit('/').next().expect("store call");
     let applied = e2e::postgres::cluster().psql(db, "SELECT count(*) FROM schema_migrations");
     assert_eq!(applied.trim(), "1");
 }
