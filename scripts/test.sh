@@ -22,6 +22,7 @@ command -v espeak-ng >/dev/null || need_pkgs+=(espeak-ng) # speech for the trans
 { command -v prometheus && command -v promtool; } >/dev/null || need_pkgs+=(prometheus)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v tinyproxy >/dev/null || need_pkgs+=(tinyproxy)   # a real forward proxy (agent_network: HTTPS_PROXY/NO_PROXY)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)  # PostgreSQL store tests: a throwaway cluster (initdb, pg_ctl)
 command -v chromium >/dev/null || need_pkgs+=(chromium fonts-liberation)  # console tests: headless Chromium over the DevTools protocol
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing ${need_pkgs[*]}"

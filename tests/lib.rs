@@ -218,4 +218,5 @@ impl Run {
 pub mod fleet;
 pub mod manager;
 pub mod mirror;
+pub mod postgres;
 pub mod world;

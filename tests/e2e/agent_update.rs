@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use e2e::fleet::{metric, Agent, Api, PLATFORM};
+use e2e::postgres::Backend;
 use e2e::world::World;
 use e2e::{agent_at_version, Sandbox};
 
@@ -20,7 +21,18 @@ fn v1_agent(w: &World, flags: &[&str]) -> Agent {
 
 #[test]
 fn happy_path_v1_to_v2_the_new_process_really_runs_v2() {
-    let w = World::new();
+    happy_path_v1_to_v2_the_new_process_really_runs_v2_on(Backend::Sqlite);
+}
+
+#[test]
+fn happy_path_v1_to_v2_the_new_process_really_runs_v2_on_postgres() {
+    happy_path_v1_to_v2_the_new_process_really_runs_v2_on(Backend::Postgres);
+}
+
+fn happy_path_v1_to_v2_the_new_process_really_runs_v2_on(backend: Backend) {
+    let args = backend.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w = World::builder().server_args(&args).start();
     let agent = v1_agent(&w, &[]);
     agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
         a.serves_version(V1)

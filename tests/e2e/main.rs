@@ -30,4 +30,5 @@ mod rotation;
 mod server;
 mod server_limits;
 mod simulator;
+mod store;
 mod versions;

@@ -1,9 +1,11 @@
-//! `update-server`: a real server process on 127.0.0.1:0, real HTTP, real SQLite, real keys.
+//! `update-server`: a real server process on 127.0.0.1:0, real HTTP, real SQLite, real keys; the
+//! main ones (`*_on_postgres`) again on a real PostgreSQL (`--database-url`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use e2e::fleet::{Api, Trust, PLATFORM};
+use e2e::postgres::Backend;
 use e2e::world::World;
 use e2e::Sandbox;
 use manifests::{
@@ -63,7 +65,18 @@ fn decide(trust: &Trust, offer: &Offer, local: &LocalState) -> Decision {
 
 #[test]
 fn staged_rollout_reaches_exactly_the_cohort_then_everyone() {
-    let w = World::new();
+    staged_rollout_reaches_exactly_the_cohort_then_everyone_on(Backend::Sqlite);
+}
+
+#[test]
+fn staged_rollout_reaches_exactly_the_cohort_then_everyone_on_postgres() {
+    staged_rollout_reaches_exactly_the_cohort_then_everyone_on(Backend::Postgres);
+}
+
+fn staged_rollout_reaches_exactly_the_cohort_then_everyone_on(backend: Backend) {
+    let args = backend.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w = World::builder().server_args(&args).start();
     release(&w, "1.1.0");
     w.server.promote("canary", "1.1.0", 10);
     let worker = w.server.worker();
@@ -266,8 +279,20 @@ fn tokens_are_required_and_of_the_right_kind() {
 
 #[test]
 fn etag_long_poll_and_range_resume() {
+    etag_long_poll_and_range_resume_on(Backend::Sqlite);
+}
+
+#[test]
+fn etag_long_poll_and_range_resume_on_postgres() {
+    etag_long_poll_and_range_resume_on(Backend::Postgres);
+}
+
+fn etag_long_poll_and_range_resume_on(backend: Backend) {
+    let args = backend.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let w = World::builder()
         .server_args(&["--long-poll-max", "20s"])
+        .server_args(&args)
         .start();
     let release = release(&w, "1.2.0");
     let worker = w.server.worker();
@@ -343,7 +368,18 @@ fn etag_long_poll_and_range_resume() {
 
 #[test]
 fn everything_survives_kill_9_and_restart() {
-    let mut w = World::new();
+    everything_survives_kill_9_and_restart_on(Backend::Sqlite);
+}
+
+#[test]
+fn everything_survives_kill_9_and_restart_on_postgres() {
+    everything_survives_kill_9_and_restart_on(Backend::Postgres);
+}
+
+fn everything_survives_kill_9_and_restart_on(backend: Backend) {
+    let args = backend.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = World::builder().server_args(&args).start();
     let release = release(&w, "1.3.0");
     w.server.promote("canary", "1.3.0", 50);
     let worker = w.server.worker();
@@ -396,7 +432,18 @@ fn everything_survives_kill_9_and_restart() {
 
 #[test]
 fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release() {
-    let w = World::new();
+    failing_canaries_halt_the_channel_and_nobody_is_offered_the_release_on(Backend::Sqlite);
+}
+
+#[test]
+fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release_on_postgres() {
+    failing_canaries_halt_the_channel_and_nobody_is_offered_the_release_on(Backend::Postgres);
+}
+
+fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release_on(backend: Backend) {
+    let args = backend.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w = World::builder().server_args(&args).start();
     release(&w, "1.4.0");
     w.server.promote("canary", "1.4.0", 100);
     let worker = w.server.worker();

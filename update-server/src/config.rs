@@ -16,6 +16,11 @@ pub struct ServeConfig {
     /// Directory of the SQLite database and the content-addressed artifacts (created if missing).
     #[arg(long, env = "UPDATE_SERVER_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// PostgreSQL database to keep the state in (`postgres://user:password@host:port/db`), so
+    /// several replicas can share it; without it, SQLite in `--data-dir`. Artifacts stay in
+    /// `--data-dir` either way.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
     /// The trusted root document (version 1 or later); rotations are published through the admin API.
     #[arg(long, env = "UPDATE_SERVER_ROOT")]
     pub root: PathBuf,

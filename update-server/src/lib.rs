@@ -16,6 +16,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod postgres;
 pub mod sqlite;
 pub mod state;
 pub mod store;
@@ -75,13 +76,20 @@ pub fn open(config: ServeConfig) -> Result<Arc<App>, StartupError> {
             config.data_dir.display()
         ))
     })?;
-    let store = sqlite::SqliteStore::open(&config.data_dir).map_err(|e| match e {
-        store::StoreError::Database { path, source } => {
-            StartupError::Config(format!("cannot open database {}: {source}", path.display()))
-        }
-        other => StartupError::Store(other),
-    })?;
-    Ok(Arc::new(App::open(config, Arc::new(store))?))
+    let store: Arc<dyn store::Store> = match &config.database_url {
+        // An unreachable PostgreSQL is not a configuration error: a restart may find it up.
+        Some(url) => Arc::new(postgres::PostgresStore::open(url)?),
+        None => Arc::new(
+            sqlite::SqliteStore::open(&config.data_dir).map_err(|e| match e {
+                store::StoreError::Database { path, source } => StartupError::Config(format!(
+                    "cannot open database {}: {source}",
+                    path.display()
+                )),
+                other => StartupError::Store(other),
+            })?,
+        ),
+    };
+    Ok(Arc::new(App::open(config, store)?))
 }
 
 /// The HTTPS configuration of `--tls-cert`/`--tls-key`, read and checked (none: plain HTTP).

@@ -1,5 +1,6 @@
-//! The server's persistent state behind a small trait, so that a PostgreSQL implementation can
-//! follow the embedded SQLite one ([`crate::sqlite::SqliteStore`]) for multi-replica setups.
+//! The server's persistent state behind a small trait, with two implementations: the embedded
+//! SQLite one ([`crate::sqlite::SqliteStore`], the default) and PostgreSQL
+//! ([`crate::postgres::PostgresStore`], `--database-url`).
 //!
 //! The trait is synchronous: the server calls it from `spawn_blocking`. Every method that
 //! changes state returns only once the change is durable.
@@ -33,10 +34,28 @@ pub enum StoreError {
         /// The driver's error.
         source: rusqlite::Error,
     },
+    /// PostgreSQL (`--database-url`) refused or failed an operation, or could not be reached.
+    #[error("database {url}: {source}")]
+    Postgres {
+        /// The database URL, without its password.
+        url: String,
+        /// The driver's error.
+        source: postgres::Error,
+    },
+    /// A PostgreSQL migration (`migrations/postgres/`) failed.
+    #[error("database {url}: migration {version} failed: {source}")]
+    PostgresMigration {
+        /// The database URL, without its password.
+        url: String,
+        /// The migration's version.
+        version: usize,
+        /// The driver's error.
+        source: postgres::Error,
+    },
     /// The database is newer than this server.
     #[error("database {path} is at schema version {found}, newer than this server ({supported}); upgrade the server", path = path.display())]
     TooNew {
-        /// The database file.
+        /// The database file (or the PostgreSQL URL, without its password).
         path: PathBuf,
         /// Its schema version.
         found: usize,

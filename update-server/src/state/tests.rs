@@ -77,6 +77,7 @@ impl Server {
         let mut config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().join("data"),
+            database_url: None,
             root: root_path,
             channel_key: channel_key_path,
             admin_token_file: admin_tokens,
