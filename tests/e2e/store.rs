@@ -257,9 +257,36 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
             channel: Some("canary".to_owned()),
             kind: Some("promote".to_owned()),
             since: Some(22),
+            actor: None,
+            until: None,
         })
         .expect("store call");
     assert_eq!(promotes.iter().map(|a| a.at).collect::<Vec<_>>(), [23, 22]);
+    let by_actor_until = store
+        .audit(&AuditFilter {
+            limit: 10,
+            channel: None,
+            kind: None,
+            since: None,
+            actor: Some("w-2".to_owned()),
+            until: Some(52),
+        })
+        .expect("store call");
+    assert_eq!(
+        by_actor_until.iter().map(|a| a.at).collect::<Vec<_>>(),
+        [52],
+        "{by_actor_until:?}"
+    );
+    // A channel's newest reports, oldest first (the console's progress replay).
+    let replay = store.channel_reports("canary", 2).expect("store call");
+    assert_eq!(
+        replay.iter().map(|r| r.received_at).collect::<Vec<_>>(),
+        [53, 54]
+    );
+    assert!(store
+        .channel_reports("stable", 10)
+        .expect("store call")
+        .is_empty());
 
     // Enrolment.
     let token = EnrollTokenRecord {

@@ -520,6 +520,35 @@ impl Store for PostgresStore {
         })
     }
 
+    fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>> {
+        let limit = signed(u64::try_from(limit).unwrap_or(u64::MAX));
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT worker_id, channel, correlation_id, from_version, to_version, outcome, reason,
+                        duration_ms, at, received_at, counted FROM (
+                   SELECT * FROM reports WHERE channel = $1 ORDER BY received_at DESC, id DESC LIMIT $2
+                 ) AS newest ORDER BY received_at ASC, id ASC",
+                &[&channel, &limit],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|row| ReportRecord {
+                    worker_id: row.get(0),
+                    channel: row.get(1),
+                    correlation_id: row.get(2),
+                    from_version: row.get(3),
+                    to_version: row.get(4),
+                    outcome: row.get(5),
+                    reason: row.get(6),
+                    duration_ms: row.get(7),
+                    at: row.get(8),
+                    received_at: row.get(9),
+                    counted: row.get(10),
+                })
+                .collect())
+        })
+    }
+
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>> {
         self.with(|c| {
             let rows = c.query(
@@ -578,8 +607,16 @@ impl Store for PostgresStore {
                  ) AS merged
                  WHERE ($2::text IS NULL OR channel = $2) AND ($3::text IS NULL OR kind = $3)
                    AND ($4::bigint IS NULL OR at >= $4)
+                   AND ($5::text IS NULL OR actor = $5) AND ($6::bigint IS NULL OR at <= $6)
                  ORDER BY at DESC, source DESC, id DESC LIMIT $1",
-                &[&limit, &filter.channel, &filter.kind, &filter.since],
+                &[
+                    &limit,
+                    &filter.channel,
+                    &filter.kind,
+                    &filter.since,
+                    &filter.actor,
+                    &filter.until,
+                ],
             )?;
             Ok(rows
                 .iter()
