@@ -12,6 +12,7 @@ mod agent_retry;
 mod agent_signals;
 mod agent_trust;
 mod agent_update;
+mod api_docs;
 mod architecture;
 mod console;
 mod docs;

@@ -117,16 +117,23 @@ pub(super) async fn read_only(name: String, mut request: Request, next: Next) ->
 
 /// `GET /api/admin/session`: who the token is and what it may do (the console hides the
 /// actions of a viewer).
+#[utoipa::path(get, path = "/api/admin/session", tag = "admin",
+    security(("adminToken" = []), ("viewerToken" = [])),
+    responses((status = 200, description = "the token's name and role", body = super::schemas::Session)))]
 pub(super) async fn session(
     axum::Extension(caller): axum::Extension<Caller>,
-) -> Json<serde_json::Value> {
+) -> Json<super::schemas::Session> {
     let (name, role, may_act) = match caller {
         Caller::Admin(name) => (name, "admin", true),
         Caller::Viewer(name) => (name, "viewer", false),
         Caller::Worker(name) => (name, "worker", false),
         Caller::Enrolled(worker_id) => (worker_id, "worker", false),
     };
-    Json(serde_json::json!({"name": name, "role": role, "may_act": may_act}))
+    Json(super::schemas::Session {
+        name,
+        role,
+        may_act,
+    })
 }
 
 pub(crate) fn unauthorized() -> Response {

@@ -86,7 +86,10 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            Json(serde_json::json!({"error": self.message, "reason": self.reason})),
+            Json(super::schemas::ErrorBody {
+                error: self.message,
+                reason: self.reason,
+            }),
         )
             .into_response()
     }

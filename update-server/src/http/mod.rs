@@ -2,7 +2,10 @@
 //!
 //! [`envelope`] is the one place that turns the domain's [`crate::error::Error`]s into HTTP
 //! statuses and the `{"error": ..., "reason": ...}` body; [`auth`] says who is calling;
-//! [`worker_api`], [`admin_api`] and [`enrol_api`] hold the handlers.
+//! [`worker_api`], [`admin_api`] and [`enrol_api`] hold the handlers, each annotated with
+//! `#[utoipa::path]`; [`schemas`] the bodies' types. [`router`] adds every route with
+//! `utoipa_axum::routes!`, which builds the router and the OpenAPI document (`/openapi.json`,
+//! [`crate::openapi`]) from the same handlers, so neither can list a route the other lacks.
 
 use std::sync::Arc;
 
@@ -10,14 +13,15 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::limits::WorkerRateLimit;
 use crate::state::App;
@@ -26,17 +30,13 @@ mod admin_api;
 mod auth;
 mod enrol_api;
 mod envelope;
+pub mod schemas;
 mod worker_api;
 
-use admin_api::{
-    audit, create_channel, delete_channel, forget_worker, halt, list_channels, list_releases,
-    promote, publish_release, publish_root, resume, rollback, status, upload_artifact,
-};
-use auth::{rate_limit, require_admin, require_worker, session};
+use auth::{rate_limit, require_admin, require_worker};
 pub(crate) use auth::{unauthorized, AdminName};
 use envelope::{envelope, observe};
 pub use envelope::{ApiError, ApiJson};
-use worker_api::{artifact, latest, register, report, root_document};
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -64,42 +64,13 @@ impl Ctx {
     }
 }
 
-/// Every route the router serves, as `(method, path template)`; `/openapi.json` must list them all.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("get", "/"),
-    ("get", "/console/console.js"),
-    ("get", "/console/console.css"),
-    ("get", "/api/worker-updates/latest"),
-    ("get", "/api/worker-updates/root/{file}"),
-    ("get", "/api/worker-updates/artifacts/{sha256}"),
-    ("post", "/api/workers/register"),
-    ("post", "/api/worker-updates/report"),
-    ("post", "/api/admin/releases"),
-    ("get", "/api/admin/releases"),
-    ("put", "/api/admin/artifacts/{sha256}"),
-    ("get", "/api/admin/channels"),
-    ("post", "/api/admin/channels"),
-    ("delete", "/api/admin/channels/{channel}"),
-    ("post", "/api/admin/channels/{channel}/promote"),
-    ("post", "/api/admin/channels/{channel}/halt"),
-    ("post", "/api/admin/channels/{channel}/resume"),
-    ("post", "/api/admin/channels/{channel}/rollback"),
-    ("post", "/api/admin/roots"),
-    ("get", "/api/admin/status"),
-    ("get", "/api/admin/audit"),
-    ("get", "/api/admin/session"),
-    ("delete", "/api/admin/workers/{worker_id}"),
-    ("post", "/api/workers/enroll"),
-    ("post", "/api/admin/enroll-tokens"),
-    ("get", "/api/admin/enroll-tokens"),
-    ("delete", "/api/admin/enroll-tokens/{id}"),
-];
-
-/// The whole HTTP application.
+/// The whole HTTP application, and the OpenAPI document of exactly its routes.
 pub fn router(ctx: Ctx) -> Router {
+    router_and_document(ctx).0
+}
+
+/// [`router`] with its OpenAPI document (what `/openapi.json` serves).
+pub fn router_and_document(ctx: Ctx) -> (Router, utoipa::openapi::OpenApi) {
     // Every route but the artifact upload takes at most `--max-body-bytes`: a larger
     // Content-Length is refused before the handler runs, a longer chunked body when read.
     let small_bodies = RequestBodyLimitLayer::new(ctx.app.config.max_body_bytes);
@@ -108,73 +79,68 @@ pub fn router(ctx: Ctx) -> Router {
     );
     let rate_limited = middleware::from_fn_with_state(ctx.clone(), rate_limit);
     // Authenticated by its join token, in the handler; rate limited as one credential.
-    let enrol = Router::new()
-        .route(
-            "/api/workers/enroll",
-            post(enrol_api::enrol).layer(rate_limited.clone()),
-        )
+    let enrol = OpenApiRouter::default()
+        .routes(routes!(enrol_api::enrol).layer(rate_limited.clone()))
         .layer(small_bodies);
-    let worker = Router::new()
-        .route("/api/worker-updates/latest", get(latest))
-        .route("/api/worker-updates/root/{file}", get(root_document))
-        .route("/api/worker-updates/artifacts/{sha256}", get(artifact))
-        .route(
-            "/api/workers/register",
-            post(register).layer(rate_limited.clone()),
-        )
-        .route(
-            "/api/worker-updates/report",
-            post(report).layer(rate_limited),
-        )
+    let worker = OpenApiRouter::default()
+        .routes(routes!(worker_api::latest))
+        .routes(routes!(worker_api::root_document))
+        .routes(routes!(worker_api::artifact))
+        .routes(routes!(worker_api::register).layer(rate_limited.clone()))
+        .routes(routes!(worker_api::report).layer(rate_limited))
         .layer(small_bodies)
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_worker));
-    let admin = Router::new()
-        .route(
-            "/api/admin/releases",
-            post(publish_release).get(list_releases),
-        )
-        .route(
-            "/api/admin/channels",
-            get(list_channels).post(create_channel),
-        )
-        .route("/api/admin/channels/{channel}", delete(delete_channel))
-        .route("/api/admin/channels/{channel}/promote", post(promote))
-        .route("/api/admin/channels/{channel}/halt", post(halt))
-        .route("/api/admin/channels/{channel}/resume", post(resume))
-        .route("/api/admin/channels/{channel}/rollback", post(rollback))
-        .route("/api/admin/roots", post(publish_root))
-        .route("/api/admin/status", get(status))
-        .route("/api/admin/audit", get(audit))
-        .route("/api/admin/session", get(session))
-        .route("/api/admin/workers/{worker_id}", delete(forget_worker))
-        .route(
-            "/api/admin/enroll-tokens",
-            post(enrol_api::create_join_token).get(enrol_api::list_join_tokens),
-        )
-        .route(
-            "/api/admin/enroll-tokens/{id}",
-            delete(enrol_api::revoke_join_token),
-        )
+    let admin = OpenApiRouter::default()
+        .routes(routes!(
+            admin_api::publish_release,
+            admin_api::list_releases
+        ))
+        .routes(routes!(admin_api::list_channels, admin_api::create_channel))
+        .routes(routes!(admin_api::delete_channel))
+        .routes(routes!(admin_api::promote))
+        .routes(routes!(admin_api::halt))
+        .routes(routes!(admin_api::resume))
+        .routes(routes!(admin_api::rollback))
+        .routes(routes!(admin_api::publish_root))
+        .routes(routes!(admin_api::status))
+        .routes(routes!(admin_api::audit))
+        .routes(routes!(auth::session))
+        .routes(routes!(admin_api::forget_worker))
+        .routes(routes!(
+            enrol_api::create_join_token,
+            enrol_api::list_join_tokens
+        ))
+        .routes(routes!(enrol_api::revoke_join_token))
         .layer(small_bodies)
         // Added after the small-body layer, so only `--max-artifact-bytes` applies to it.
-        .route(
-            "/api/admin/artifacts/{sha256}",
-            put(upload_artifact).layer(artifact_bodies),
-        )
+        .routes(routes!(admin_api::upload_artifact).layer(artifact_bodies))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin))
         // Outside authentication: another site's request is refused before its token is read.
         .route_layer(middleware::from_fn(crate::console::same_origin));
-    let open = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+    let open = OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
         .layer(small_bodies);
-    let request_id = header::HeaderName::from_static("x-request-id");
-    open.merge(worker)
+    let (routes, document) = open
+        .merge(worker)
         .merge(enrol)
         .merge(admin)
         .merge(crate::console::routes())
+        .merge(crate::api_docs::routes())
+        .split_for_parts();
+    let document = crate::openapi::finish(document);
+    let served = OpenApiJson(Arc::from(
+        serde_json::to_string_pretty(&document).unwrap_or_else(|e| {
+            // Only a non-string map key could fail; there is none in the document.
+            tracing::error!(error = %e, "serialising the OpenAPI document");
+            String::from("{}")
+        }),
+    ));
+    let request_id = header::HeaderName::from_static("x-request-id");
+    let router = routes
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(Extension(served))
         // Big enough for what `small_bodies` lets through; the upload streams its body.
         .layer(DefaultBodyLimit::max(ctx.app.config.max_body_bytes))
         .layer(middleware::from_fn(envelope))
@@ -192,13 +158,27 @@ pub fn router(ctx: Ctx) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(ctx)
+        .with_state(ctx);
+    (router, document)
 }
 
-async fn healthz(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "root_version": ctx.app.root_version()}))
+/// The generated document, serialised once when the router is built.
+#[derive(Debug, Clone)]
+struct OpenApiJson(Arc<str>);
+
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "open",
+    responses((status = 200, description = "the server is up", body = schemas::Health)))]
+async fn healthz(State(ctx): State<Ctx>) -> Json<schemas::Health> {
+    Json(schemas::Health {
+        status: "ok",
+        root_version: ctx.app.root_version(),
+    })
 }
 
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "open",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
     ctx.app.refresh_fleet_metrics();
     (
@@ -207,36 +187,12 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
     )
 }
 
-async fn openapi() -> impl IntoResponse {
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", tag = "open",
+    responses((status = 200, description = "this OpenAPI 3.1 document", body = Object)))]
+async fn openapi(Extension(OpenApiJson(document)): Extension<OpenApiJson>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::DOCUMENT,
+        document.to_string(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ROUTES;
-
-    /// The OpenAPI document lists exactly the routes served.
-    #[test]
-    fn openapi_document_matches_the_routes() {
-        let document: serde_json::Value =
-            serde_json::from_str(crate::openapi::DOCUMENT).expect("openapi.json is JSON");
-        assert_eq!(document["openapi"], "3.1.0");
-        let paths = document["paths"].as_object().expect("paths");
-        let mut documented = Vec::new();
-        for (path, methods) in paths {
-            for method in methods.as_object().expect("methods").keys() {
-                documented.push((method.clone(), path.clone()));
-            }
-        }
-        documented.sort();
-        let mut served: Vec<(String, String)> = ROUTES
-            .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-            .collect();
-        served.sort();
-        assert_eq!(documented, served);
-    }
 }

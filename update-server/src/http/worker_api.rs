@@ -13,20 +13,36 @@ use serde::Deserialize;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::schemas::{Accepted, ArtifactBytes, Handshake, Latest, SignedDocument};
 use super::{ApiError, ApiJson, Ctx};
 use crate::api::{RegisterRequest, ReportRequest};
 use crate::tokens::Caller;
 
-#[derive(Debug, Deserialize)]
+/// `GET /api/worker-updates/latest?channel=&platform=&current_version=&worker_id=&wait=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LatestQuery {
+    /// Channel followed.
     channel: String,
+    /// Target triple.
     platform: String,
+    /// Running version.
     current_version: String,
+    /// Stable worker id.
     worker_id: String,
+    /// Long poll: seconds to wait for a change when `If-None-Match` names the current ETag
+    /// (capped by `--long-poll-max`).
     #[serde(default)]
     wait: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/worker-updates/latest", tag = "worker",
+    security(("workerToken" = [])),
+    params(LatestQuery,
+        ("If-None-Match" = Option<String>, Header, description = "the ETag of the answer held")),
+    responses(
+        (status = 200, description = "what the channel offers this worker (ETag header)", body = Latest),
+        (status = 304, description = "unchanged since If-None-Match (after `wait` seconds at most)")))]
 pub(super) async fn latest(
     State(ctx): State<Ctx>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -92,6 +108,10 @@ pub(super) async fn latest(
     }
 }
 
+#[utoipa::path(get, path = "/api/worker-updates/root/{file}", tag = "worker",
+    security(("workerToken" = [])),
+    params(("file" = String, Path, description = "`<version>.json`, e.g. `2.json`")),
+    responses((status = 200, description = "that version of the signed root", body = SignedDocument)))]
 pub(super) async fn root_document(
     State(ctx): State<Ctx>,
     Path(file): Path<String>,
@@ -121,6 +141,13 @@ pub(super) fn check_sha256(sha256: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/api/worker-updates/artifacts/{sha256}", tag = "worker",
+    security(("workerToken" = [])),
+    params(("sha256" = String, Path, description = "lower-case hex SHA-256 of the artifact"),
+        ("Range" = Option<String>, Header, description = "resume a download: `bytes=<from>-`")),
+    responses(
+        (status = 200, description = "the artifact", content_type = "application/octet-stream", body = ArtifactBytes),
+        (status = 206, description = "the requested range", content_type = "application/octet-stream", body = ArtifactBytes)))]
 pub(super) async fn artifact(
     State(ctx): State<Ctx>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -149,6 +176,10 @@ pub(super) async fn artifact(
     Ok(response.map(Body::new))
 }
 
+#[utoipa::path(post, path = "/api/workers/register", tag = "worker",
+    security(("workerToken" = [])),
+    request_body = RegisterRequest,
+    responses((status = 200, description = "the handshake", body = Handshake)))]
 pub(super) async fn register(
     State(ctx): State<Ctx>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -159,6 +190,10 @@ pub(super) async fn register(
     Ok(Json(ctx.app.register(request).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/worker-updates/report", tag = "worker",
+    security(("workerToken" = [])),
+    request_body = ReportRequest,
+    responses((status = 202, description = "stored (may trigger the auto-halt)", body = Accepted)))]
 pub(super) async fn report(
     State(ctx): State<Ctx>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -168,9 +203,5 @@ pub(super) async fn report(
         .check_attribution(&caller, &request.worker_id, request.channel.as_deref())?;
     let counts = ctx.app.report_counts(&caller, &request.to_version).await?;
     ctx.app.report_counted(request, counts).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"status": "accepted"})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(Accepted { status: "accepted" })).into_response())
 }
