@@ -972,7 +972,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
         "/api/worker-updates/report",
         &serde_json::json!({"worker_id": "w-doc", "correlation_id": "c-1", "from_version": "1.0.0",
             "to_version": "1.4.0", "outcome": "failure", "reason": "probation_failed",
-            "at": manifests::Timestamp::now().to_string()}),
+            "at": Timestamp::now().to_string()}),
     );
     assert_documented(
         &document,
