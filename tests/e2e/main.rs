@@ -22,6 +22,7 @@ mod esup_media;
 mod esup_protocol;
 mod esup_transcription;
 mod observability;
+mod openapi;
 mod release_admin;
 mod release_cli;
 mod release_keys;

@@ -130,7 +130,7 @@ mod tests {
 
     /// Every route reaches the router through `utoipa_axum::routes!` (so it is in the document):
     /// no source file of the server adds one with axum's own `route`, `route_service`, `nest` or
-    /// `nest_service`. The e2e test `server::every_documented_route_is_served_and_errors_are_json`
+    /// `nest_service`. The e2e test `openapi::every_documented_route_is_served_and_errors_are_json`
     /// checks the other direction against the running server.
     #[test]
     fn no_route_bypasses_the_document() {

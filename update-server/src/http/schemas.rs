@@ -3,7 +3,7 @@
 //! The error envelope and the answers built here in `http/` are these types themselves (they are
 //! serialised), so they cannot drift from the document. Some answers are still built as JSON
 //! values in `state/` (status, audit, releases, join tokens, handshake, `/latest`): their types
-//! here only describe them, and `tests/e2e/server.rs` checks every field of the real answers
+//! here only describe them, and `tests/e2e/openapi.rs` checks every field of the real answers
 //! against the document.
 
 use serde::Serialize;
