@@ -92,7 +92,7 @@ pub struct RootPublished {
     pub already_published: bool,
 }
 
-/// `POST /api/admin/halt` / `resume`: the reason, for the audit trail.
+/// Body of `POST /api/admin/channels/{channel}/halt` and `resume`: the reason, for the audit trail.
 #[derive(Debug, Clone, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
