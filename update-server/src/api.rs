@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Channel summary, as returned by the admin API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChannelSummary {
     /// Channel name.
     pub channel: String,
@@ -33,7 +33,7 @@ pub struct ChannelSummary {
 }
 
 /// Body of `POST /api/admin/channels/<channel>/promote`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// Version to offer.
@@ -57,7 +57,7 @@ pub struct PromoteRequest {
 }
 
 /// Body of `POST /api/workers/register`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct RegisterRequest {
     /// Stable worker id.
     pub worker_id: String,
@@ -76,7 +76,7 @@ pub struct RegisterRequest {
 }
 
 /// Body of `POST /api/worker-updates/report`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ReportRequest {
     /// Reporting worker.
     pub worker_id: String,
@@ -111,7 +111,7 @@ pub struct PublishedRelease {
 }
 
 /// Body of `POST /api/admin/channels`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
     /// The new channel's name (1-64 of `[a-z0-9_-]`).
@@ -119,7 +119,7 @@ pub struct CreateChannelRequest {
 }
 
 /// A created channel, as `GET /api/admin/channels` lists it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ChannelListing {
     /// Channel name.
     pub channel: String,

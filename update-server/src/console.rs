@@ -11,8 +11,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::ApiError;
 
@@ -30,25 +30,40 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
     form-action 'self'; frame-ancestors 'none'";
 
 /// The console's routes (`/` and its two assets), with their security headers.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
-        .route(
-            "/console/console.js",
-            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
-        )
-        .route(
-            "/console/console.css",
-            get(|| asset("text/css; charset=utf-8", STYLE)),
-        )
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::default()
+        .routes(routes!(index))
+        .routes(routes!(script))
+        .routes(routes!(style))
         .layer(middleware::map_response(security_headers))
 }
 
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// `GET /`: the console's page.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 200, description = "the web console", content_type = "text/html", body = String)))]
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console/console.js", tag = "console",
+    responses((status = 200, description = "the console's script", content_type = "text/javascript", body = String)))]
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// The console's style sheet.
+#[utoipa::path(get, path = "/console/console.css", tag = "console",
+    responses((status = 200, description = "the console's style sheet", content_type = "text/css", body = String)))]
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// An embedded file; the assets change with the binary, so browsers always revalidate.
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
-            // The assets change with the binary; always revalidate.
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
@@ -56,7 +71,8 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn security_headers(mut response: Response) -> Response {
+/// The headers of every page the server serves to a browser (the console and `/docs`).
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -9,6 +9,7 @@
 //! token is cancelled, then drains in-flight requests.
 
 pub mod api;
+pub mod api_docs;
 pub mod config;
 pub mod console;
 pub mod error;

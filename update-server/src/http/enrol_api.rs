@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::schemas::{Enrolled, JoinTokenCreated, JoinTokenList, JoinTokenRevoked};
 use super::{AdminName, ApiError, ApiJson, Ctx};
 use crate::state::enrolment::{CreateJoinToken, EnrolError, EnrolErrorKind, EnrolRequest};
 
@@ -41,6 +42,10 @@ pub(super) fn revoked_credential(ctx: &Ctx, headers: &HeaderMap) -> Option<ApiEr
 }
 
 /// `POST /api/workers/enroll` with `Authorization: Bearer <join token>`.
+#[utoipa::path(post, path = "/api/workers/enroll", tag = "enrolment",
+    security(("joinToken" = [])),
+    request_body = EnrolRequest,
+    responses((status = 201, description = "enrolled: the worker's own credential, shown once", body = Enrolled)))]
 pub(super) async fn enrol(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
@@ -58,6 +63,10 @@ pub(super) async fn enrol(
     }
 }
 
+/// `POST /api/admin/enroll-tokens`.
+#[utoipa::path(post, path = "/api/admin/enroll-tokens", tag = "enrolment", security(("adminToken" = [])),
+    request_body = CreateJoinToken,
+    responses((status = 201, description = "the join token, shown once", body = JoinTokenCreated)))]
 pub(super) async fn create_join_token(
     State(ctx): State<Ctx>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
@@ -67,15 +76,22 @@ pub(super) async fn create_join_token(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// `GET /api/admin/enroll-tokens`.
+#[utoipa::path(get, path = "/api/admin/enroll-tokens", tag = "enrolment", security(("adminToken" = []), ("viewerToken" = [])),
+    responses((status = 200, description = "every join token (never the token itself)", body = JoinTokenList)))]
 pub(super) async fn list_join_tokens(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
     Json(ctx.app.list_join_tokens())
 }
 
+/// `DELETE /api/admin/enroll-tokens/{id}`.
+#[utoipa::path(delete, path = "/api/admin/enroll-tokens/{id}", tag = "enrolment", security(("adminToken" = [])),
+    params(("id" = String, Path, description = "the join token's id")),
+    responses((status = 200, description = "revoked", body = JoinTokenRevoked)))]
 pub(super) async fn revoke_join_token(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
     axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
 ) -> Result<Response, ApiError> {
     ctx.app.revoke_join_token(&id, &actor).await?;
-    Ok(Json(serde_json::json!({ "revoked": id })).into_response())
+    Ok(Json(JoinTokenRevoked { revoked: id }).into_response())
 }

@@ -33,7 +33,7 @@ pub const WORKERS_PAGE_DEFAULT: usize = 100;
 pub const WORKERS_PAGE_MAX: usize = 1_000;
 
 /// How many workers of the channel ran each version from `at` on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryPoint {
     /// RFC 3339 UTC.
     pub at: String,
@@ -42,7 +42,7 @@ pub struct HistoryPoint {
 }
 
 /// A channel action on the history (a promotion with its rollout %, a halt, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryEvent {
     /// RFC 3339 UTC.
     pub at: String,
@@ -59,7 +59,7 @@ pub struct HistoryEvent {
 }
 
 /// `GET /api/admin/channels/{channel}/history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelHistory {
     /// The channel.
     pub channel: String,
@@ -76,7 +76,7 @@ pub struct ChannelHistory {
 }
 
 /// One worker of `GET /api/admin/workers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkerRow {
     /// Stable id.
     pub worker_id: String,
@@ -94,7 +94,7 @@ pub struct WorkerRow {
 
 /// `GET /api/admin/workers?offset=&limit=&channel=&version=`: one page of the inventory, by
 /// worker id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkersPage {
     /// Workers that pass the filters (on every page).
     pub total: usize,

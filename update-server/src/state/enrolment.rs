@@ -173,7 +173,7 @@ impl EnrolError {
 pub type EnrolResult<T> = Result<T, EnrolError>;
 
 /// Body of `POST /api/admin/enroll-tokens`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
     /// The channel the workers it enrols must follow (none: any).
@@ -196,7 +196,7 @@ fn a_day() -> u64 {
 }
 
 /// Body of `POST /api/workers/enroll`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
     /// The worker's stable id (`STATE_DIR/worker_id`).
