@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::fleet::{metric, Server, PLATFORM};
+use e2e::fleet::{metric, Api, Server, PLATFORM};
 use e2e::mirror::{Behaviour, HostileMirror};
 use e2e::world::World;
 use e2e::{agent_at_version, Sandbox};
@@ -223,4 +223,97 @@ fn an_agent_on_two_update_servers_carries_on_through_the_other_when_one_is_kille
         "the agent says it moved to B: {log}"
     );
     assert!(served(&b, ARTIFACT_ROUTE, "200") >= 1.0, "v2 came from B");
+}
+
+#[test]
+fn replicas_on_one_data_directory_serve_every_artifact_published_through_either() {
+    let w = World::new();
+    // Replica B on the same --data-dir, started before anything is published through A.
+    let b_dir = w.sandbox.join("replica-b");
+    std::fs::create_dir_all(&b_dir).expect("replica dir");
+    let tokens = w.sandbox.join("worker.tokens");
+    let shared = w.server.data_dir.to_string_lossy().into_owned();
+    let b = Server::start(
+        &b_dir,
+        &w.trust,
+        &[
+            "--data-dir",
+            &shared,
+            "--worker-token-file",
+            &tokens.to_string_lossy(),
+        ],
+    );
+    let contents = vec![0x5a_u8; 8192];
+    let release = w.publish_written(V2, "artifact-v2", &contents);
+    let sha = release.signed.artifacts[0].sha256.clone();
+    let path = format!("/api/worker-updates/artifacts/{sha}");
+    let from_b = Api::new(&b.url, Some(&w.server.worker_token)).get(&path);
+    assert_eq!(from_b.status, 200, "B serves what A stored: {from_b:?}");
+    assert_eq!(from_b.body, contents);
+    // A file under a wrong name is never served.
+    let forged = "cd".repeat(32);
+    std::fs::write(w.server.data_dir.join("artifacts").join(&forged), &contents).expect("write");
+    let refused = Api::new(&b.url, Some(&w.server.worker_token))
+        .get(&format!("/api/worker-updates/artifacts/{forged}"));
+    assert_eq!(refused.status, 404, "{refused:?}");
+    assert!(b.log().contains("does not hash to its name"), "{}", b.log());
+}
+
+#[test]
+fn a_poll_answers_304_from_memory_while_the_database_is_locked() {
+    let w = World::new();
+    let release = w.publish_written(V2, "artifact-v2", vec![0x5a_u8; 4096]);
+    w.server.promote("stable", V2, 100);
+    let worker = w.server.worker();
+    let first = worker.latest("stable", V1, "w-1");
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").expect("ETag").to_owned();
+    // Another process holds the database's write lock: any store write waits (busy timeout 5 s).
+    let db = rusqlite::Connection::open(w.server.data_dir.join("update-server.sqlite3"))
+        .expect("open the server's database");
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    // Sightings the store must learn of (a changed version, a new worker): still 304 at once.
+    for (version, worker_id) in [(V2, "w-1"), (V1, "w-2")] {
+        let started = std::time::Instant::now();
+        let reply = worker.send(
+            reqwest::Method::GET,
+            &format!(
+                "/api/worker-updates/latest?channel=stable&platform={PLATFORM}&current_version={version}&worker_id={worker_id}"
+            ),
+            |r| r.header("If-None-Match", &etag),
+        );
+        assert_eq!(reply.status, 304, "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered without waiting on the store: {:?}",
+            started.elapsed()
+        );
+    }
+    // Written behind once the lock is gone.
+    db.execute_batch("COMMIT").expect("unlock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored: Vec<(String, String)> = db
+            .prepare("SELECT worker_id, version FROM workers ORDER BY worker_id")
+            .and_then(|mut s| {
+                s.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .expect("read workers");
+        if stored
+            == [
+                ("w-1".to_owned(), V2.to_owned()),
+                ("w-2".to_owned(), V1.to_owned()),
+            ]
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sightings not written behind: {stored:?}\n{}",
+            w.server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(release);
 }
