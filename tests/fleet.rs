@@ -106,6 +106,7 @@ impl Trust {
                     url: format!("/api/worker-updates/artifacts/{sha256}"),
                     sha256,
                     size,
+                    mirrors: Vec::new(),
                     extra: BTreeMap::new(),
                 }
             })
@@ -239,10 +240,25 @@ impl Server {
         if !shared {
             args.truncate(args.len() - 2);
         }
-        if extra.contains(&"--listen") {
-            // Drop the default `--listen 127.0.0.1:0`: clap refuses a flag given twice.
-            args.drain(1..=2);
+        // A default flag `extra` sets again (e.g. `--listen ADDR`, or `--data-dir` for a second
+        // replica on a shared data directory) is dropped: clap refuses a flag given twice.
+        for flag in [
+            "--listen",
+            "--data-dir",
+            "--admin-token-file",
+            "--worker-token-file",
+        ] {
+            if extra.contains(&flag) {
+                if let Some(at) = args.iter().position(|arg| arg == flag) {
+                    args.drain(at..=at + 1);
+                }
+            }
         }
+        let data_dir = extra
+            .iter()
+            .position(|arg| *arg == "--data-dir")
+            .and_then(|at| extra.get(at + 1))
+            .map_or(data_dir, PathBuf::from);
         args.extend(extra.iter().map(ToString::to_string));
         let log = dir.join("update-server.log");
         let (child, url) = spawn(&args, &log);

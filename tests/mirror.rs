@@ -61,6 +61,8 @@ struct Shared {
     size: u64,
     stop: AtomicBool,
     requests: AtomicUsize,
+    /// The request target of every request, in order.
+    paths: Mutex<Vec<String>>,
     authorization_seen: AtomicBool,
     /// Open connections (a clone of each socket, to shut it down) and their threads.
     connections: Mutex<Vec<(TcpStream, JoinHandle<()>)>>,
@@ -90,6 +92,7 @@ impl HostileMirror {
             size,
             stop: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
+            paths: Mutex::new(Vec::new()),
             authorization_seen: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
         });
@@ -107,6 +110,21 @@ impl HostileMirror {
     /// The artifact URL to sign into a release.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The mirror's base URL for `worker-release sign-release --mirror` (the artifact is then
+    /// asked for as `BASE/<sha256>`; this fake serves its one artifact at any path).
+    pub fn base_url(&self) -> &str {
+        self.url.strip_suffix("/worker-agent").unwrap_or(&self.url)
+    }
+
+    /// The request target (path) of each request received so far, in order.
+    pub fn requested_paths(&self) -> Vec<String> {
+        self.shared
+            .paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Requests received (and read) so far.
@@ -198,6 +216,13 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     let Some(head) = read_head(&mut stream, shared) else {
         return;
     };
+    if let Some(target) = head.lines().next().and_then(|l| l.split(' ').nth(1)) {
+        shared
+            .paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(target.to_owned());
+    }
     let seen = shared.requests.fetch_add(1, Ordering::SeqCst);
     if head
         .lines()

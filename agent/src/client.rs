@@ -1,5 +1,7 @@
 //! HTTP client of the update server's worker API.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use manifests::{ChannelStatement, Release, Rollback, Root, Signed};
@@ -92,11 +94,16 @@ struct RegisterBody<'a> {
     task_types: &'a [String],
 }
 
-/// The update server, as a worker sees it.
+/// The update server, as a worker sees it: one server, or replicas of it (`--update-server
+/// A,B,...`) of which one is in use at a time. Clones share the one in use, so the handshake,
+/// the update loop and the outbox flusher all move to the next replica together.
 #[derive(Debug, Clone)]
 pub struct UpdateClient {
     http: reqwest::Client,
-    base: String,
+    /// The update servers, in the configured order (at least one).
+    bases: Arc<[String]>,
+    /// The index in `bases` of the server in use.
+    current: Arc<AtomicUsize>,
     token: String,
     read_timeout: Duration,
 }
@@ -116,9 +123,14 @@ impl UpdateClient {
             .map_err(|e| UpdateFailure::fatal(FailureReason::Io, e.to_string()))?
             .build()
             .map_err(|e| UpdateFailure::fatal(FailureReason::Io, format!("HTTP client: {e}")))?;
+        let mut bases: Vec<String> = config.server_bases().map(str::to_owned).collect();
+        if bases.is_empty() {
+            bases.push(config.server_base().to_owned());
+        }
         Ok(UpdateClient {
             http,
-            base: config.server_base().to_owned(),
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             token: config.token.clone(),
             read_timeout: Duration::from_secs(config.read_timeout_secs),
         })
@@ -129,26 +141,79 @@ impl UpdateClient {
         &self.http
     }
 
-    /// The bearer token to send with a download from `url`: only when `url` is on the update
-    /// server's own origin. A mirror gets none, even one whose URL merely starts with the
+    /// The base URL of the update server in use.
+    pub fn base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// The bearer token to send with a download from `url`: only when `url` is on the origin of
+    /// one of the update servers. A mirror gets none, even one whose URL merely starts with a
     /// server's address (for a server on port 6553: `http://127.0.0.1:65530`,
     /// `http://127.0.0.1:6553@mirror`).
     pub fn token_for(&self, url: &str) -> Option<&str> {
-        same_origin(url, &self.base).then_some(self.token.as_str())
+        self.bases
+            .iter()
+            .any(|base| same_origin(url, base))
+            .then_some(self.token.as_str())
     }
 
-    /// An artifact URL: absolute, or relative to the update server.
+    /// An artifact URL: absolute, or relative to the update server in use.
     pub fn resolve(&self, url: &str) -> String {
         if url.starts_with("http://") || url.starts_with("https://") {
             url.to_owned()
         } else {
-            format!("{}/{}", self.base, url.trim_start_matches('/'))
+            format!("{}/{}", self.base(), url.trim_start_matches('/'))
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// Sends the request `build` makes for a server's base URL to the server in use; when that
+    /// one cannot be reached (no connection, reset, timeout: no HTTP answer at all), to the next
+    /// one of the list, each at most once, and stays on the first that answers. An HTTP answer,
+    /// even an error status, is the server's word and is not retried elsewhere.
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpdateFailure> {
+        let count = self.bases.len();
+        let first = self.current.load(Ordering::Relaxed) % count;
+        let mut last = None;
+        for step in 0..count {
+            let at = (first + step) % count;
+            let base = &self.bases[at];
+            match build(base).send().await {
+                Ok(response) => {
+                    if step > 0 {
+                        self.current.store(at, Ordering::Relaxed);
+                        tracing::warn!(
+                            server = %base,
+                            previous = %self.bases[first],
+                            "update server failover: now using this update server"
+                        );
+                    }
+                    return Ok(response);
+                }
+                Err(error) => {
+                    let failure = network(error);
+                    if count > 1 {
+                        tracing::warn!(
+                            server = %base,
+                            reason = %failure.reason,
+                            error = %failure.message,
+                            "update server unreachable; trying the next one of --update-server"
+                        );
+                    }
+                    last = Some(failure);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            UpdateFailure::retryable(FailureReason::Download, "no update server configured")
+        }))
+    }
+
+    fn request(&self, base: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{base}{path}"))
             .bearer_auth(&self.token)
     }
 
@@ -162,15 +227,16 @@ impl UpdateClient {
         worker_id: &str,
     ) -> Result<Enrolled, UpdateFailure> {
         let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let body = serde_json::json!({"worker_id": worker_id, "hostname": hostname.trim()});
         let response = self
-            .http
-            .post(format!("{}/api/workers/enroll", self.base))
-            .bearer_auth(join_token)
-            .timeout(self.read_timeout)
-            .json(&serde_json::json!({"worker_id": worker_id, "hostname": hostname.trim()}))
-            .send()
-            .await
-            .map_err(network)?;
+            .send(|base| {
+                self.http
+                    .post(format!("{base}/api/workers/enroll"))
+                    .bearer_auth(join_token)
+                    .timeout(self.read_timeout)
+                    .json(&body)
+            })
+            .await?;
         json(response).await
     }
 
@@ -193,12 +259,12 @@ impl UpdateClient {
             task_types,
         };
         let response = self
-            .request(reqwest::Method::POST, "/api/workers/register")
-            .timeout(self.read_timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(network)?;
+            .send(|base| {
+                self.request(base, reqwest::Method::POST, "/api/workers/register")
+                    .timeout(self.read_timeout)
+                    .json(&body)
+            })
+            .await?;
         json(response).await
     }
 
@@ -221,14 +287,18 @@ impl UpdateClient {
         if let Some(wait) = wait {
             query.push(("wait", wait.as_secs().to_string()));
         }
-        let mut request = self
-            .request(reqwest::Method::GET, "/api/worker-updates/latest")
-            .query(&query)
-            .timeout(self.read_timeout + wait.unwrap_or_default());
-        if let Some(etag) = etag {
-            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-        }
-        let response = request.send().await.map_err(network)?;
+        let response = self
+            .send(|base| {
+                let mut request = self
+                    .request(base, reqwest::Method::GET, "/api/worker-updates/latest")
+                    .query(&query)
+                    .timeout(self.read_timeout + wait.unwrap_or_default());
+                if let Some(etag) = etag {
+                    request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+                }
+                request
+            })
+            .await?;
         if response.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(Poll::NotModified);
         }
@@ -246,15 +316,13 @@ impl UpdateClient {
 
     /// `GET /api/worker-updates/root/<version>.json`.
     pub async fn root(&self, version: u64) -> Result<Signed<Root>, UpdateFailure> {
+        let path = format!("/api/worker-updates/root/{version}.json");
         let response = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/api/worker-updates/root/{version}.json"),
-            )
-            .timeout(self.read_timeout)
-            .send()
-            .await
-            .map_err(network)?;
+            .send(|base| {
+                self.request(base, reqwest::Method::GET, &path)
+                    .timeout(self.read_timeout)
+            })
+            .await?;
         let response = check_status(response).await?;
         let bytes = read_metadata(response).await?;
         Ok(Signed::<Root>::from_slice(&bytes)?)
@@ -278,12 +346,12 @@ impl UpdateClient {
             "channel": outcome.channel,
         });
         let response = self
-            .request(reqwest::Method::POST, "/api/worker-updates/report")
-            .timeout(self.read_timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(network)?;
+            .send(|base| {
+                self.request(base, reqwest::Method::POST, "/api/worker-updates/report")
+                    .timeout(self.read_timeout)
+                    .json(&body)
+            })
+            .await?;
         check_status(response).await.map(|_| ())
     }
 }

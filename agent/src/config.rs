@@ -11,7 +11,9 @@ use clap::Args;
 /// Options shared by `run` and the `update` commands.
 #[derive(Debug, Clone, Args)]
 pub struct AgentConfig {
-    /// Base URL of the update server.
+    /// Base URL of the update server, or a comma-separated list of replicas' URLs: the agent
+    /// uses the first that answers and stays on it; when it is unreachable (no connection, a
+    /// reset, a timeout) the next one of the list is tried at once, for every request.
     #[arg(long = "update-server", env = "UPDATE_SERVER_URL")]
     pub update_server: String,
     /// Channel to follow (`canary`, `stable`, ...).
@@ -127,8 +129,19 @@ impl AgentConfig {
         Duration::from_secs(self.probation_secs)
     }
 
-    /// The update server's base URL without a trailing slash.
+    /// The update server's base URL without a trailing slash (the first of the list).
     pub fn server_base(&self) -> &str {
-        self.update_server.trim_end_matches('/')
+        self.server_bases()
+            .next()
+            .unwrap_or_else(|| self.update_server.trim_end_matches('/'))
+    }
+
+    /// Every update server URL of `--update-server` (comma-separated), in order, each without a
+    /// trailing slash; empty entries are skipped.
+    pub fn server_bases(&self) -> impl Iterator<Item = &str> {
+        self.update_server
+            .split(',')
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
     }
 }

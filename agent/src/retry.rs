@@ -155,17 +155,29 @@ impl SourceVerdicts {
     }
 }
 
-/// Where the artifact `sha256` with the signed `url` can be fetched from, in order: the signed
-/// URL (resolved against `server`), then the update server's own copy when the URL points
-/// elsewhere (a mirror). The bytes are checked against the signed hash whatever the source.
-pub fn artifact_sources(server: &str, resolved_url: &str, sha256: &str) -> Vec<String> {
+/// Where the artifact `sha256` with the signed `url` can be fetched from, in order: the
+/// release's signed `mirrors`, then the signed URL (resolved against `server`, the update server
+/// in use), then that server's own copy when the URL points elsewhere; each once. The bytes are
+/// checked against the signed hash whatever the source.
+pub fn artifact_sources(
+    server: &str,
+    mirrors: &[String],
+    resolved_url: &str,
+    sha256: &str,
+) -> Vec<String> {
     let own = format!(
         "{}/api/worker-updates/artifacts/{sha256}",
         server.trim_end_matches('/')
     );
-    let mut sources = vec![resolved_url.to_owned()];
-    if own != resolved_url {
-        sources.push(own);
+    let mut sources: Vec<String> = Vec::with_capacity(mirrors.len() + 2);
+    for source in mirrors
+        .iter()
+        .map(String::as_str)
+        .chain([resolved_url, own.as_str()])
+    {
+        if !sources.iter().any(|known| known == source) {
+            sources.push(source.to_owned());
+        }
     }
     sources
 }
@@ -284,14 +296,29 @@ mod tests {
     fn a_mirror_url_falls_back_to_the_servers_own_copy() {
         let sha = "ab".repeat(32);
         assert_eq!(
-            artifact_sources("http://server/", "http://mirror/x", &sha),
+            artifact_sources("http://server/", &[], "http://mirror/x", &sha),
             [
                 "http://mirror/x".to_owned(),
                 format!("http://server/api/worker-updates/artifacts/{sha}")
             ]
         );
         let own = format!("http://server/api/worker-updates/artifacts/{sha}");
-        assert_eq!(artifact_sources("http://server", &own, &sha), [own]);
+        assert_eq!(artifact_sources("http://server", &[], &own, &sha), [own]);
+    }
+
+    #[test]
+    fn signed_mirrors_come_first_in_their_order_each_once() {
+        let sha = "ab".repeat(32);
+        let own = format!("http://server/api/worker-updates/artifacts/{sha}");
+        let mirrors = [
+            format!("https://b.example/{sha}"),
+            format!("https://a.example/{sha}"),
+            format!("https://b.example/{sha}"),
+        ];
+        assert_eq!(
+            artifact_sources("http://server", &mirrors, &own, &sha),
+            [mirrors[0].clone(), mirrors[1].clone(), own]
+        );
     }
 
     #[test]

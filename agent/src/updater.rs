@@ -545,7 +545,7 @@ impl Updater {
             reason = %failure.reason,
             error = %failure.message,
             to_version = to_version.unwrap_or("none"),
-            source = self.config.server_base(),
+            source = self.session.client.base(),
             next_retry_in_secs = pause.map(|p| p.as_secs()),
             reported = first,
             "update rejected; nothing touched"

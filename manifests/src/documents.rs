@@ -51,9 +51,71 @@ pub struct Artifact {
     pub size: u64,
     /// Where to fetch it: absolute, or relative to the update server's URL.
     pub url: String,
+    /// Mirrors serving the very same bytes (any CDN or object store answering a plain GET):
+    /// absolute `http(s)://` URLs, tried in this order before `url` and the update server's own
+    /// copy. Signed like the rest, but trusted for nothing: every byte is checked against
+    /// `sha256` and `size` whatever its source. Absent (never an empty list, which parsing
+    /// refuses so that every accepted document prints back to the same canonical bytes) when
+    /// the release names none; documents from before the field stay valid.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "non_empty_list"
+    )]
+    #[schemars(length(min = 1))]
+    pub mirrors: Vec<String>,
     /// Unknown fields, preserved.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// The most mirrors one artifact may name (a release is metadata an agent reads whole).
+pub const MAX_MIRRORS: usize = 16;
+
+/// A present `mirrors` list: one entry at least (an empty one would not survive printing, as
+/// an absent list is not printed, and its signature would no longer verify).
+fn non_empty_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(deserializer)?;
+    if list.is_empty() {
+        return Err(serde::de::Error::custom(
+            "mirrors is an empty list: leave the field out instead",
+        ));
+    }
+    Ok(list)
+}
+
+impl Artifact {
+    /// `mirrors` are absolute `http://` or `https://` URLs, distinct, at most [`MAX_MIRRORS`].
+    fn validate_mirrors(&self, index: usize) -> Result<()> {
+        if self.mirrors.len() > MAX_MIRRORS {
+            return Err(Error::malformed(
+                format!("artifacts[{index}].mirrors"),
+                format!("{} mirrors, at most {MAX_MIRRORS}", self.mirrors.len()),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (at, mirror) in self.mirrors.iter().enumerate() {
+            let field = || format!("artifacts[{index}].mirrors[{at}]");
+            let rest = mirror
+                .strip_prefix("https://")
+                .or_else(|| mirror.strip_prefix("http://"));
+            if rest.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+                return Err(Error::malformed(
+                    field(),
+                    format!("{mirror:?} is not an absolute http:// or https:// URL"),
+                ));
+            }
+            if !seen.insert(mirror.as_str()) {
+                return Err(Error::malformed(
+                    field(),
+                    format!("{mirror:?} listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Document for Release {
@@ -79,6 +141,7 @@ impl Release {
                     format!("platform {} listed twice", artifact.platform),
                 ));
             }
+            artifact.validate_mirrors(index)?;
         }
         Ok(())
     }
@@ -186,5 +249,75 @@ impl Document for Rollback {
 
     fn declared_type(&self) -> DocType {
         self.doc_type
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A release body whose one artifact carries `mirrors` (raw JSON, or nothing).
+    fn release_json(mirrors: Option<&str>) -> String {
+        let mirrors = mirrors.map_or_else(String::new, |m| format!(r#","mirrors":{m}"#));
+        format!(
+            r#"{{"type":"release","product":"worker-agent","version":"1.1.0","released_at":"2026-01-01T00:00:00Z","minimum_version":"1.0.0","artifacts":[{{"platform":"x86_64-unknown-linux-gnu","sha256":"{sha}","size":30,"url":"/a"{mirrors}}}],"notes":""}}"#,
+            sha = "ab".repeat(32)
+        )
+    }
+
+    #[test]
+    fn a_release_from_before_mirrors_parses_and_prints_back_without_them() {
+        let text = release_json(None);
+        let release: Release = serde_json::from_str(&text).expect("old release");
+        assert!(release.artifacts[0].mirrors.is_empty());
+        release.validate().expect("valid");
+        let printed = serde_json::to_value(&release).expect("print");
+        assert_eq!(
+            printed,
+            serde_json::from_str::<Value>(&text).expect("json"),
+            "no `mirrors` appears"
+        );
+    }
+
+    #[test]
+    fn mirrors_are_kept_in_order_and_checked() {
+        let text = release_json(Some(r#"["https://b.example/x","http://a.example/x"]"#));
+        let release: Release = serde_json::from_str(&text).expect("release with mirrors");
+        assert_eq!(
+            release.artifacts[0].mirrors,
+            ["https://b.example/x", "http://a.example/x"]
+        );
+        release.validate().expect("valid");
+        assert_eq!(
+            serde_json::to_value(&release).expect("print"),
+            serde_json::from_str::<Value>(&text).expect("json")
+        );
+        // An empty list would print back without the field: refused when parsing.
+        let empty = serde_json::from_str::<Release>(&release_json(Some("[]")));
+        assert!(empty.is_err_and(|e| e.to_string().contains("empty list")));
+        assert!(serde_json::from_str::<Release>(&release_json(Some("null"))).is_err());
+        for bad in [
+            r#"["/relative"]"#,
+            r#"["ftp://x.example/a"]"#,
+            r#"["https://"]"#,
+            r#"["https:///path"]"#,
+            r#"["https://a.example/x","https://a.example/x"]"#,
+        ] {
+            let release: Release = serde_json::from_str(&release_json(Some(bad))).expect(bad);
+            let error = release.validate().expect_err(bad);
+            assert!(
+                error.to_string().contains("artifacts[0].mirrors"),
+                "{bad}: {error}"
+            );
+        }
+        let many = format!(
+            "[{}]",
+            (0..=MAX_MIRRORS)
+                .map(|i| format!(r#""https://m{i}.example/x""#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let release: Release = serde_json::from_str(&release_json(Some(&many))).expect("many");
+        assert!(release.validate().is_err());
     }
 }

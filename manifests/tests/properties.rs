@@ -136,13 +136,15 @@ fn artifact() -> impl Strategy<Value = Artifact> {
         hex_text(32),
         exact_u64(),
         text(),
-        extra(&["platform", "sha256", "size", "url"]),
+        prop::collection::vec(text(), 0..3),
+        extra(&["platform", "sha256", "size", "url", "mirrors"]),
     )
-        .prop_map(|(platform, sha256, size, url, extra)| Artifact {
+        .prop_map(|(platform, sha256, size, url, mirrors, extra)| Artifact {
             platform,
             sha256,
             size,
             url,
+            mirrors,
             extra,
         })
 }
@@ -625,7 +627,7 @@ proptest! {
         let root = trust_root(&key);
         let mut body = body;
         if body.artifacts.is_empty() {
-            body.artifacts.push(Artifact { platform: filler.clone(), sha256: "ab".repeat(32), size: 1, url: filler.clone(), extra: BTreeMap::new() });
+            body.artifacts.push(Artifact { platform: filler.clone(), sha256: "ab".repeat(32), size: 1, url: filler.clone(), mirrors: Vec::new(), extra: BTreeMap::new() });
         }
         // Make sure the chosen field has a byte to flip.
         let target: &mut String = match field {

@@ -63,6 +63,11 @@ pub struct SignReleaseArgs {
     /// /api/worker-updates/artifacts/<sha256>.
     #[arg(long = "artifact", required = true)]
     artifacts: Vec<String>,
+    /// A mirror holding the artifacts by hash (an http:// or https:// base URL; each artifact
+    /// is fetched from URL/<sha256>), repeatable: signed into each artifact's `mirrors`, which
+    /// agents try in the order given before the artifact's URL and the update server's copy.
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
     /// Oldest version allowed to update straight to this one (default: 0.0.0, any).
     #[arg(long, default_value = "0.0.0")]
     minimum_version: String,
@@ -295,6 +300,17 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
             ),
         ));
     }
+    for mirror in &args.mirrors {
+        let rest = mirror
+            .strip_prefix("https://")
+            .or_else(|| mirror.strip_prefix("http://"));
+        if rest.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+            return Err(refuse(
+                "usage",
+                format!("--mirror {mirror:?}: expected an absolute http:// or https:// URL"),
+            ));
+        }
+    }
     let mut artifacts = Vec::new();
     for spec in &args.artifacts {
         let mut parts = spec.splitn(3, '=');
@@ -311,11 +327,17 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
             || format!("/api/worker-updates/artifacts/{sha256}"),
             str::to_owned,
         );
+        let mirrors = args
+            .mirrors
+            .iter()
+            .map(|base| format!("{}/{sha256}", base.trim_end_matches('/')))
+            .collect();
         artifacts.push(Artifact {
             platform: platform.to_owned(),
             sha256,
             size,
             url,
+            mirrors,
             extra: BTreeMap::new(),
         });
     }
@@ -669,6 +691,9 @@ pub fn inspect(path: &Path) -> Result<()> {
                     "artifact         {} {} bytes sha256 {} url {}",
                     artifact.platform, artifact.size, artifact.sha256, artifact.url
                 );
+                for mirror in &artifact.mirrors {
+                    println!("  mirror         {mirror}");
+                }
             }
             if !release.notes.is_empty() {
                 println!("notes            {}", release.notes);

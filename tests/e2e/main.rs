@@ -23,6 +23,7 @@ mod esup_hostile;
 mod esup_media;
 mod esup_protocol;
 mod esup_transcription;
+mod mirrors;
 mod observability;
 mod openapi;
 mod release_admin;

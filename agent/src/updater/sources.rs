@@ -1,8 +1,11 @@
 //! Where the updater fetches an artifact from, and what a bad download costs the source: a
 //! hash/size (or other non-retryable) verdict condemns the *source* that sent the bytes for a
 //! while ([`crate::retry::SourceVerdicts`], capped exponential backoff), never the bytes. The
-//! same bytes are tried at once from the next source (the update server's own copy when the
-//! signed URL points at a mirror), and from the condemned source again once its backoff ends.
+//! same bytes are tried at once from the next source (the release's signed `mirrors` in order,
+//! then the signed URL, then the update server's own copy when that URL points elsewhere), and
+//! from the condemned source again once its backoff ends. A signed mirror that cannot be
+//! reached is skipped the same way (with its reason): only the last sources, the signed URL and
+//! the server's copy, end the attempt on network trouble, to be retried at the next poll.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,8 +20,14 @@ use crate::retry;
 impl Updater {
     /// The sources of `plan`'s artifact, in the order they are tried.
     fn sources(&self, plan: &InstallPlan) -> Vec<String> {
-        let signed = self.session.client.resolve(&plan.artifact.url);
-        retry::artifact_sources(self.config.server_base(), &signed, &plan.artifact.sha256)
+        let client = &self.session.client;
+        let signed = client.resolve(&plan.artifact.url);
+        retry::artifact_sources(
+            client.base(),
+            &plan.artifact.mirrors,
+            &signed,
+            &plan.artifact.sha256,
+        )
     }
 
     /// How long every source of `plan` is still avoided (`None`: one may be tried now).
@@ -54,18 +63,32 @@ impl Updater {
                 }
                 Err(failure) => {
                     self.count_attempt_failure(plan, correlation_id, &failure, started);
-                    if failure.retryable {
+                    let mirror = plan.artifact.mirrors.contains(&source);
+                    if failure.retryable && !mirror {
                         return Err(failure);
                     }
                     let pause = self.condemned.condemn(&source, Instant::now());
-                    tracing::warn!(
-                        source = %source,
-                        reason = %failure.reason,
-                        error = %failure.message,
-                        next_retry_in_secs = pause.as_secs(),
-                        next_retry_at = %Timestamp::now().plus_secs(i64::try_from(pause.as_secs()).unwrap_or(i64::MAX)),
-                        "artifact source condemned for a while; trying the next source, if any"
-                    );
+                    let next_retry_at = Timestamp::now()
+                        .plus_secs(i64::try_from(pause.as_secs()).unwrap_or(i64::MAX));
+                    if failure.retryable {
+                        tracing::warn!(
+                            source = %source,
+                            reason = %failure.reason,
+                            error = %failure.message,
+                            next_retry_in_secs = pause.as_secs(),
+                            %next_retry_at,
+                            "artifact mirror unreachable, skipped for a while; trying the next source"
+                        );
+                    } else {
+                        tracing::warn!(
+                            source = %source,
+                            reason = %failure.reason,
+                            error = %failure.message,
+                            next_retry_in_secs = pause.as_secs(),
+                            %next_retry_at,
+                            "artifact source condemned for a while; trying the next source, if any"
+                        );
+                    }
                     last = Some(failure);
                 }
             }

@@ -59,15 +59,14 @@ pub(super) async fn latest(
     if query.worker_id.trim().is_empty() || query.platform.trim().is_empty() {
         return Err(ApiError::bad_request("worker_id and platform are required"));
     }
-    ctx.app
-        .record_seen(
-            &query.worker_id,
-            &query.current_version,
-            &query.platform,
-            &query.channel,
-            None,
-        )
-        .await?;
+    // Memory only: the store learns of the sighting behind the answer (`state/sightings.rs`),
+    // so a poll, a 304 above all, never waits on a database round-trip.
+    ctx.app.note_seen(
+        &query.worker_id,
+        &query.current_version,
+        &query.platform,
+        &query.channel,
+    );
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -158,6 +157,7 @@ pub(super) async fn artifact(
     let path = ctx
         .app
         .artifact_path(&sha256)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("artifact {sha256} is not stored")))?;
     // tower-http does Range / 206 / Accept-Ranges / If-Range.
     let response = ServeFile::new_with_mime(

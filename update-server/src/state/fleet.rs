@@ -64,13 +64,31 @@ impl App {
         channel: &str,
         registration: Option<(&str, &[String])>,
     ) -> Result<()> {
+        if let Some(record) = self.sighting(worker_id, version, platform, channel, registration) {
+            self.db(move |store| store.upsert_worker(&record)).await?;
+        }
+        Ok(())
+    }
+
+    /// Updates the in-memory inventory with a sighting; returns the record to write when the
+    /// store must learn of it (a registration, a change, or the last write is old).
+    pub(super) fn sighting(
+        &self,
+        worker_id: &str,
+        version: &str,
+        platform: &str,
+        channel: &str,
+        registration: Option<(&str, &[String])>,
+    ) -> Option<WorkerRecord> {
         let now_secs = now().unix();
-        let must_write = {
-            let mut inventory = self
-                .inventory
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = inventory
+        let mut inventory = self
+            .inventory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Looked up by `&str` first: a known worker's poll allocates nothing here.
+        let entry = match inventory.get_mut(worker_id) {
+            Some(entry) => entry,
+            None => inventory
                 .entry(worker_id.to_owned())
                 .or_insert_with(|| Seen {
                     version: String::new(),
@@ -78,35 +96,31 @@ impl App {
                     channel: String::new(),
                     last_seen: now_secs,
                     last_written: i64::MIN,
-                });
-            let changed =
-                entry.version != version || entry.platform != platform || entry.channel != channel;
-            entry.last_seen = now_secs;
-            let must_write = registration.is_some()
-                || changed
-                || now_secs - entry.last_written >= INVENTORY_WRITE_INTERVAL_SECS;
-            if must_write {
-                version.clone_into(&mut entry.version);
-                platform.clone_into(&mut entry.platform);
-                channel.clone_into(&mut entry.channel);
-                entry.last_written = now_secs;
-            }
-            must_write
+                }),
         };
-        if must_write {
-            let (hostname, task_types) = registration.unwrap_or(("", &[]));
-            let record = WorkerRecord {
-                worker_id: worker_id.to_owned(),
-                version: version.to_owned(),
-                platform: platform.to_owned(),
-                channel: channel.to_owned(),
-                hostname: hostname.to_owned(),
-                task_types: serde_json::to_string(task_types).unwrap_or_else(|_| "[]".to_owned()),
-                last_seen: now_secs,
-            };
-            self.db(move |store| store.upsert_worker(&record)).await?;
+        let changed =
+            entry.version != version || entry.platform != platform || entry.channel != channel;
+        entry.last_seen = now_secs;
+        let must_write = registration.is_some()
+            || changed
+            || now_secs - entry.last_written >= INVENTORY_WRITE_INTERVAL_SECS;
+        if !must_write {
+            return None;
         }
-        Ok(())
+        version.clone_into(&mut entry.version);
+        platform.clone_into(&mut entry.platform);
+        channel.clone_into(&mut entry.channel);
+        entry.last_written = now_secs;
+        let (hostname, task_types) = registration.unwrap_or(("", &[]));
+        Some(WorkerRecord {
+            worker_id: worker_id.to_owned(),
+            version: version.to_owned(),
+            platform: platform.to_owned(),
+            channel: channel.to_owned(),
+            hostname: hostname.to_owned(),
+            task_types: serde_json::to_string(task_types).unwrap_or_else(|_| "[]".to_owned()),
+            last_seen: now_secs,
+        })
     }
 
     /// The handshake answer for a worker.

@@ -16,6 +16,7 @@ mod labels;
 mod reconcile;
 mod releases;
 mod retention;
+mod sightings;
 mod trust;
 
 #[cfg(test)]
@@ -75,6 +76,8 @@ pub struct App {
     views: RwLock<BTreeMap<String, Arc<ChannelView>>>,
     /// Workers seen, by id.
     inventory: Mutex<HashMap<String, Seen>>,
+    /// Inventory writes queued by `/latest` (written behind, off the request).
+    sightings: sightings::Sightings,
     /// Bumped on every channel or root change (wakes long polls).
     changes: watch::Sender<u64>,
     /// Serialises admin changes (serials must only grow, one writer at a time).
@@ -198,6 +201,7 @@ impl App {
             channel_names: RwLock::new(channel_names),
             views: RwLock::new(BTreeMap::new()),
             inventory: Mutex::new(inventory),
+            sightings: sightings::Sightings::default(),
             changes,
             admin: tokio::sync::Mutex::new(()),
             config,

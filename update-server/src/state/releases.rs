@@ -88,11 +88,46 @@ pub(super) fn load_releases(
 }
 
 impl App {
-    /// Where artifact `sha256` is stored, if it is.
-    pub fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
-        read_lock(&self.artifacts)
-            .contains_key(sha256)
-            .then(|| self.artifacts_dir.join(sha256))
+    /// Where artifact `sha256` is stored, if it is. One this process did not store may have
+    /// been stored by another replica sharing the `--data-dir` (a shared filesystem): the
+    /// store is content-addressed and written only by an atomic rename after the upload's hash
+    /// and size were checked, so a file named `sha256` is adopted once its bytes hash to its
+    /// name (hashed once, off the runtime's threads), then served like one uploaded here.
+    pub async fn artifact_path(&self, sha256: &str) -> Result<Option<PathBuf>> {
+        let path = self.artifacts_dir.join(sha256);
+        if read_lock(&self.artifacts).contains_key(sha256) {
+            return Ok(Some(path));
+        }
+        let file = path.clone();
+        let hashed = tokio::task::spawn_blocking(move || match manifests::hash_file(&file) {
+            Ok(found) => Some(found),
+            Err(manifests::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(error) => {
+                tracing::error!(path = %file.display(), %error, "artifact file unreadable; not served");
+                None
+            }
+        })
+        .await
+        .map_err(|source| Error::Task {
+            context: "hashing a shared artifact",
+            source,
+        })?;
+        match hashed {
+            Some((found, size)) if found == sha256 => {
+                write_lock(&self.artifacts).insert(sha256.to_owned(), size);
+                tracing::info!(%sha256, size, "artifact stored by another replica of this data directory: served from here too");
+                Ok(Some(path))
+            }
+            Some((found, _)) => {
+                tracing::error!(%sha256, %found, reason = "hash_mismatch", "artifact file does not hash to its name; not served");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     /// Verifies and stores a release manifest.

@@ -159,6 +159,7 @@ impl Server {
                 sha256: sha256.clone(),
                 size: binary.len() as u64,
                 url: format!("artifacts/{sha256}"),
+                mirrors: Vec::new(),
                 extra: BTreeMap::new(),
             }],
             notes: String::new(),
