@@ -106,6 +106,7 @@ impl Trust {
                     url: format!("/api/worker-updates/artifacts/{sha256}"),
                     sha256,
                     size,
+                    deltas: Vec::new(),
                     extra: BTreeMap::new(),
                 }
             })

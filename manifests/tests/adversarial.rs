@@ -140,6 +140,7 @@ fn artifact(platform: &str) -> Artifact {
         sha256,
         size: PAYLOAD_SIZE as u64,
         url: format!("https://updates.example/worker-agent/1.5.0/{platform}"),
+        deltas: Vec::new(),
         extra: BTreeMap::new(),
     }
 }

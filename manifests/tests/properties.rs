@@ -143,6 +143,7 @@ fn artifact() -> impl Strategy<Value = Artifact> {
             sha256,
             size,
             url,
+            deltas: Vec::new(),
             extra,
         })
 }
@@ -625,7 +626,7 @@ proptest! {
         let root = trust_root(&key);
         let mut body = body;
         if body.artifacts.is_empty() {
-            body.artifacts.push(Artifact { platform: filler.clone(), sha256: "ab".repeat(32), size: 1, url: filler.clone(), extra: BTreeMap::new() });
+            body.artifacts.push(Artifact { platform: filler.clone(), sha256: "ab".repeat(32), size: 1, url: filler.clone(), deltas: Vec::new(), extra: BTreeMap::new() });
         }
         // Make sure the chosen field has a byte to flip.
         let target: &mut String = match field {

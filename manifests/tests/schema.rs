@@ -109,6 +109,7 @@ fn example_release() -> Signed<Release> {
             url: format!("/api/worker-updates/artifacts/{sha256}"),
             sha256,
             size: ARTIFACT.len() as u64,
+            deltas: Vec::new(),
             extra: BTreeMap::new(),
         }],
         notes: "Example release: the artifact is a text file, not a real build.".to_owned(),

@@ -316,6 +316,7 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
             sha256,
             size,
             url,
+            deltas: Vec::new(),
             extra: BTreeMap::new(),
         });
     }

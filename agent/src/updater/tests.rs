@@ -165,6 +165,7 @@ impl Fixture {
                 sha256,
                 size,
                 url: self.artifact_url.clone(),
+                deltas: Vec::new(),
                 extra: BTreeMap::new(),
             }],
             notes: String::new(),

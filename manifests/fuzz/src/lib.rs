@@ -112,7 +112,7 @@ pub fn build() -> Fixture {
                     .to_owned(),
                 size: 4,
                 url: "worker-agent-1.1.0-x86_64-unknown-linux-gnu".to_owned(),
-                extra: BTreeMap::new(),
+                deltas: Vec::new(), extra: BTreeMap::new(),
             }],
             notes: "fuzz fixture".to_owned(),
             extra: BTreeMap::new(),

@@ -158,6 +158,7 @@ impl Server {
                 sha256: sha256.clone(),
                 size: binary.len() as u64,
                 url: format!("artifacts/{sha256}"),
+                deltas: Vec::new(),
                 extra: BTreeMap::new(),
             }],
             notes: String::new(),
