@@ -27,7 +27,7 @@ pub enum DeltaError {
     Decode(io::Error),
     /// The patched result is not the signed artifact (size or hash).
     #[error("patched result does not verify: {0}")]
-    Result(#[from] crate::error::Error),
+    Result(Box<crate::error::Error>),
     /// Reading the target or writing the patch or the result failed.
     #[error("{what}: {source}")]
     Io {
@@ -44,6 +44,12 @@ pub enum DeltaError {
         /// Target size.
         target: u64,
     },
+}
+
+impl From<crate::error::Error> for DeltaError {
+    fn from(error: crate::error::Error) -> Self {
+        DeltaError::Result(Box::new(error))
+    }
 }
 
 /// The window log a patch from `base` bytes to `target` bytes needs: both must fit in the

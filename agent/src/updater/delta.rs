@@ -31,8 +31,10 @@ impl Updater {
             return None;
         }
         let install = self.install_path.clone();
-        let installed = match tokio::task::spawn_blocking(move || manifests::hash_file(&install))
-            .await
+        let installed = match tokio::task::spawn_blocking(move || {
+            manifests::hash_file(&install).map_err(|e| e.to_string())
+        })
+        .await
         {
             Ok(Ok((sha256, _))) => sha256,
             Ok(Err(error)) => {
@@ -105,10 +107,8 @@ impl Updater {
         )
         .await;
         self.session.telemetry.flush();
-        if let Err(failure) = downloaded {
-            // A network failure keeps the partial patch for the next attempt's resume.
-            return Err(failure);
-        }
+        // A network failure keeps the partial patch for the next attempt's resume.
+        downloaded?;
         let patched = handover::patched_path(&self.install_path, &plan.artifact.sha256);
         let (install, result, state_dir) = (
             self.install_path.clone(),
@@ -168,7 +168,7 @@ fn apply_file(
     };
     manifests::apply_patch(&base, patch_reader, result, &mut writer, &mut on_chunk).map_err(
         |error| match error {
-            manifests::DeltaError::Result(e) => UpdateFailure::from(e),
+            manifests::DeltaError::Result(e) => UpdateFailure::from(*e),
             manifests::DeltaError::Io { source, .. } => {
                 UpdateFailure::io("writing the patched file", out, &source)
             }
