@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release build of worker-agent, ready for the offline signing step:
+# Release build of worker-agent (`--profile dist`), ready for the offline signing step:
 #
 #   scripts/build-worker.sh 1.4.0            # -> dist/worker-agent-1.4.0-<target> (+ .sha256)
 #   OUT_DIR=out TARGET=aarch64-unknown-linux-gnu scripts/build-worker.sh 1.4.0
@@ -28,9 +28,10 @@ epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 
 echo "==> building worker-agent $version ($commit) for $target" >&2
 WORKER_AGENT_VERSION="$version" WORKER_BUILD_COMMIT="$commit" SOURCE_DATE_EPOCH="$epoch" \
-  cargo build --release --locked -p worker-agent --bin worker-agent --target "$target"
+  cargo build --profile dist --locked -p worker-agent --bin worker-agent --target "$target"
 
-built="${CARGO_TARGET_DIR:-target}/$target/release/worker-agent"
+# `[profile.dist]` in Cargo.toml: release + fat LTO, one codegen unit, symbols stripped.
+built="${CARGO_TARGET_DIR:-target}/$target/dist/worker-agent"
 mkdir -p "$out_dir"
 artifact="$out_dir/worker-agent-$version-$target"
 cp "$built" "$artifact.tmp"
@@ -66,6 +67,7 @@ Next, offline on the signing machine (after checking the sha256 above):
   sha256sum -c $(basename "$artifact").sha256
   worker-release sign-release --version $version --minimum-version <oldest version that may update to it> \\
       --notes "..." --artifact $target=$(basename "$artifact") \\
+      [--delta-from <the previous version's artifact, for a delta update>] \\
       --key keys/release-1.key --out release-$version.json
 Then publish and promote to canary (DEPLOYMENT.md, "Release flow"):
   worker-release publish release-$version.json --artifact $(basename "$artifact")

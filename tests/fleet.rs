@@ -107,6 +107,7 @@ impl Trust {
                     sha256,
                     size,
                     mirrors: Vec::new(),
+                    deltas: Vec::new(),
                     extra: BTreeMap::new(),
                 }
             })

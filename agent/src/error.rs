@@ -59,6 +59,10 @@ pub enum FailureReason {
     SwapFailed,
     /// `busy`: tasks were still running after the maximum deferral.
     Busy,
+    /// `delta_failed`: a signed patch could not be used (download, hash, size, decode or the
+    /// patched result's hash); the same attempt then downloads the full artifact. An
+    /// environment failure, not a release defect.
+    DeltaFailed,
 }
 
 impl FailureReason {
@@ -88,6 +92,7 @@ impl FailureReason {
             FailureReason::ProbationInterrupted => "probation_interrupted",
             FailureReason::SwapFailed => "swap_failed",
             FailureReason::Busy => "busy",
+            FailureReason::DeltaFailed => "delta_failed",
         })
     }
 

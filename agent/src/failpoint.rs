@@ -8,6 +8,7 @@ use std::time::Duration;
 /// The phases a test can stop the agent at.
 pub const PHASES: &[&str] = &[
     "downloading",
+    "patching",
     "verifying",
     "swapping",
     "swapped",

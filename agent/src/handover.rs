@@ -83,6 +83,12 @@ pub fn part_path(install: &Path, sha256: &str) -> PathBuf {
     install_dir(install).join(format!(".worker-agent-{}.part", artifact_short(sha256)))
 }
 
+/// Where a signed patch is applied to the installed binary (a delta update): unverified bytes,
+/// never executed, renamed to [`staged_path`] only once they hash to the signed artifact.
+pub fn patched_path(install: &Path, sha256: &str) -> PathBuf {
+    install_dir(install).join(format!(".worker-agent-{}.patching", artifact_short(sha256)))
+}
+
 /// The verified download of `version`, waiting for probation.
 pub fn staged_path(install: &Path, version: &Version, sha256: &str) -> PathBuf {
     install_dir(install).join(format!(

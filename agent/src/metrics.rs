@@ -28,6 +28,7 @@ pub struct Telemetry {
     rollbacks: IntCounterVec,
     deferred: IntCounter,
     download_bytes: IntCounter,
+    bytes_by_kind: IntCounterVec,
     /// `worker_update_duration_seconds{phase}`: check, download, total (probation included).
     pub durations: HistogramVec,
     /// `worker_update_last_check_timestamp_seconds`.
@@ -86,6 +87,13 @@ impl Telemetry {
                 registry
             )
             .expect("metric registered once"),
+            bytes_by_kind: register_int_counter_vec_with_registry!(
+                "worker_update_bytes_downloaded_total",
+                "Update bytes downloaded, by kind: full (artifact) or delta (patch)",
+                &["kind"],
+                registry
+            )
+            .expect("metric registered once"),
             durations: register_histogram_vec_with_registry!(
                 HistogramOpts::new(
                     "worker_update_duration_seconds",
@@ -126,6 +134,12 @@ impl Telemetry {
         telemetry.successes.inc_by(counters.successes);
         telemetry.deferred.inc_by(counters.deferred);
         telemetry.download_bytes.inc_by(counters.download_bytes);
+        for (kind, count) in &counters.bytes_by_kind {
+            telemetry
+                .bytes_by_kind
+                .with_label_values(&[kind])
+                .inc_by(*count);
+        }
         for (reason, count) in &counters.failures {
             telemetry
                 .failures
@@ -196,14 +210,17 @@ impl Telemetry {
         self.persist(|c| c.deferred += 1);
     }
 
-    /// Bytes downloaded (persisted by the caller's next counter change or [`Self::flush`]).
-    pub fn downloaded(&self, bytes: u64) {
+    /// Bytes downloaded of `kind` (`full` or `delta`), persisted by the caller's next counter
+    /// change or [`Self::flush`].
+    pub fn downloaded(&self, kind: &str, bytes: u64) {
         self.download_bytes.inc_by(bytes);
+        self.bytes_by_kind.with_label_values(&[kind]).inc_by(bytes);
         let mut counters = self
             .counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         counters.download_bytes += bytes;
+        *counters.bytes_by_kind.entry(kind.to_owned()).or_default() += bytes;
     }
 
     /// Persists the counters now.

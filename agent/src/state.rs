@@ -146,6 +146,10 @@ pub struct Counters {
     pub deferred: u64,
     /// Artifact bytes downloaded.
     pub download_bytes: u64,
+    /// The same bytes by kind: `full` (an artifact) or `delta` (a patch). Absent from the
+    /// counters of older versions.
+    #[serde(default)]
+    pub bytes_by_kind: BTreeMap<String, u64>,
 }
 
 /// The state directory.

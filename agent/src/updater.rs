@@ -23,6 +23,7 @@ use crate::retry::{self, Backoff, Reported, SourceVerdicts};
 use crate::state::{StateDir, TrustState};
 use crate::tasks::TaskGate;
 
+mod delta;
 mod recheck;
 mod sources;
 
@@ -659,10 +660,16 @@ impl Updater {
         self.observe(|o| o.attempt_started(&plan.version));
         tracing::info!(version = %plan.version, size = plan.artifact.size, rollback = plan.is_rollback, "update attempt started");
         let to = plan.version.to_string();
-        match self
-            .download_from_sources(&plan, &correlation_id, started)
-            .await
-        {
+        // A signed patch from the installed binary, when there is one; any failure of it is
+        // counted (`delta_failed`) and this same attempt downloads the full artifact.
+        let staged = match self.try_delta(&plan, &correlation_id, started).await {
+            Some(staged) => Ok(staged),
+            None => {
+                self.download_from_sources(&plan, &correlation_id, started)
+                    .await
+            }
+        };
+        match staged {
             Ok(staged) => {
                 self.session
                     .telemetry
@@ -766,22 +773,15 @@ impl Updater {
         plan: &manifests::InstallPlan,
         url: &str,
     ) -> Result<PathBuf, UpdateFailure> {
-        let dir = handover::install_dir(&self.install_path);
         let artifact = &plan.artifact;
         let part = handover::part_path(&self.install_path, &artifact.sha256);
         let staged = handover::staged_path(&self.install_path, &plan.version, &artifact.sha256);
-        let options = DownloadOptions {
-            attempts: self.config.download_attempts,
-            read_timeout: Duration::from_secs(self.config.read_timeout_secs),
-            min_rate: self.config.min_rate_bytes,
-            rate_window: Duration::from_secs(10),
-            backoff: Duration::from_secs(1),
-        };
+        let options = self.download_options();
         let telemetry = self.session.telemetry.clone();
         let state_dir = self.session.state.path().to_owned();
         let first_chunk = std::sync::atomic::AtomicBool::new(false);
         let on_bytes = move |n: u64| {
-            telemetry.downloaded(n);
+            telemetry.downloaded("full", n);
             if !first_chunk.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 crate::failpoint::hit_blocking("downloading", &state_dir);
             }
@@ -799,20 +799,39 @@ impl Updater {
         .await?;
         self.session.telemetry.flush();
         crate::failpoint::hit("verifying", self.session.state.path()).await;
+        self.stage(&part, &staged)?;
+        Ok(staged)
+    }
+
+    /// Timeouts, rate floor and retries of every download (artifacts and patches).
+    fn download_options(&self) -> DownloadOptions {
+        DownloadOptions {
+            attempts: self.config.download_attempts,
+            read_timeout: Duration::from_secs(self.config.read_timeout_secs),
+            min_rate: self.config.min_rate_bytes,
+            rate_window: Duration::from_secs(10),
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// Moves the verified file `part` to `staged`: the running binary's mode, one rename, the
+    /// directory fsync'd.
+    fn stage(&self, part: &std::path::Path, staged: &std::path::Path) -> Result<(), UpdateFailure> {
+        let dir = handover::install_dir(&self.install_path);
         // Same mode as the running binary, then into its verified name in one rename.
         let mode = std::fs::metadata(&self.install_path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
             .unwrap_or(0o755);
         std::fs::set_permissions(
-            &part,
+            part,
             std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
         )
-        .map_err(|e| UpdateFailure::io("setting the mode of", &part, &e))?;
-        std::fs::rename(&part, &staged)
-            .map_err(|e| UpdateFailure::io("staging the download as", &staged, &e))?;
+        .map_err(|e| UpdateFailure::io("setting the mode of", part, &e))?;
+        std::fs::rename(part, staged)
+            .map_err(|e| UpdateFailure::io("staging the download as", staged, &e))?;
         crate::state::sync_dir(dir)
             .map_err(|e| UpdateFailure::io("syncing the install directory", dir, &e))?;
-        Ok(staged)
+        Ok(())
     }
 }
 

@@ -64,6 +64,11 @@ pub struct Artifact {
     )]
     #[schemars(length(min = 1))]
     pub mirrors: Vec<String>,
+    /// Patches that turn an earlier version's artifact into this one (`sign-release
+    /// --delta-from`); the result of each is this artifact (`sha256`, `size`). Omitted when
+    /// empty, so documents without deltas keep their form and their signatures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<Delta>,
     /// Unknown fields, preserved.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -118,6 +123,43 @@ impl Artifact {
     }
 }
 
+/// A signed patch from one earlier artifact (the base) to the artifact that lists it: a zstd
+/// frame compressed with the base as its reference prefix ([`crate::apply_patch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Delta {
+    /// The version whose artifact is the base.
+    pub base_version: Version,
+    /// Hex SHA-256 of the base: an agent uses the patch only when its installed file has it.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub base_sha256: String,
+    /// Hex SHA-256 of the patch file.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub patch_sha256: String,
+    /// Exact size of the patch in bytes: downloads are cut at this many bytes.
+    pub patch_size: u64,
+    /// Where to fetch the patch: absolute, or relative to the update server's URL.
+    pub url: String,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Delta {
+    /// The patch file as a downloadable artifact entry (its own hash and size), so the
+    /// streaming verification and the server's upload path apply to it unchanged.
+    pub fn patch_artifact(&self, platform: &str) -> Artifact {
+        Artifact {
+            platform: platform.to_owned(),
+            sha256: self.patch_sha256.clone(),
+            size: self.patch_size,
+            url: self.url.clone(),
+            mirrors: Vec::new(),
+            deltas: Vec::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 impl Document for Release {
     const TYPE: DocType = DocType::Release;
 
@@ -142,6 +184,18 @@ impl Release {
                 ));
             }
             artifact.validate_mirrors(index)?;
+            let mut bases = BTreeSet::new();
+            for (d, delta) in artifact.deltas.iter().enumerate() {
+                let field = format!("artifacts[{index}].deltas[{d}]");
+                decode_hex::<32>(&format!("{field}.base_sha256"), &delta.base_sha256)?;
+                decode_hex::<32>(&format!("{field}.patch_sha256"), &delta.patch_sha256)?;
+                if delta.base_sha256 == artifact.sha256 || !bases.insert(&delta.base_sha256) {
+                    return Err(Error::malformed(
+                        format!("{field}.base_sha256"),
+                        "base is the artifact itself or listed twice",
+                    ));
+                }
+            }
         }
         Ok(())
     }

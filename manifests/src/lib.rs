@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod artifact;
+mod delta;
 mod doc_type;
 mod documents;
 mod error;
@@ -33,9 +34,10 @@ mod timestamp;
 mod verify;
 
 pub use artifact::{hash_file, verify_file, ArtifactVerifier};
+pub use delta::{apply_patch, make_patch, DeltaError, PATCH_LEVEL};
 pub use doc_type::DocType;
 pub use documents::{
-    Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
+    Artifact, ChannelStatement, Delta, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
 pub use keys::{

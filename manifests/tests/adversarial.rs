@@ -141,6 +141,7 @@ fn artifact(platform: &str) -> Artifact {
         size: PAYLOAD_SIZE as u64,
         url: format!("https://updates.example/worker-agent/1.5.0/{platform}"),
         mirrors: Vec::new(),
+        deltas: Vec::new(),
         extra: BTreeMap::new(),
     }
 }

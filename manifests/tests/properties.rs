@@ -145,6 +145,7 @@ fn artifact() -> impl Strategy<Value = Artifact> {
             size,
             url,
             mirrors,
+            deltas: Vec::new(),
             extra,
         })
 }
@@ -627,7 +628,7 @@ proptest! {
         let root = trust_root(&key);
         let mut body = body;
         if body.artifacts.is_empty() {
-            body.artifacts.push(Artifact { platform: filler.clone(), sha256: "ab".repeat(32), size: 1, url: filler.clone(), mirrors: Vec::new(), extra: BTreeMap::new() });
+            body.artifacts.push(Artifact { platform: filler.clone(), sha256: "ab".repeat(32), size: 1, url: filler.clone(), mirrors: Vec::new(), deltas: Vec::new(), extra: BTreeMap::new() });
         }
         // Make sure the chosen field has a byte to flip.
         let target: &mut String = match field {

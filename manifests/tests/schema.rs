@@ -110,6 +110,7 @@ fn example_release() -> Signed<Release> {
             sha256,
             size: ARTIFACT.len() as u64,
             mirrors: Vec::new(),
+            deltas: Vec::new(),
             extra: BTreeMap::new(),
         }],
         notes: "Example release: the artifact is a text file, not a real build.".to_owned(),

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 mod artifact;
+mod delta;
 
 use manifests::{
     hash_file, verify_file, Artifact, ChannelStatement, DocType, Document, ExpirationEnforcement,
@@ -90,6 +91,10 @@ pub struct SignReleaseArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+    /// An earlier worker-agent binary (repeatable): a signed patch from it to this release's
+    /// artifact of its platform is written next to --out and listed in the release.
+    #[arg(long = "delta-from")]
+    delta_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +317,7 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
         }
     }
     let mut artifacts = Vec::new();
+    let mut artifact_paths = Vec::new();
     for spec in &args.artifacts {
         let mut parts = spec.splitn(3, '=');
         let (Some(platform), Some(path)) = (parts.next(), parts.next()) else {
@@ -338,9 +344,18 @@ pub fn sign_release(args: SignReleaseArgs) -> Result<()> {
             size,
             url,
             mirrors,
+            deltas: Vec::new(),
             extra: BTreeMap::new(),
         });
+        artifact_paths.push(PathBuf::from(path));
     }
+    delta::add_deltas(
+        &args.delta_from,
+        &mut artifacts,
+        &artifact_paths,
+        &version,
+        &args.out,
+    )?;
     let release = Release {
         doc_type: DocType::Release,
         product: args.product,

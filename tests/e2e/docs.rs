@@ -535,7 +535,7 @@ fn release_scripts_sign_nothing_and_publish_to_canary_only() {
     let script = read(BUILD_SCRIPT);
     for needle in [
         "WORKER_AGENT_VERSION",
-        "cargo build --release",
+        "cargo build --profile dist",
         "strip",
         "sha256sum",
         "worker-release sign-release",

@@ -4,6 +4,7 @@
 mod agent_commands;
 mod agent_config;
 mod agent_crash;
+mod agent_delta;
 mod agent_download;
 mod agent_network;
 mod agent_outage;

@@ -106,7 +106,7 @@ impl Updater {
 
     /// Counts a failed download of `plan` and reports it once per release and reason, so a
     /// flaky or hostile mirror does not flood the audit trail.
-    fn count_attempt_failure(
+    pub(super) fn count_attempt_failure(
         &mut self,
         plan: &InstallPlan,
         correlation_id: &str,

@@ -166,6 +166,7 @@ impl Fixture {
                 size,
                 url: self.artifact_url.clone(),
                 mirrors: Vec::new(),
+                deltas: Vec::new(),
                 extra: BTreeMap::new(),
             }],
             notes: String::new(),

@@ -113,6 +113,7 @@ pub fn build() -> Fixture {
                 size: 4,
                 url: "worker-agent-1.1.0-x86_64-unknown-linux-gnu".to_owned(),
                 mirrors: Vec::new(),
+                deltas: Vec::new(),
                 extra: BTreeMap::new(),
             }],
             notes: "fuzz fixture".to_owned(),

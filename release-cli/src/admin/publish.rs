@@ -42,16 +42,18 @@ pub fn publish(args: PublishArgs) -> Result<()> {
     let release = &doc.signed;
     // Match every artifact to the release before publishing anything: a wrong path then fails
     // without leaving a half-published release behind.
-    let mut uploads: Vec<(&Path, &Artifact)> = Vec::new();
+    let mut uploads: Vec<(&Path, Artifact)> = Vec::new();
     for path in &args.artifacts {
         let (sha256, size) = hash_file(path)?;
         let artifact = release
             .artifacts
             .iter()
             .find(|a| a.sha256 == sha256 && a.size == size)
+            .cloned()
+            .or_else(|| patch_of(release, &sha256, size))
             .ok_or_else(|| {
                 anyhow!(
-                    "--artifact {}: sha256 {sha256} ({size} bytes) is not an artifact of release {} ({})",
+                    "--artifact {}: sha256 {sha256} ({size} bytes) is not an artifact or delta of release {} ({})",
                     path.display(),
                     release.version,
                     release
@@ -94,9 +96,16 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         .and_then(Value::as_array)
         .map(|_| string_list(answer.get("missing_artifacts")));
     for (path, artifact) in &uploads {
-        let stored = if lacking
-            .as_ref()
-            .is_some_and(|lacking| !lacking.contains(&artifact.sha256))
+        // A delta is never in `missing_artifacts` (a release is complete without its deltas):
+        // always sent, the server answers 200 when it already holds it.
+        let is_delta = !release
+            .artifacts
+            .iter()
+            .any(|a| a.sha256 == artifact.sha256);
+        let stored = if !is_delta
+            && lacking
+                .as_ref()
+                .is_some_and(|lacking| !lacking.contains(&artifact.sha256))
         {
             "already stored"
         } else {
@@ -108,7 +117,8 @@ pub fn publish(args: PublishArgs) -> Result<()> {
             }
         };
         println!(
-            "artifact {}: {stored} ({}, {} bytes)",
+            "{} {}: {stored} ({}, {} bytes)",
+            if is_delta { "delta" } else { "artifact" },
             artifact.platform,
             path.display(),
             artifact.size
@@ -183,6 +193,16 @@ pub fn publish_root(args: PublishRootArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// The patch of one of `release`'s deltas with this hash and size, as an upload.
+fn patch_of(release: &Release, sha256: &str, size: u64) -> Option<Artifact> {
+    release.artifacts.iter().find_map(|a| {
+        a.deltas
+            .iter()
+            .find(|d| d.patch_sha256 == sha256 && d.patch_size == size)
+            .map(|d| d.patch_artifact(&a.platform))
+    })
 }
 
 /// The `missing_artifacts` of `version` in a `GET /api/admin/releases` answer.

@@ -612,7 +612,11 @@ impl App {
                     .signed
                     .artifacts
                     .iter()
-                    .map(|a| a.sha256.clone())
+                    // A patch (delta update) is as much a download of the release as the full file.
+                    .flat_map(|a| {
+                        std::iter::once(a.sha256.clone())
+                            .chain(a.deltas.iter().map(|d| d.patch_sha256.clone()))
+                    })
                     .collect()
             })
             .unwrap_or_default();

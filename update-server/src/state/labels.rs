@@ -35,6 +35,7 @@ pub const AGENT_REASONS: &[&str] = &[
     "probation_interrupted",
     "swap_failed",
     "busy",
+    "delta_failed",
 ];
 
 /// `reason` as a label: itself when it is a known reason label (or empty, for a success), else

@@ -43,10 +43,16 @@ use fleet::Seen;
 use releases::StoredRelease;
 use trust::Trust;
 
-/// Failure reasons that are not the release's fault (the agent refused before installing), so
-/// they do not count towards auto-halt or the promotion gate.
-pub const NOT_RELEASE_DEFECTS: &[&str] =
-    &["downgrade", "needs_hop", "wrong_platform", "quarantined"];
+/// Failure reasons that are not the release's fault (the agent refused before installing, or,
+/// `delta_failed`, a patch did not apply and the agent fell back to the full artifact), so they
+/// do not count towards auto-halt or the promotion gate.
+pub const NOT_RELEASE_DEFECTS: &[&str] = &[
+    "downgrade",
+    "needs_hop",
+    "wrong_platform",
+    "quarantined",
+    "delta_failed",
+];
 
 /// The server.
 pub struct App {

@@ -248,13 +248,26 @@ impl App {
         serde_json::json!({ "releases": list })
     }
 
-    /// The signed size of artifact `sha256` in any stored release.
+    /// The signed size of artifact `sha256` in any stored release: a full artifact, or the
+    /// patch of one of its deltas (stored and served the same way, content-addressed).
     pub fn expected_artifact(&self, sha256: &str) -> Option<manifests::Artifact> {
-        read_lock(&self.releases)
-            .values()
-            .flat_map(|r| r.doc.signed.artifacts.iter())
+        let releases = read_lock(&self.releases);
+        let artifacts = || {
+            releases
+                .values()
+                .flat_map(|r| r.doc.signed.artifacts.iter())
+        };
+        artifacts()
             .find(|a| a.sha256 == sha256)
             .cloned()
+            .or_else(|| {
+                artifacts().find_map(|a| {
+                    a.deltas
+                        .iter()
+                        .find(|d| d.patch_sha256 == sha256)
+                        .map(|d| d.patch_artifact(&a.platform))
+                })
+            })
     }
 
     /// Whether an artifact is already stored.

@@ -160,6 +160,7 @@ impl Server {
                 size: binary.len() as u64,
                 url: format!("artifacts/{sha256}"),
                 mirrors: Vec::new(),
+                deltas: Vec::new(),
                 extra: BTreeMap::new(),
             }],
             notes: String::new(),

@@ -1,0 +1,183 @@
+//! Delta updates with real processes: a v1 agent built from this source, a real update server
+//! and a release 2.0.0 whose artifact lists a signed zstd patch from v1's binary. A good patch
+//! is applied (only patch bytes downloaded); a tampered patch, a patch made from another base
+//! and a truncated patch are each refused (`delta_failed`) and the same attempt downloads the
+//! full artifact.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e::agent_at_version;
+use e2e::fleet::{metric, PLATFORM};
+use e2e::world::World;
+use manifests::{Delta, Signed};
+
+const V1: &str = "1.0.0";
+const V2: &str = "2.0.0";
+
+/// How long an agent may take from the promotion to serving v2 (debug builds: large files).
+const UPDATE_WAIT: Duration = Duration::from_secs(180);
+
+/// A patch from `base` to v2's binary, at a fast level (the CLI uses a higher one).
+fn patch_from(base: &Path) -> Vec<u8> {
+    let base = std::fs::read(base).expect("read base");
+    let target = agent_at_version(V2);
+    let size = std::fs::metadata(&target).expect("v2").len();
+    let mut out = Vec::new();
+    manifests::make_patch(
+        &base,
+        std::io::BufReader::new(std::fs::File::open(&target).expect("open v2")),
+        size,
+        3,
+        &mut out,
+    )
+    .expect("patch");
+    out
+}
+
+/// Signs v2 with one delta whose patch file is `patch` (listed as from v1's binary), publishes
+/// the release, the artifact and the patch, and promotes it to the whole channel.
+fn roll_out_with_delta(w: &World, patch: &[u8]) -> PathBuf {
+    let v2 = agent_at_version(V2);
+    let (base_sha256, _) = manifests::hash_file(&agent_at_version(V1)).expect("hash v1");
+    let patch_path = w.sandbox.path().join("v1-to-v2.zst");
+    std::fs::write(&patch_path, patch).expect("write patch");
+    let (patch_sha256, patch_size) = manifests::hash_file(&patch_path).expect("hash patch");
+    let (mut doc, _) = w.trust.sign_release(V2, "0.0.0", &[(PLATFORM, &v2)]);
+    doc.signed.artifacts[0].deltas.push(Delta {
+        base_version: V1.parse().expect("version"),
+        base_sha256,
+        url: format!("/api/worker-updates/artifacts/{patch_sha256}"),
+        patch_sha256,
+        patch_size,
+        extra: Default::default(),
+    });
+    let doc = Signed::sign(doc.signed, &[&w.trust.release_key]).expect("sign");
+    w.server.publish(&doc, &[&v2, &patch_path]);
+    w.server.promote("stable", V2, 100);
+    patch_path
+}
+
+#[test]
+fn a_v1_agent_applies_the_signed_delta_and_downloads_only_the_patch() {
+    let w = World::new();
+    let agent = w.agent(V1).start();
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    let patch = patch_from(&agent_at_version(V1));
+    let full = std::fs::metadata(agent_at_version(V2)).expect("v2").len();
+    assert!(
+        (patch.len() as u64) * 5 < full,
+        "patch {} bytes for {full}",
+        patch.len()
+    );
+    roll_out_with_delta(&w, &patch);
+    agent.wait_until("v2 serving", UPDATE_WAIT, |a| a.serves_version(V2));
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(60),
+    );
+    let metrics = agent.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_bytes_downloaded_total{kind=\"delta\"}"
+        ),
+        Some(patch.len() as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_bytes_downloaded_total{kind=\"full\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_failure_total{reason=\"delta_failed\"}"
+        ),
+        None,
+        "{metrics}"
+    );
+    assert!(
+        agent.log().contains("delta update applied"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A bad patch is refused with `delta_failed`, then the full artifact is installed.
+fn refused_then_full(patch: Vec<u8>) {
+    let w = World::new();
+    let agent = w.agent(V1).start();
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    roll_out_with_delta(&w, &patch);
+    agent.wait_until("v2 serving", UPDATE_WAIT, |a| a.serves_version(V2));
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(60),
+    );
+    let metrics = agent.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_failure_total{reason=\"delta_failed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let full = std::fs::metadata(agent_at_version(V2)).expect("v2").len() as f64;
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_bytes_downloaded_total{kind=\"full\"}"
+        ),
+        Some(full),
+        "{metrics}"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("delta update refused; downloading the full artifact instead"),
+        "{}",
+        agent.log()
+    );
+    // The report says why, and the server does not count it against the release.
+    assert!(
+        w.server.reports().contains("delta_failed"),
+        "{}",
+        w.server.reports()
+    );
+}
+
+#[test]
+fn a_tampered_patch_is_refused_and_the_full_artifact_installed() {
+    let mut patch = patch_from(&agent_at_version(V1));
+    let middle = patch.len() / 2;
+    for byte in &mut patch[middle..middle + 64] {
+        *byte ^= 0x5a;
+    }
+    refused_then_full(patch);
+}
+
+#[test]
+fn a_patch_for_another_base_is_refused_and_the_full_artifact_installed() {
+    // Made from the release CLI's binary, listed as from v1's.
+    refused_then_full(patch_from(&e2e::bin("worker-release")));
+}
+
+#[test]
+fn a_truncated_patch_is_refused_and_the_full_artifact_installed() {
+    let mut patch = patch_from(&agent_at_version(V1));
+    patch.truncate(patch.len() * 2 / 3);
+    refused_then_full(patch);
+}
