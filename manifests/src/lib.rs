@@ -24,6 +24,7 @@ mod artifact;
 mod doc_type;
 mod documents;
 mod error;
+mod failure;
 mod keys;
 mod role;
 mod root;
@@ -38,6 +39,7 @@ pub use documents::{
     Artifact, ChannelStatement, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
+pub use failure::FailureReason;
 pub use keys::{
     check_secret_file, is_encrypted_key_file, keyid_of, read_secret_file, PrivateKey,
     PublicKeyFile, ENCRYPTED_KEY_HEADER, SCHEME_ED25519,

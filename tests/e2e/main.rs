@@ -20,6 +20,7 @@ mod esup_hostile;
 mod esup_media;
 mod esup_protocol;
 mod esup_transcription;
+mod fleet_safety;
 mod observability;
 mod release_admin;
 mod release_cli;
