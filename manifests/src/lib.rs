@@ -25,6 +25,7 @@ mod delta;
 mod doc_type;
 mod documents;
 mod error;
+mod failure;
 mod keys;
 mod role;
 mod root;
@@ -40,6 +41,7 @@ pub use documents::{
     Artifact, ChannelStatement, Delta, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
+pub use failure::FailureReason;
 pub use keys::{
     check_secret_file, is_encrypted_key_file, keyid_of, read_secret_file, PrivateKey,
     PublicKeyFile, ENCRYPTED_KEY_HEADER, SCHEME_ED25519,

@@ -108,7 +108,7 @@ fn forged_reports_under_an_enrolled_credential_neither_halt_nor_open_the_gate() 
     for forged in ["c1", "c2", "c3"] {
         let reply = w1.post_json(
             "/api/worker-updates/report",
-            &report(forged, "1.4.0", "failure", "hash_mismatch"),
+            &report(forged, "1.4.0", "rolled_back", "died_in_probation"),
         );
         assert_refused(&reply, 403, "worker_mismatch");
         // Nor may it register or poll as another worker, or on another channel.
@@ -122,7 +122,7 @@ fn forged_reports_under_an_enrolled_credential_neither_halt_nor_open_the_gate() 
     // (with --auto-halt-failures 1 a counted one would halt the channel).
     let reply = w1.post_json(
         "/api/worker-updates/report",
-        &report("w1", "1.4.0", "failure", "hash_mismatch"),
+        &report("w1", "1.4.0", "rolled_back", "died_in_probation"),
     );
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert!(

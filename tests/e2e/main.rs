@@ -24,6 +24,7 @@ mod esup_hostile;
 mod esup_media;
 mod esup_protocol;
 mod esup_transcription;
+mod fleet_safety;
 mod mirrors;
 mod observability;
 mod openapi;

@@ -457,16 +457,18 @@ fn failing_canaries_halt_the_channel_and_nobody_is_offered_the_release_on(backen
         assert_eq!(reply.status, 202, "{}", reply.text());
     };
     fail("c1", "rolled_back", "died_in_probation");
-    fail("c2", "failure", "hash_mismatch");
-    // The same worker twice counts once; an agent refusing a downgrade is not a release defect.
-    fail("c2", "failure", "hash_mismatch");
+    fail("c2", "rolled_back", "self_check_failed");
+    // The same worker twice counts once; an agent refusing a downgrade or a mirror's bad bytes
+    // is not a release defect.
+    fail("c2", "rolled_back", "self_check_failed");
     fail("c3", "failure", "downgrade");
+    fail("c5", "failure", "hash_mismatch");
     let offer_now = offer(&worker.latest("canary", "1.3.0", "c9"));
     assert!(
         !offer_now.channel.signed.halted,
         "two distinct failures must not halt yet"
     );
-    fail("c4", "rolled_back", "probation_exit");
+    fail("c4", "rolled_back", "exited_before_ready");
     let halted = offer(&worker.latest("canary", "1.3.0", "c9"));
     assert!(
         halted.channel.signed.halted,

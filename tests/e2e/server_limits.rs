@@ -245,32 +245,6 @@ fn oversized_bodies_floods_and_made_up_labels_are_bounded() {
     eprintln!("series before {before}, after 15 made-up label values {after}");
 }
 
-/// The server's list of the agents' reason labels (for the metrics) names every label the
-/// agent's source defines, so no real reason is counted as `other`.
-#[test]
-fn the_server_knows_every_reason_label_of_the_agent() {
-    let agent = std::fs::read_to_string(e2e::workspace_root().join("agent/src/error.rs"))
-        .expect("agent/src/error.rs");
-    let server =
-        std::fs::read_to_string(e2e::workspace_root().join("update-server/src/state/labels.rs"))
-            .expect("labels.rs");
-    let labels: Vec<&str> = agent
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("FailureReason::"))
-        .filter_map(|rest| rest.split_once("=> \"").map(|(_, label)| label))
-        .filter_map(|label| label.split_once('"').map(|(label, _)| label))
-        .collect();
-    assert!(labels.len() >= 15, "the scan found too little: {labels:?}");
-    let missing: Vec<&&str> = labels
-        .iter()
-        .filter(|label| !server.contains(&format!("\"{label}\"")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "update-server/src/state/labels.rs AGENT_REASONS lacks {missing:?}"
-    );
-}
-
 /// Rows of `table` in the server's database.
 fn rows(data_dir: &std::path::Path, table: &str, filter: &str) -> i64 {
     let db = rusqlite::Connection::open(data_dir.join("update-server.sqlite3")).expect("db");

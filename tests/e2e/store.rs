@@ -212,7 +212,8 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
     assert_eq!(workers[0].version, "1.1.0");
     assert_eq!(workers[0].last_seen, 41);
 
-    // Reports: distinct workers per outcome, not-defect reasons and uncounted reports left out.
+    // Reports: distinct workers per outcome; only the listed defect reasons count as failures
+    // (and tries), uncounted reports not at all.
     store
         .add_report(&report("w-1", "failure", "health_check", 50))
         .expect("store call");
@@ -232,7 +233,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         .release_outcomes(OutcomeQuery {
             channel: "canary",
             version: "1.1.0",
-            not_defects: &["downgrade"],
+            defects: &["health_check"],
         })
         .expect("store call");
     assert_eq!((counts.failed, counts.succeeded, counts.tried), (1, 1, 2));

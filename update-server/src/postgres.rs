@@ -500,17 +500,17 @@ impl Store for PostgresStore {
     }
 
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts> {
-        let excluded: Vec<&str> = query.not_defects.to_vec();
+        let defects: Vec<&str> = query.defects.to_vec();
         self.with(|c| {
             let row = c.query_one(
                 "SELECT
                    COUNT(DISTINCT CASE WHEN outcome IN ('failure', 'rolled_back')
-                        AND reason <> ALL($3) THEN worker_id END),
+                        AND reason = ANY($3) THEN worker_id END),
                    COUNT(DISTINCT CASE WHEN outcome = 'success' THEN worker_id END),
-                   COUNT(DISTINCT CASE WHEN outcome IN ('success', 'failure', 'rolled_back')
-                        AND reason <> ALL($3) THEN worker_id END)
+                   COUNT(DISTINCT CASE WHEN outcome = 'success' OR (outcome IN ('failure', 'rolled_back')
+                        AND reason = ANY($3)) THEN worker_id END)
                  FROM reports WHERE channel = $1 AND to_version = $2 AND counted",
-                &[&query.channel, &query.version, &excluded],
+                &[&query.channel, &query.version, &defects],
             )?;
             Ok(OutcomeCounts {
                 failed: count(row.get(0)),

@@ -368,17 +368,17 @@ impl Store for SqliteStore {
     }
 
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts> {
-        let excluded = serde_json::to_string(query.not_defects).unwrap_or_else(|_| "[]".to_owned());
+        let defects = serde_json::to_string(query.defects).unwrap_or_else(|_| "[]".to_owned());
         self.with(|c| {
             c.query_row(
                 "SELECT
                    COUNT(DISTINCT CASE WHEN outcome IN ('failure', 'rolled_back')
-                        AND reason NOT IN (SELECT value FROM json_each(?3)) THEN worker_id END),
+                        AND reason IN (SELECT value FROM json_each(?3)) THEN worker_id END),
                    COUNT(DISTINCT CASE WHEN outcome = 'success' THEN worker_id END),
-                   COUNT(DISTINCT CASE WHEN outcome IN ('success', 'failure', 'rolled_back')
-                        AND reason NOT IN (SELECT value FROM json_each(?3)) THEN worker_id END)
+                   COUNT(DISTINCT CASE WHEN outcome = 'success' OR (outcome IN ('failure', 'rolled_back')
+                        AND reason IN (SELECT value FROM json_each(?3))) THEN worker_id END)
                  FROM reports WHERE channel = ?1 AND to_version = ?2 AND counted = 1",
-                params![query.channel, query.version, excluded],
+                params![query.channel, query.version, defects],
                 |row| {
                     Ok(OutcomeCounts {
                         failed: count(row.get(0)?),

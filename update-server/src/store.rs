@@ -194,9 +194,10 @@ pub struct OutcomeQuery<'a> {
     pub channel: &'a str,
     /// Version the reports attempted (`to_version`).
     pub version: &'a str,
-    /// Failure reasons that are not the release's fault (e.g. `downgrade`: the agent refused);
-    /// failures with one of them are not counted as failed nor as tried.
-    pub not_defects: &'a [&'a str],
+    /// Failure reasons that are the release's fault (`died_in_probation`, ...); a failure with
+    /// any other reason (a mirror's bad bytes, a full disk, a refusal) is counted neither as
+    /// failed nor as tried.
+    pub defects: &'a [&'a str],
 }
 
 /// Distinct workers per outcome for one release on one channel.
@@ -309,9 +310,8 @@ pub trait Store: EnrolStore + Send + Sync + 'static {
     /// Stores an update report.
     fn add_report(&self, report: &ReportRecord) -> StoreResult<()>;
     /// Distinct workers per outcome for `query.version` on `query.channel`, of the reports that
-    /// count ([`ReportRecord::counted`]); failures whose reason
-    /// is in `query.not_defects` (e.g. `downgrade`: the agent refused, the release is not at
-    /// fault) are not counted as failed.
+    /// count ([`ReportRecord::counted`]); only failures whose reason is in `query.defects`
+    /// (the release's fault) count as failed and as tried.
     fn release_outcomes(&self, query: OutcomeQuery<'_>) -> StoreResult<OutcomeCounts>;
     /// The newest `limit` reports about `channel` (of every outcome, counted or not), oldest
     /// first by the time the server received them: the console's rollout progress

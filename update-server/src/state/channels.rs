@@ -11,7 +11,7 @@ use manifests::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{now, parse_version, read_lock, write_lock, App, NOT_RELEASE_DEFECTS};
+use super::{now, parse_version, read_lock, write_lock, App};
 use crate::api::{ChannelSummary, PromoteRequest};
 use crate::error::{Error, Result};
 use crate::store::{AuditRecord, ChannelRecord, ChannelWrite, OutcomeQuery};
@@ -70,7 +70,7 @@ impl App {
 
     /// Halts `channel` when the release it offers, `version`, failed on too many workers:
     /// `--auto-halt-failures` distinct workers, or `--auto-halt-ratio` of those that tried once
-    /// `--auto-halt-min-tried` tried (failures that are not the release's fault do not count).
+    /// `--auto-halt-min-tried` tried (only release defects count: `manifests::FailureReason::RELEASE_DEFECTS`).
     pub(super) async fn consider_auto_halt(&self, channel: &str, version: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let offering = read_lock(&self.views)
@@ -88,7 +88,7 @@ impl App {
                 store.release_outcomes(OutcomeQuery {
                     channel: &channel_owned,
                     version: &version_owned,
-                    not_defects: NOT_RELEASE_DEFECTS,
+                    defects: &super::release_defect_labels(),
                 })
             })
             .await?;
@@ -246,7 +246,7 @@ impl App {
                 store.release_outcomes(OutcomeQuery {
                     channel: "canary",
                     version: &v2,
-                    not_defects: NOT_RELEASE_DEFECTS,
+                    defects: &super::release_defect_labels(),
                 })
             })
             .await?;

@@ -7,7 +7,7 @@ use manifests::{Timestamp, Version};
 
 use super::channels::summary;
 use super::labels;
-use super::{now, parse_version, read_lock, require_nonempty, App, NOT_RELEASE_DEFECTS};
+use super::{now, parse_version, read_lock, require_nonempty, App};
 use crate::api::{ChannelSummary, RegisterRequest, ReportRequest};
 use crate::error::{Error, Result, REPORT_OUTCOMES};
 use crate::store::{AuditFilter, AuditRecord, ReportRecord, Store, StoreResult, WorkerRecord};
@@ -230,7 +230,7 @@ impl App {
         );
         if counts
             && matches!(request.outcome.as_str(), "failure" | "rolled_back")
-            && !NOT_RELEASE_DEFECTS.contains(&request.reason.as_str())
+            && manifests::FailureReason::label_is_release_defect(&request.reason)
         {
             self.consider_auto_halt(&channel, &request.to_version)
                 .await?;

@@ -5,51 +5,16 @@
 
 use std::collections::BTreeSet;
 
-use super::{read_lock, App, NOT_RELEASE_DEFECTS};
+use super::{read_lock, App};
 
 /// The label value of anything outside the known sets.
 pub const OTHER: &str = "other";
 
-/// The agents' fixed failure labels (`worker_agent::FailureReason`), besides the verification
-/// reasons of [`manifests::Reason`] and `http_<status>`; `tests/e2e/server_limits.rs` checks
-/// that the agent's source names no other.
-pub const AGENT_REASONS: &[&str] = &[
-    "download",
-    "timeout",
-    "tls",
-    "too_slow",
-    "server",
-    "malformed",
-    "too_large",
-    "no_space",
-    "read_only",
-    "permission_denied",
-    "io",
-    "trust_state",
-    "not_executable",
-    "spawn_failed",
-    "exited_before_ready",
-    "not_ready",
-    "died_in_probation",
-    "self_check_failed",
-    "probation_interrupted",
-    "swap_failed",
-    "busy",
-    "delta_failed",
-];
-
-/// `reason` as a label: itself when it is a known reason label (or empty, for a success), else
-/// [`OTHER`].
+/// `reason` as a label: itself when it is a known reason label (one of the agents'
+/// `manifests::FailureReason` labels, verification reasons and `http_<status>` among them, or
+/// empty, for a success), else [`OTHER`].
 pub fn reason_label(reason: &str) -> &str {
-    let http_status = reason
-        .strip_prefix("http_")
-        .is_some_and(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()));
-    let known = reason.is_empty()
-        || http_status
-        || AGENT_REASONS.contains(&reason)
-        || NOT_RELEASE_DEFECTS.contains(&reason)
-        || manifests::Reason::ALL.iter().any(|r| r.as_str() == reason);
-    if known {
+    if reason.is_empty() || manifests::FailureReason::from_label(reason).is_some() {
         reason
     } else {
         OTHER
@@ -87,6 +52,30 @@ impl App {
         KnownLabels {
             versions: read_lock(&self.releases).keys().cloned().collect(),
             channels: read_lock(&self.views).keys().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use manifests::{FailureReason, Reason};
+
+    use super::{reason_label, OTHER};
+
+    /// Every label an agent reports is its own label value (the list is the agent's own, in
+    /// the format crate), and nothing else is.
+    #[test]
+    fn every_agent_reason_is_its_own_label_and_nothing_else_is() {
+        let labels = FailureReason::FIXED
+            .iter()
+            .map(|r| r.label())
+            .chain(Reason::ALL.iter().map(|r| r.as_str().to_owned()))
+            .chain(["http_404".to_owned(), String::new()]);
+        for label in labels {
+            assert_eq!(reason_label(&label), label);
+        }
+        for made_up in ["made_up", "http_4044", "http_abc", "crashed"] {
+            assert_eq!(reason_label(made_up), OTHER);
         }
     }
 }

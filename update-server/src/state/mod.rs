@@ -43,16 +43,16 @@ use fleet::Seen;
 use releases::StoredRelease;
 use trust::Trust;
 
-/// Failure reasons that are not the release's fault (the agent refused before installing, or,
-/// `delta_failed`, a patch did not apply and the agent fell back to the full artifact), so they
-/// do not count towards auto-halt or the promotion gate.
-pub const NOT_RELEASE_DEFECTS: &[&str] = &[
-    "downgrade",
-    "needs_hop",
-    "wrong_platform",
-    "quarantined",
-    "delta_failed",
-];
+/// The failure labels that are the release's fault (`manifests::FailureReason::RELEASE_DEFECTS`,
+/// the one classification shared with the agent): only they count towards auto-halt and the
+/// promotion gate. Mirror and network errors, full disks, expired statements, outages and
+/// refusals are the environment's, and an unknown label counts for nothing.
+pub fn release_defect_labels() -> Vec<&'static str> {
+    manifests::FailureReason::RELEASE_DEFECTS
+        .iter()
+        .filter_map(|reason| reason.fixed_label())
+        .collect()
+}
 
 /// The server.
 pub struct App {

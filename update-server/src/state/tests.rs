@@ -408,20 +408,20 @@ async fn promotion_refuses_what_cannot_be_offered() {
 async fn three_distinct_failing_workers_halt_the_channel() {
     let server = Server::offering_on_canary("1.0.0").await;
     server
-        .report("canary", "w1", "1.0.0", "failure", "health_check")
+        .report("canary", "w1", "1.0.0", "failure", "not_ready")
         .await;
     server
-        .report("canary", "w1", "1.0.0", "failure", "health_check")
+        .report("canary", "w1", "1.0.0", "failure", "not_ready")
         .await;
     server
-        .report("canary", "w2", "1.0.0", "rolled_back", "crashed")
+        .report("canary", "w2", "1.0.0", "rolled_back", "died_in_probation")
         .await;
     assert!(
         !server.channel("canary").await.halted,
         "two distinct workers"
     );
     server
-        .report("canary", "w3", "1.0.0", "failure", "hash_mismatch")
+        .report("canary", "w3", "1.0.0", "rolled_back", "self_check_failed")
         .await;
     let channel = server
         .assert_auto_halted("3 of 3 workers that tried 1.0.0 on canary failed")
@@ -442,7 +442,7 @@ async fn a_fifth_of_the_workers_that_tried_halts_once_five_tried() {
             .await;
     }
     server
-        .report("canary", "w4", "1.0.0", "failure", "health_check")
+        .report("canary", "w4", "1.0.0", "failure", "not_ready")
         .await;
     assert!(
         !server.channel("canary").await.halted,
@@ -450,7 +450,7 @@ async fn a_fifth_of_the_workers_that_tried_halts_once_five_tried() {
     );
     server.report("canary", "w5", "1.0.0", "success", "").await;
     server
-        .report("canary", "w6", "1.0.0", "failure", "health_check")
+        .report("canary", "w6", "1.0.0", "failure", "not_ready")
         .await;
     server.assert_auto_halted("2 of 6").await;
 }
@@ -464,7 +464,7 @@ async fn one_failure_of_five_tried_is_a_fifth() {
             .await;
     }
     server
-        .report("canary", "w5", "1.0.0", "rolled_back", "crashed")
+        .report("canary", "w5", "1.0.0", "rolled_back", "died_in_probation")
         .await;
     server.assert_auto_halted("1 of 5").await;
 }
@@ -492,7 +492,7 @@ async fn interrupted_probations_neither_halt_nor_count_as_tried() {
             .await;
     }
     server
-        .report("canary", "w6", "1.0.0", "rolled_back", "crashed")
+        .report("canary", "w6", "1.0.0", "rolled_back", "died_in_probation")
         .await;
     // w5, only interrupted, is not among those that tried.
     server.assert_auto_halted("1 of 5").await;
@@ -505,14 +505,18 @@ async fn refusals_that_are_not_the_release_s_fault_do_not_halt() {
         ("w1", "downgrade"),
         ("w2", "needs_hop"),
         ("w3", "wrong_platform"),
-        ("w4", "quarantined"),
-        ("w5", "downgrade"),
+        ("w4", "hash_mismatch"),
+        ("w5", "no_space"),
+        ("w6", "expired"),
+        ("w7", "download"),
+        ("w8", "http_503"),
+        ("w9", "made_up"),
     ] {
         server
             .report("canary", worker, "1.0.0", "failure", reason)
             .await;
     }
-    for worker in ["w6", "w7", "w8"] {
+    for worker in ["w10", "w11", "w12"] {
         server
             .report("canary", worker, "1.0.0", "deferred", "busy")
             .await;
@@ -526,7 +530,13 @@ async fn refusals_that_are_not_the_release_s_fault_do_not_halt() {
         .expect("promote");
     for worker in ["w1", "w2", "w3"] {
         server
-            .report("canary", worker, "1.0.0", "failure", "crashed")
+            .report(
+                "canary",
+                worker,
+                "1.0.0",
+                "rolled_back",
+                "died_in_probation",
+            )
             .await;
     }
     assert!(!server.channel("canary").await.halted);
@@ -568,7 +578,7 @@ async fn the_stable_gate_needs_a_soaked_successful_canary() {
 
     server.report("canary", "w1", "1.0.0", "success", "").await;
     server
-        .report("canary", "w2", "1.0.0", "failure", "health_check")
+        .report("canary", "w2", "1.0.0", "failure", "not_ready")
         .await;
     server
         .report("canary", "w3", "1.0.0", "failure", "downgrade")

@@ -78,13 +78,13 @@ impl MemoryStore {
     }
 }
 
-fn counts_as_tried(report: &ReportRecord, not_defects: &[&str]) -> bool {
+fn counts_as_tried(report: &ReportRecord, defects: &[&str]) -> bool {
     if !report.counted {
         return false;
     }
     match report.outcome.as_str() {
         "success" => true,
-        "failure" | "rolled_back" => !not_defects.contains(&report.reason.as_str()),
+        "failure" | "rolled_back" => defects.contains(&report.reason.as_str()),
         _ => false,
     }
 }
@@ -264,7 +264,7 @@ impl Store for MemoryStore {
             .iter()
             .filter(|r| r.channel == query.channel && r.to_version == query.version)
         {
-            if !counts_as_tried(report, query.not_defects) {
+            if !counts_as_tried(report, query.defects) {
                 continue;
             }
             tried.insert(report.worker_id.as_str());
