@@ -3,50 +3,17 @@
 //! `/openapi.json`, and "Try it" sends a live GET with the token of this tab. Screenshots go to
 //! `target/e2e-artifacts/docs/`. Plus the page's security headers over real HTTP.
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::fleet::Api;
 use e2e::world::World;
-use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use headless_chrome::Tab;
+
+use crate::console::{browser, screenshot_into, text_of};
 
 /// How long the page gets to show something (the machine is shared and loaded).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A headless Chromium whose network stays on loopback (as the console's tests start it).
-fn browser() -> Browser {
-    let options = LaunchOptions::default_builder()
-        .path(Some(PathBuf::from("/usr/bin/chromium")))
-        .headless(true)
-        // The tests run as root (CI): Chromium's sandbox needs user namespaces it may not get.
-        .sandbox(false)
-        .window_size(Some((1400, 1000)))
-        .idle_browser_timeout(Duration::from_secs(600))
-        .args(vec![
-            OsStr::new("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-            OsStr::new("--proxy-server=http://127.0.0.1:9"),
-            OsStr::new("--no-pings"),
-            OsStr::new("--disable-component-update"),
-            OsStr::new("--disable-domain-reliability"),
-        ])
-        .build()
-        .expect("launch options");
-    Browser::new(options).expect("start /usr/bin/chromium (Debian package `chromium`)")
-}
-
-/// Evaluates `expression` in the page, as a string.
-fn text_of(tab: &Tab, expression: &str) -> String {
-    let value = tab
-        .evaluate(&format!("String({expression})"), false)
-        .unwrap_or_else(|e| panic!("evaluate {expression}: {e}"))
-        .value;
-    match value {
-        Some(serde_json::Value::String(text)) => text,
-        other => panic!("{expression}: not a string: {other:?}"),
-    }
-}
 
 /// Waits until `expression` yields `"true"`; on timeout saves a screenshot and panics.
 #[track_caller]
@@ -66,14 +33,7 @@ fn wait_until(tab: &Tab, what: &str, expression: &str) {
 
 /// Writes a PNG of the page to `target/e2e-artifacts/docs/<name>.png`.
 fn screenshot(tab: &Tab, name: &str) -> PathBuf {
-    let dir = e2e::target_dir().join("e2e-artifacts").join("docs");
-    std::fs::create_dir_all(&dir).expect("artifact dir");
-    let png = tab
-        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
-        .expect("screenshot");
-    let path = dir.join(format!("{name}.png"));
-    std::fs::write(&path, &png).expect("write screenshot");
-    path
+    screenshot_into(tab, "docs", name)
 }
 
 /// A JavaScript string literal of `text`.

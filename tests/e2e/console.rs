@@ -110,7 +110,12 @@ pub(crate) fn type_into(tab: &Tab, selector: &str, text: &str) {
 
 /// Writes a PNG of the page to `target/e2e-artifacts/console/<name>.png`.
 pub(crate) fn screenshot(tab: &Tab, name: &str) -> PathBuf {
-    let dir = e2e::target_dir().join("e2e-artifacts").join("console");
+    screenshot_into(tab, "console", name)
+}
+
+/// Writes a PNG of the page to `target/e2e-artifacts/<folder>/<name>.png`.
+pub(crate) fn screenshot_into(tab: &Tab, folder: &str, name: &str) -> PathBuf {
+    let dir = e2e::target_dir().join("e2e-artifacts").join(folder);
     std::fs::create_dir_all(&dir).expect("artifact dir");
     let png = tab
         .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
