@@ -16,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start and moved out at once: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the worker and admin APIs.
