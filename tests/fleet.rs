@@ -363,6 +363,13 @@ impl Server {
         self.url = url;
     }
 
+    /// Starts a stopped server again with the flags of [`Server::args_with`] (e.g.
+    /// `--database-url` after `update-server migrate`), on a new port.
+    pub fn start_again_with(&mut self, set: &[(&str, &str)]) {
+        self.args = self.args_with(set);
+        self.start_again();
+    }
+
     /// The server's log so far (JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -36,4 +36,5 @@ mod server;
 mod server_limits;
 mod simulator;
 mod store;
+mod store_migrate;
 mod versions;

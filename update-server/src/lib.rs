@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod migrate;
 pub mod openapi;
 pub mod postgres;
 pub mod sqlite;

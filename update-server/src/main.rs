@@ -16,15 +16,22 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start and moved out at once: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the worker and admin APIs.
     Serve(ServeConfig),
+    /// Copy a SQLite deployment's state into an empty PostgreSQL database (one transaction).
+    Migrate(update_server::migrate::MigrateConfig),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(config) = cli.command;
+    let config = match cli.command {
+        Command::Serve(config) => config,
+        Command::Migrate(config) => return migrate(&config),
+    };
     tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
@@ -67,6 +74,26 @@ fn main() -> ExitCode {
             Err(error) => fail(&format!("server task failed: {error}")),
         }
     })
+}
+
+/// `update-server migrate`: one line per table copied, or one error line and exit code 1
+/// (nothing written).
+fn migrate(config: &update_server::migrate::MigrateConfig) -> ExitCode {
+    match update_server::migrate::migrate(config) {
+        Ok(counts) => {
+            let total: usize = counts.iter().map(|(_, rows)| rows).sum();
+            for (table, rows) in &counts {
+                println!("copied {table}: {rows}");
+            }
+            println!(
+                "migrated {total} rows from {} to {}",
+                config.from,
+                update_server::postgres::redact(&config.to)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&format!("migrate: {error}")),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {
