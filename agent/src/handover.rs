@@ -89,6 +89,28 @@ pub fn patched_path(install: &Path, sha256: &str) -> PathBuf {
     install_dir(install).join(format!(".worker-agent-{}.patching", artifact_short(sha256)))
 }
 
+/// Deletes what a `kill -9` during a delta apply leaves: `.worker-agent-*.patching` files in
+/// the install directory (unverified, never staged or run). Called by the supervisor holding the
+/// update lock before its worker starts, so no apply is under way; returns how many it removed.
+pub fn remove_stale_patching(install: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(install_dir(install)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".worker-agent-")
+            && name.ends_with(".patching")
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            tracing::info!(path = %entry.path().display(), "removed a stale patched file left by an interrupted delta update");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The verified download of `version`, waiting for probation.
 pub fn staged_path(install: &Path, version: &Version, sha256: &str) -> PathBuf {
     install_dir(install).join(format!(

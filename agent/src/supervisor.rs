@@ -273,6 +273,10 @@ impl Supervisor {
             tracing::error!(%error, "cannot listen for SIGTERM/SIGINT");
             return 1;
         }
+        if self.updater {
+            // Before any worker (the only process that applies a delta) runs.
+            handover::remove_stale_patching(&self.install_path);
+        }
         let mut child: Option<Child> = None;
         let mut backoff = Duration::from_secs(1);
         loop {

@@ -181,3 +181,100 @@ fn a_truncated_patch_is_refused_and_the_full_artifact_installed() {
     patch.truncate(patch.len() * 2 / 3);
     refused_then_full(patch);
 }
+
+/// The `.patching` files in the agent's install directory.
+fn patching_files(install: &Path) -> Vec<String> {
+    std::fs::read_dir(install.parent().expect("install dir"))
+        .expect("list install dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".patching"))
+        .collect()
+}
+
+/// `kill -9` of the supervisor and its worker while the worker applies the patch (failpoint
+/// `patching`, after the patched file is created): the install path is still v1 and runs, no
+/// `.patching` file is staged, the restarted agent removes stale `.patching` files, updates to
+/// v2 and reports one success.
+#[test]
+fn kill_9_while_patching_leaves_v1_installed_and_the_update_then_completes() {
+    let w = World::new();
+    let mut agent = w
+        .agent(V1)
+        .env(&[("WORKER_AGENT_FAILPOINT", "patching")])
+        .start();
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    let (v1_sha, _) = manifests::hash_file(&agent_at_version(V1)).expect("hash v1");
+    let (v2_sha, _) = manifests::hash_file(&agent_at_version(V2)).expect("hash v2");
+    roll_out_with_delta(&w, &patch_from(&agent_at_version(V1)));
+    let marker = agent.state_dir.join("failpoint-patching");
+    agent.wait_until("the patching failpoint", UPDATE_WAIT, |_| marker.exists());
+    assert_eq!(
+        patching_files(&agent.install_path).len(),
+        1,
+        "the patch is being applied into a .patching file"
+    );
+
+    agent.kill9_all();
+    std::thread::sleep(Duration::from_millis(500));
+    // Nothing runs now: the install path is the complete v1 binary, and it runs.
+    assert_eq!(
+        manifests::hash_file(&agent.install_path).expect("hash").0,
+        v1_sha
+    );
+    assert!(
+        agent.installed_version().starts_with("worker-agent 1.0.0 "),
+        "{}",
+        agent.installed_version()
+    );
+    // The half-patched file was never staged: no pending update names it.
+    let pending = std::fs::read_to_string(agent.state_dir.join("pending.json")).unwrap_or_default();
+    assert!(!pending.contains(".patching"), "{pending}");
+    // A stale file of another release's interrupted apply, too: the restart removes both.
+    let stale = agent
+        .install_path
+        .with_file_name(".worker-agent-00000000deadbeef.patching");
+    std::fs::write(&stale, b"half a binary").expect("plant a stale .patching file");
+
+    std::fs::remove_file(&marker).expect("remove marker");
+    agent.restart_with_env(&[]);
+    agent.wait_until(
+        "v2 committed and serving after the restart",
+        UPDATE_WAIT,
+        |a| {
+            a.serves_version(V2)
+                && manifests::hash_file(&a.install_path).is_ok_and(|(sha, _)| sha == v2_sha)
+        },
+    );
+    assert!(!stale.exists(), "the stale .patching file was not removed");
+    assert!(
+        patching_files(&agent.install_path).is_empty(),
+        "{:?}",
+        patching_files(&agent.install_path)
+    );
+    assert!(
+        agent
+            .log()
+            .contains("removed a stale patched file left by an interrupted delta update"),
+        "{}",
+        agent.log()
+    );
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(60),
+    );
+    let reports = w.server.reports();
+    assert_eq!(
+        reports.matches(&format!("success {V1}->{V2}")).count(),
+        1,
+        "{reports}"
+    );
+    assert!(
+        !reports.contains("failure") && !reports.contains("rolled_back"),
+        "{reports}\n--- agent log ---\n{}",
+        agent.log()
+    );
+}
