@@ -260,9 +260,50 @@ pub struct Rollout {
     pub percent: u8,
     /// Fixed for one release, so raising the percentage only ever adds workers.
     pub salt: String,
+    /// The current wave of a rollout plan (`worker-release rollout plan`, and every promote's
+    /// first wave): workers named here are offered the release besides the `percent` cohort.
+    /// Absent when the channel does not roll out in waves. Signed like the rest, so a worker
+    /// outside the wave is told "not yet" by the statement, not by the server's say-so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<Wave>,
     /// Unknown fields, preserved.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// The most workers a wave may name (bounds the statement every agent downloads).
+pub const MAX_WAVE_WORKERS: usize = 1000;
+
+/// A wave of a staged rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Wave {
+    /// This wave's number, from 1.
+    #[schemars(range(min = 1))]
+    pub number: u32,
+    /// How many waves the plan has.
+    #[schemars(range(min = 1))]
+    pub of: u32,
+    /// Worker ids offered the release by name (the first waves: an exact, small set), sorted
+    /// and distinct.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub workers: Vec<String>,
+    /// Unknown fields, preserved.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Rollout {
+    /// Whether the rollout offers the release to `worker_id`: in the `percent` cohort, or named
+    /// by the current wave.
+    pub fn admits(&self, worker_id: &str) -> bool {
+        crate::verify::in_rollout(worker_id, &self.salt, self.percent)
+            || self.wave.as_ref().is_some_and(|wave| {
+                wave.workers
+                    .binary_search_by(|w| w.as_str().cmp(worker_id))
+                    .is_ok()
+            })
+    }
 }
 
 impl Document for ChannelStatement {

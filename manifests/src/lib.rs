@@ -38,7 +38,8 @@ pub use artifact::{hash_file, verify_file, ArtifactVerifier};
 pub use delta::{apply_patch, make_patch, DeltaError, PATCH_LEVEL};
 pub use doc_type::DocType;
 pub use documents::{
-    Artifact, ChannelStatement, Delta, Release, ReleasePointer, Rollback, Rollout, PRODUCT,
+    Artifact, ChannelStatement, Delta, Release, ReleasePointer, Rollback, Rollout, Wave,
+    MAX_WAVE_WORKERS, PRODUCT,
 };
 pub use error::{Error, Reason, Result};
 pub use failure::FailureReason;

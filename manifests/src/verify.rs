@@ -74,6 +74,15 @@ pub enum Idle {
         /// The rollout percentage.
         percent: u8,
     },
+    /// The channel rolls out in waves and this worker is in none opened yet: not yet.
+    NotInWave {
+        /// The current wave's number.
+        wave: u32,
+        /// How many waves the plan has.
+        of: u32,
+        /// The cohort share opened so far.
+        percent: u8,
+    },
     /// The release failed probation here before.
     Quarantined(Version),
 }
@@ -214,6 +223,25 @@ impl UpdateCheck<'_> {
                 format!("{} is above 100", stmt.rollout.percent),
             ));
         }
+        if let Some(wave) = &stmt.rollout.wave {
+            if wave.number == 0 || wave.number > wave.of {
+                return Err(Error::malformed(
+                    "rollout.wave.number",
+                    format!("wave {} of {}", wave.number, wave.of),
+                ));
+            }
+            if wave.workers.len() > crate::documents::MAX_WAVE_WORKERS
+                || wave.workers.windows(2).any(|pair| pair[0] >= pair[1])
+            {
+                return Err(Error::malformed(
+                    "rollout.wave.workers",
+                    format!(
+                        "must be sorted, distinct and at most {} ids",
+                        crate::documents::MAX_WAVE_WORKERS
+                    ),
+                ));
+            }
+        }
         Ok(AcceptedStatement {
             channel: stmt.channel.clone(),
             serial: stmt.serial,
@@ -297,12 +325,16 @@ impl UpdateCheck<'_> {
             .current_version
             .cmp_precedence(&stmt.minimum_version)
             .is_lt();
-        if !self.ignore_cohort
-            && !below_minimum
-            && !in_rollout(&local.worker_id, &stmt.rollout.salt, stmt.rollout.percent)
-        {
-            return Ok(Err(Idle::NotInCohort {
-                percent: stmt.rollout.percent,
+        if !self.ignore_cohort && !below_minimum && !stmt.rollout.admits(&local.worker_id) {
+            return Ok(Err(match &stmt.rollout.wave {
+                Some(wave) => Idle::NotInWave {
+                    wave: wave.number,
+                    of: wave.of,
+                    percent: stmt.rollout.percent,
+                },
+                None => Idle::NotInCohort {
+                    percent: stmt.rollout.percent,
+                },
             }));
         }
         Ok(Ok(InstallPlan {

@@ -223,6 +223,7 @@ impl Fx {
             rollout: Rollout {
                 percent: 100,
                 salt: "stable-1.5.0".to_owned(),
+                wave: None,
                 extra: BTreeMap::new(),
             },
             minimum_version: ver("1.0.0"),
@@ -1409,7 +1410,69 @@ fn cases() -> Vec<Case> {
                 fx.decide()
             },
         ),
+        // --- waves: the signed statement names who may update now
+        case(
+            "a worker named by the signed wave installs at 0 %",
+            install("1.5.0"),
+            || {
+                Fx::new()
+                    .with_stmt(|s| {
+                        s.rollout.percent = 0;
+                        s.rollout.wave = Some(wave(1, 3, &["worker-0001", "worker-0042"]));
+                    })
+                    .decide()
+            },
+        ),
+        case(
+            "a worker outside the wave is told not yet",
+            Outcome::Idle(Idle::NotInWave {
+                wave: 1,
+                of: 3,
+                percent: 0,
+            }),
+            || {
+                Fx::new()
+                    .with_stmt(|s| {
+                        s.rollout.percent = 0;
+                        s.rollout.wave = Some(wave(1, 3, &["worker-0001", "worker-0043"]));
+                    })
+                    .decide()
+            },
+        ),
+        case(
+            "a wave added to a statement after signing is refused",
+            Reject(Reason::BadSignature),
+            || {
+                let mut fx = Fx::new().with_stmt(|s| s.rollout.percent = 0);
+                fx.stmt.signed.rollout.wave = Some(wave(1, 1, &["worker-0042"]));
+                fx.decide()
+            },
+        ),
+        case(
+            "an unsorted wave list is malformed",
+            Reject(Reason::Malformed),
+            || {
+                Fx::new()
+                    .with_stmt(|s| s.rollout.wave = Some(wave(1, 2, &["worker-b", "worker-a"])))
+                    .decide()
+            },
+        ),
+        case("wave 0 is malformed", Reject(Reason::Malformed), || {
+            Fx::new()
+                .with_stmt(|s| s.rollout.wave = Some(wave(0, 2, &[])))
+                .decide()
+        }),
     ]
+}
+
+/// A signed wave naming `workers`.
+fn wave(number: u32, of: u32, workers: &[&str]) -> manifests::Wave {
+    manifests::Wave {
+        number,
+        of,
+        workers: workers.iter().map(|w| (*w).to_owned()).collect(),
+        extra: BTreeMap::new(),
+    }
 }
 
 impl Fx {

@@ -222,6 +222,7 @@ fn channel_with(
             Rollout {
                 percent,
                 salt,
+                wave: None,
                 extra,
             }
         });

@@ -135,6 +135,7 @@ fn example_channel(release: &Signed<Release>) -> Signed<ChannelStatement> {
         rollout: Rollout {
             percent: 100,
             salt: "worker-agent-1.1.0".to_owned(),
+            wave: None,
             extra: BTreeMap::new(),
         },
         minimum_version: version("1.0.0"),

@@ -86,6 +86,9 @@ enum Command {
     EnrollToken(admin::EnrollTokenArgs),
     /// Point a channel at a published release, for a share of the fleet.
     Promote(admin::PromoteArgs),
+    /// Roll a release out wave by wave: `rollout plan --channel C --version V --waves 5,10%@1h,100%`.
+    #[command(subcommand)]
+    Rollout(admin::RolloutCommand),
     /// Halt a channel's rollout.
     Halt(admin::HaltArgs),
     /// Resume a halted channel.
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Worker(command) => admin::worker(command),
         Command::EnrollToken(args) => admin::enroll_token(args),
         Command::Promote(args) => admin::promote(args),
+        Command::Rollout(command) => admin::rollout(command),
         Command::Halt(args) => admin::halt(args),
         Command::Resume(args) => admin::resume(args),
         Command::Rollback(args) => admin::rollback(args),

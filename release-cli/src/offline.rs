@@ -468,6 +468,7 @@ pub fn sign_channel(args: SignChannelArgs) -> Result<()> {
             salt: args
                 .salt
                 .unwrap_or_else(|| release.signed.version.to_string()),
+            wave: None,
             extra: BTreeMap::new(),
         },
         minimum_version: args

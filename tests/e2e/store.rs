@@ -125,6 +125,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
             statement: format!("statement-{serial}").into_bytes(),
             rollback: (serial == 3).then(|| b"rollback".to_vec()),
             halt_reason: String::new(),
+            plan: None,
         };
         let at = 20 + i64::try_from(serial).expect("store call");
         store
@@ -142,6 +143,7 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         statement: b"stale".to_vec(),
         rollback: None,
         halt_reason: String::new(),
+        plan: None,
     };
     assert!(store
         .save_channel(ChannelWrite {

@@ -30,6 +30,63 @@ pub struct ChannelSummary {
     pub urgent: bool,
     /// The rollback directive's target, when one is attached.
     pub rollback_to: Option<String>,
+    /// The rollout plan, when the channel rolls out in waves.
+    #[serde(default)]
+    pub wave: Option<WaveSummary>,
+}
+
+/// Where a channel's rollout plan stands (`worker-release status`, the console).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct WaveSummary {
+    /// The current wave, from 1.
+    pub number: usize,
+    /// How many waves the plan has.
+    pub of: usize,
+    /// The current wave's step (`5`, `10%@3600s`).
+    pub step: String,
+    /// The whole plan as given (`5,10%@1h,50%@4h,100%@1d`).
+    pub spec: String,
+    /// `rolling` (admitting, or waiting for the wave's workers), `soaking`, `held` (failure
+    /// share at or above `--auto-halt-ratio`), `waiting_for_window`, `halted` or `complete`.
+    pub state: String,
+    /// Workers named by the signed statement so far.
+    pub named: usize,
+    /// Admitted workers still updating (seen recently, not yet tried).
+    pub in_flight: usize,
+    /// The bound on `in_flight` (`20%`, `3`).
+    pub max_in_flight: String,
+    /// The maintenance window (`02:00-05:00 UTC`), when there is one.
+    pub window: Option<String>,
+    /// When the next wave opens (RFC 3339), once the current one has settled.
+    pub next_step_at: Option<String>,
+    /// Why it is not moving, when it is not.
+    pub waiting: Option<String>,
+}
+
+/// Body of `POST /api/admin/channels/<channel>/plan`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// Version to roll out.
+    pub version: String,
+    /// The waves: named workers first (`5`: five workers by name), then shares of the channel,
+    /// each with an optional soak (`10%@1h`): `5,10%@1h,50%@4h,100%@1d`.
+    pub waves: String,
+    /// Most workers updating at once: a number or a share of the channel (default `20%`).
+    #[serde(default)]
+    pub max_in_flight: Option<String>,
+    /// Daily window (UTC, `HH:MM-HH:MM`) in which waves open and workers are admitted.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Why (audit).
+    #[serde(default)]
+    pub reason: String,
+    /// Skip the stable soak gate (requires a reason).
+    #[serde(default, rename = "override")]
+    pub override_gate: bool,
+    /// Mark the update urgent.
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 /// Body of `POST /api/admin/channels/<channel>/promote`.
@@ -54,6 +111,13 @@ pub struct PromoteRequest {
     /// Mark the update urgent.
     #[serde(default)]
     pub urgent: bool,
+    /// Workers named in the first wave (default 5; 0: the whole share at once). A channel
+    /// whose cohort has no more known workers than this gets the share at once.
+    #[serde(default)]
+    pub first_wave: Option<u32>,
+    /// Most workers updating at once after the first wave: a number or a share (default `20%`).
+    #[serde(default)]
+    pub max_in_flight: Option<String>,
 }
 
 /// Body of `POST /api/workers/register`.

@@ -115,6 +115,15 @@ pub enum Error {
         /// The percentage sent.
         percent: u8,
     },
+    /// A rollout plan (`--waves`, `--max-in-flight`, `--window`, `--first-wave`) that cannot be
+    /// followed.
+    #[error("invalid rollout plan for {channel}: {detail}")]
+    InvalidPlan {
+        /// The channel.
+        channel: String,
+        /// What is wrong, naming the part.
+        detail: String,
+    },
     /// The soak gate overridden without a reason for the audit trail.
     #[error("--override needs a --reason, written to the audit trail")]
     OverrideWithoutReason {
@@ -332,6 +341,7 @@ impl Error {
             | Error::InvalidReportTime { .. }
             | Error::UnknownWorkerChannel { .. }
             | Error::PercentAbove100 { .. }
+            | Error::InvalidPlan { .. }
             | Error::PercentRequired { .. }
             | Error::OverrideWithoutReason { .. }
             | Error::HaltWithoutReason { .. }
@@ -380,6 +390,7 @@ impl Error {
             Error::ChannelExists { .. } => "channel_exists",
             Error::ChannelFollowed { .. } => "channel_in_use",
             Error::PercentRequired { .. } => "percent_required",
+            Error::InvalidPlan { .. } => "invalid_plan",
             Error::NeverOnCanary { .. }
             | Error::SoakTooShort { .. }
             | Error::NoCanarySuccess { .. } => "soak",

@@ -127,6 +127,7 @@ pub async fn run(
     }
     let resigner = tokio::spawn(resign_loop(app.clone(), shutdown.clone()));
     let pruner = tokio::spawn(prune_loop(app.clone(), shutdown.clone()));
+    let waves = tokio::spawn(wave_loop(app.clone(), shutdown.clone()));
     let serving = tokio::spawn(serve(app, listener, tls, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!(
@@ -143,6 +144,7 @@ pub async fn run(
     };
     resigner.abort();
     pruner.abort();
+    waves.abort();
     outcome
 }
 
@@ -200,6 +202,18 @@ async fn resign_loop(app: Arc<App>, shutdown: CancellationToken) {
             () = tokio::time::sleep(app.next_resign_check()) => {}
             () = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Rollout plans advance by themselves: every second, each channel's plan admits workers and
+/// opens its next wave when the fleet allows (`state::waves`).
+async fn wave_loop(app: Arc<App>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        app.advance_waves().await;
     }
 }
 

@@ -28,6 +28,13 @@ pub struct Metrics {
     pub channel_rollout_ratio: GaugeVec,
     /// `update_server_channel_halted{channel}`.
     pub channel_halted: IntGaugeVec,
+    /// `update_server_rollout_wave{channel}`: the rollout plan's current wave (from 1); 0 when
+    /// the channel has no plan.
+    pub rollout_wave: IntGaugeVec,
+    /// `update_server_rollout_next_step_timestamp_seconds{channel}`: when the plan opens its
+    /// next wave (Unix seconds), present only while that time is known (the wave has settled
+    /// and soaks).
+    pub rollout_next_step: GaugeVec,
     /// `update_server_channel_statement_expiry_timestamp_seconds{channel}`.
     pub channel_statement_expiry: GaugeVec,
     /// `update_server_channel_release_info{channel,version}`: 1 for the version a channel offers.
@@ -101,6 +108,20 @@ impl Metrics {
             channel_halted: register_int_gauge_vec_with_registry!(
                 "update_server_channel_halted",
                 "1 when the channel is halted",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            rollout_wave: register_int_gauge_vec_with_registry!(
+                "update_server_rollout_wave",
+                "Current wave of the channel's rollout plan (from 1; 0 without a plan)",
+                &["channel"],
+                registry
+            )
+            .expect("metric registered once"),
+            rollout_next_step: register_gauge_vec_with_registry!(
+                "update_server_rollout_next_step_timestamp_seconds",
+                "When the rollout plan opens its next wave (Unix seconds), once the current wave has settled",
                 &["channel"],
                 registry
             )
@@ -184,6 +205,8 @@ mod tests {
             .with_label_values(&["stable"])
             .set(0.25);
         m.channel_halted.with_label_values(&["stable"]).set(0);
+        m.rollout_wave.with_label_values(&["stable"]).set(2);
+        m.rollout_next_step.with_label_values(&["stable"]).set(1.0);
         m.channel_statement_expiry
             .with_label_values(&["stable"])
             .set(1.0);
@@ -199,7 +222,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next())
             .collect();
-        assert_eq!(names.len(), 12, "{text}");
+        assert_eq!(names.len(), 14, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("update_server_")),
             "{names:?}"

@@ -61,6 +61,7 @@ enum Kind {
     /// PostgreSQL `INTEGER` (`promotions.percent`).
     Int32,
     NullableInt,
+    NullableText,
     Blob,
     NullableBlob,
     /// SQLite `INTEGER` 0/1, PostgreSQL `BOOLEAN`.
@@ -102,6 +103,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("rollback", Kind::NullableBlob),
             ("halt_reason", Kind::Text),
             ("updated_at", Kind::Int),
+            ("plan", Kind::NullableText),
         ],
     ),
     (
@@ -285,6 +287,7 @@ fn read_table(
                 Kind::Int => Box::new(row.get::<_, i64>(index)?),
                 Kind::Int32 => Box::new(row.get::<_, i32>(index)?),
                 Kind::NullableInt => Box::new(row.get::<_, Option<i64>>(index)?),
+                Kind::NullableText => Box::new(row.get::<_, Option<String>>(index)?),
                 Kind::Blob => Box::new(row.get::<_, Vec<u8>>(index)?),
                 Kind::NullableBlob => Box::new(row.get::<_, Option<Vec<u8>>>(index)?),
                 Kind::Bool => Box::new(row.get::<_, i64>(index)? != 0),

@@ -28,7 +28,10 @@ use crate::store::{
 };
 
 /// Migrations, in order; the position + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_init.sql"),
+    include_str!("../migrations/postgres/0002_rollout_plans.sql"),
+];
 
 /// The advisory lock key serialising migrations across replicas ("upds" + 1).
 const MIGRATION_LOCK: i64 = 0x7570_6473_0001;
@@ -337,7 +340,7 @@ impl Store for PostgresStore {
     fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
         self.with(|c| {
             let rows = c.query(
-                "SELECT channel, statement, rollback, halt_reason FROM channels ORDER BY channel",
+                "SELECT channel, statement, rollback, halt_reason, plan FROM channels ORDER BY channel",
                 &[],
             )?;
             Ok(rows
@@ -347,6 +350,7 @@ impl Store for PostgresStore {
                     statement: row.get(1),
                     rollback: row.get(2),
                     halt_reason: row.get(3),
+                    plan: row.get(4),
                 })
                 .collect())
         })
@@ -356,12 +360,12 @@ impl Store for PostgresStore {
         self.transaction(|tx| {
             let record = change.record;
             tx.execute(
-                "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at, plan)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (channel) DO UPDATE SET statement = excluded.statement,
                    rollback = excluded.rollback, halt_reason = excluded.halt_reason,
-                   updated_at = excluded.updated_at",
-                &[&record.channel, &record.statement, &record.rollback, &record.halt_reason, &change.audit.at],
+                   updated_at = excluded.updated_at, plan = excluded.plan",
+                &[&record.channel, &record.statement, &record.rollback, &record.halt_reason, &change.audit.at, &record.plan],
             )?;
             // The (channel, serial) primary key refuses a serial signed before: the whole
             // change is rolled back rather than a serial reused.
@@ -517,6 +521,21 @@ impl Store for PostgresStore {
                 succeeded: count(row.get(1)),
                 tried: count(row.get(2)),
             })
+        })
+    }
+
+    fn tried_workers(&self, query: OutcomeQuery<'_>) -> StoreResult<Vec<String>> {
+        let defects: Vec<&str> = query.defects.to_vec();
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT DISTINCT worker_id FROM reports
+                 WHERE channel = $1 AND to_version = $2 AND counted
+                   AND (outcome = 'success' OR (outcome IN ('failure', 'rolled_back')
+                        AND reason = ANY($3)))
+                 ORDER BY worker_id",
+                &[&query.channel, &query.version, &defects],
+            )?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
         })
     }
 

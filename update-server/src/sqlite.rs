@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_channel_names.sql"),
     include_str!("../migrations/0003_enrolment.sql"),
+    include_str!("../migrations/0004_rollout_plans.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -205,13 +206,14 @@ impl Store for SqliteStore {
     fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
         self.with(|c| {
             let mut statement =
-                c.prepare("SELECT channel, statement, rollback, halt_reason FROM channels")?;
+                c.prepare("SELECT channel, statement, rollback, halt_reason, plan FROM channels")?;
             let rows = statement.query_map([], |row| {
                 Ok(ChannelRecord {
                     channel: row.get(0)?,
                     statement: row.get(1)?,
                     rollback: row.get(2)?,
                     halt_reason: row.get(3)?,
+                    plan: row.get(4)?,
                 })
             })?;
             rows.collect()
@@ -222,12 +224,12 @@ impl Store for SqliteStore {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at, plan)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (channel) DO UPDATE SET statement = excluded.statement,
                    rollback = excluded.rollback, halt_reason = excluded.halt_reason,
-                   updated_at = excluded.updated_at",
-                params![change.record.channel, change.record.statement, change.record.rollback, change.record.halt_reason, change.audit.at],
+                   updated_at = excluded.updated_at, plan = excluded.plan",
+                params![change.record.channel, change.record.statement, change.record.rollback, change.record.halt_reason, change.audit.at, change.record.plan],
             )?;
             tx.execute(
                 "INSERT INTO statements (channel, serial, body, signed_at) VALUES (?1, ?2, ?3, ?4)",
@@ -387,6 +389,24 @@ impl Store for SqliteStore {
                     })
                 },
             )
+        })
+    }
+
+    fn tried_workers(&self, query: OutcomeQuery<'_>) -> StoreResult<Vec<String>> {
+        let defects = serde_json::to_string(query.defects).unwrap_or_else(|_| "[]".to_owned());
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT DISTINCT worker_id FROM reports
+                 WHERE channel = ?1 AND to_version = ?2 AND counted = 1
+                   AND (outcome = 'success' OR (outcome IN ('failure', 'rolled_back')
+                        AND reason IN (SELECT value FROM json_each(?3))))
+                 ORDER BY worker_id",
+            )?;
+            let rows = statement
+                .query_map(params![query.channel, query.version, defects], |row| {
+                    row.get(0)
+                })?;
+            rows.collect()
         })
     }
 

@@ -105,6 +105,9 @@ pub struct ChannelRecord {
     pub rollback: Option<Vec<u8>>,
     /// Why the channel is halted (empty when it is not).
     pub halt_reason: String,
+    /// The channel's rollout plan and its progress (JSON, `state::waves::RolloutPlan`), kept in
+    /// the same row as the statement so that opening a wave and signing it are one write.
+    pub plan: Option<String>,
 }
 
 /// A worker of the fleet.
@@ -317,6 +320,11 @@ pub trait Store: EnrolStore + Send + Sync + 'static {
     /// first by the time the server received them: the console's rollout progress
     /// (`GET /api/admin/channels/{channel}/history`) replays them.
     fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>>;
+
+    /// The distinct workers that tried `query.version` on `query.channel` (counted reports of
+    /// `success`, or of a failure that is a release defect): the rollout plan no longer counts
+    /// them in flight.
+    fn tried_workers(&self, query: OutcomeQuery<'_>) -> StoreResult<Vec<String>>;
     /// `failure` and `rolled_back` reports received since `since`, grouped.
     fn failures_since(&self, since: i64) -> StoreResult<Vec<FailureGroup>>;
 

@@ -39,14 +39,19 @@ impl Updater {
                 return true;
             }
             Decision::Install { plan: fresh, .. } => format!("it offers {} now", fresh.version),
-            Decision::NothingToDo { why, .. } => match why {
-                manifests::Idle::UpToDate => "nothing to do now".to_owned(),
-                manifests::Idle::Halted => "the channel is halted".to_owned(),
-                manifests::Idle::NotInCohort { percent } => {
-                    format!("this worker is outside its {percent} % rollout now")
+            Decision::NothingToDo { why, .. } => {
+                match why {
+                    manifests::Idle::UpToDate => "nothing to do now".to_owned(),
+                    manifests::Idle::Halted => "the channel is halted".to_owned(),
+                    manifests::Idle::NotInCohort { percent } => {
+                        format!("this worker is outside its {percent} % rollout now")
+                    }
+                    manifests::Idle::NotInWave { wave, of, .. } => {
+                        format!("this worker is in none of the waves opened so far (wave {wave} of {of})")
+                    }
+                    manifests::Idle::Quarantined(version) => format!("{version} is quarantined"),
                 }
-                manifests::Idle::Quarantined(version) => format!("{version} is quarantined"),
-            },
+            }
             Decision::Reject(error) => format!("its answer is refused now: {error}"),
         };
         tracing::info!(

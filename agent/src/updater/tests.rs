@@ -194,6 +194,7 @@ impl Fixture {
             rollout: Rollout {
                 percent: 100,
                 salt: "salt".to_owned(),
+                wave: None,
                 extra: BTreeMap::new(),
             },
             minimum_version: "0.0.0".parse().expect("version"),

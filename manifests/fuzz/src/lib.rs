@@ -138,6 +138,7 @@ pub fn build() -> Fixture {
             rollout: Rollout {
                 percent: 100,
                 salt: "worker-agent-1.1.0".to_owned(),
+                wave: None,
                 extra: BTreeMap::new(),
             },
             minimum_version: v("1.0.0"),

@@ -9,7 +9,7 @@ use manifests::{Rollback, Signed, Timestamp, Version};
 use serde_json::{json, Value};
 
 use super::client::{Server, ServerArgs};
-use super::output::format_channels;
+use super::output::{format_channels, format_waves};
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
@@ -36,6 +36,15 @@ pub struct PromoteArgs {
     /// Mark the update urgent.
     #[arg(long)]
     urgent: bool,
+    /// Workers the release reaches first, by name in the signed statement; the rest of the
+    /// share follows once they passed probation (0: the whole share at once). A channel whose
+    /// cohort has no more known workers than this gets the share at once.
+    #[arg(long, default_value_t = 5)]
+    first_wave: u32,
+    /// Most workers updating at once after the first wave: a number, or a share of the
+    /// channel (`20%`, at least 1).
+    #[arg(long, default_value = "20%")]
+    max_in_flight: String,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +103,8 @@ pub fn promote(args: PromoteArgs) -> Result<()> {
         "override": args.force,
         "minimum_version": args.minimum_version.map(|v| v.to_string()),
         "urgent": args.urgent,
+        "first_wave": args.first_wave,
+        "max_in_flight": args.max_in_flight,
     });
     let what = format!("promote {} {}", args.channel, args.version);
     channel_action(&args.server, &args.channel, "promote", &what, &body)
@@ -124,7 +135,7 @@ pub fn rollback(args: RollbackArgs) -> Result<()> {
 }
 
 /// POST /api/admin/channels/<channel>/<action>, then show the channel summary it answers with.
-fn channel_action(
+pub(super) fn channel_action(
     args: &ServerArgs,
     channel: &str,
     action: &str,
@@ -139,10 +150,11 @@ fn channel_action(
         "{}",
         format_channels(std::slice::from_ref(&summary), Timestamp::now())
     );
+    print!("{}", format_waves(std::slice::from_ref(&summary)));
     Ok(())
 }
 
-fn parse_channel(text: &str) -> std::result::Result<String, String> {
+pub(super) fn parse_channel(text: &str) -> std::result::Result<String, String> {
     if text.is_empty() || text == "." || text == ".." || text.chars().any(char::is_control) {
         return Err(format!("{text:?} is not a channel name"));
     }

@@ -13,6 +13,7 @@ mod client;
 mod enrol;
 mod output;
 mod publish;
+mod rollout;
 mod status;
 
 pub use catalog::{channel, worker, ChannelCommand, WorkerCommand};
@@ -22,4 +23,5 @@ pub use channel::{
 pub use client::ServerRefused;
 pub use enrol::{enroll_token, EnrollTokenArgs};
 pub use publish::{publish, publish_root, PublishArgs, PublishRootArgs};
+pub use rollout::{rollout, RolloutCommand};
 pub use status::{audit, status, AuditArgs, StatusArgs};

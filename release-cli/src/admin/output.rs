@@ -8,6 +8,11 @@ pub(super) fn format_status(status: &Value, now: Timestamp) -> String {
     let mut out = String::new();
     out.push_str("channels\n");
     out.push_str(&indent(&format_channels(list(status, "channels"), now)));
+    let waves = format_waves(list(status, "channels"));
+    if !waves.is_empty() {
+        out.push_str("\nrollout plans\n");
+        out.push_str(&indent(&waves));
+    }
     out.push_str("\nfleet by version\n");
     let fleet: Vec<Vec<String>> = list(status, "fleet")
         .iter()
@@ -103,6 +108,55 @@ pub(super) fn format_channels(channels: &[Value], now: Timestamp) -> String {
             "HALTED",
             "SERIAL",
             "EXPIRES IN",
+        ],
+        &rows,
+    )
+}
+
+/// The channels that roll out in waves, as a table (empty when none does): the current wave,
+/// its state, workers in flight against the bound, when the next wave opens, and the plan.
+pub(super) fn format_waves(channels: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = channels
+        .iter()
+        .filter_map(|c| {
+            let wave = c.get("wave").filter(|w| w.is_object())?;
+            let mut state = text(wave, "state");
+            if let Some(why) = wave.get("waiting").and_then(Value::as_str) {
+                if state == "rolling" || state == "held" {
+                    state = format!("{state}: {}", sanitize(why));
+                }
+            }
+            Some(vec![
+                text(c, "channel"),
+                format!("{}/{}", text(wave, "number"), text(wave, "of")),
+                text(wave, "step"),
+                state,
+                format!(
+                    "{}/{}",
+                    text(wave, "in_flight"),
+                    text(wave, "max_in_flight")
+                ),
+                text(wave, "named"),
+                text(wave, "next_step_at"),
+                text(wave, "window"),
+                text(wave, "spec"),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(
+        &[
+            "CHANNEL",
+            "WAVE",
+            "STEP",
+            "STATE",
+            "IN FLIGHT",
+            "NAMED",
+            "NEXT STEP AT",
+            "WINDOW",
+            "PLAN",
         ],
         &rows,
     )
@@ -277,6 +331,18 @@ total workers: 3
 root version: 2
 ";
         assert_eq!(format_status(&status_json(), now), expected);
+    }
+
+    #[test]
+    fn waves_are_a_table_of_their_own() {
+        let mut status = status_json();
+        status["channels"][0]["wave"] = json!({"number": 2, "of": 4, "step": "10%@3600s",
+            "spec": "5,10%@1h,50%@4h,100%@1d", "state": "soaking", "named": 5, "in_flight": 0,
+            "max_in_flight": "20%", "window": null, "next_step_at": "2026-03-01T02:00:00Z",
+            "waiting": "soaking"});
+        let out = format_status(&status, "2026-03-01T01:30:00Z".parse().unwrap());
+        assert!(out.contains("\nrollout plans\n  CHANNEL  WAVE  STEP       STATE    IN FLIGHT  NAMED  NEXT STEP AT          WINDOW  PLAN\n  canary   2/4   10%@3600s  soaking  0/20%      5      2026-03-01T02:00:00Z  -       5,10%@1h,50%@4h,100%@1d\n"), "{out}");
+        assert_eq!(format_waves(list(&status_json(), "channels")), "");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::schemas::{
 };
 use super::worker_api::check_sha256;
 use super::{AdminName, ApiError, ApiJson, Ctx};
-use crate::api::{CreateChannelRequest, PromoteRequest};
+use crate::api::{CreateChannelRequest, PlanRequest, PromoteRequest};
 use crate::store::AuditFilter;
 
 /// `POST /api/admin/releases`: publish a signed release (verified against the current root).
@@ -181,6 +181,20 @@ pub(super) async fn promote(
     ApiJson(request): ApiJson<PromoteRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctx.app.promote(&channel, request, &actor).await?).into_response())
+}
+
+/// `POST /api/admin/channels/{channel}/plan`: roll a version out wave by wave
+/// (`worker-release rollout plan`; 400 `invalid_plan`, and the stable soak gate as for promote).
+#[utoipa::path(post, path = "/api/admin/channels/{channel}/plan", tag = "admin", security(("adminToken" = [])),
+    params(("channel" = String, Path, description = "channel name")), request_body = PlanRequest,
+    responses((status = 200, description = "the channel, re-signed with its first wave", body = ChannelSummary)))]
+pub(super) async fn plan(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    axum::Extension(AdminName(actor)): axum::Extension<AdminName>,
+    ApiJson(request): ApiJson<PlanRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctx.app.plan_rollout(&channel, request, &actor).await?).into_response())
 }
 
 /// `POST /api/admin/channels/{channel}/halt`.

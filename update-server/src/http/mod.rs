@@ -99,6 +99,7 @@ pub fn router_and_document(ctx: Ctx) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin_api::list_channels, admin_api::create_channel))
         .routes(routes!(admin_api::delete_channel))
         .routes(routes!(admin_api::promote))
+        .routes(routes!(admin_api::plan))
         .routes(routes!(admin_api::halt))
         .routes(routes!(admin_api::resume))
         .routes(routes!(admin_api::rollback))

@@ -11,6 +11,7 @@ use manifests::{
 };
 use sha2::{Digest, Sha256};
 
+use super::waves::{RolloutPlan, Share, DEFAULT_FIRST_WAVE, DEFAULT_MAX_IN_FLIGHT};
 use super::{now, parse_version, read_lock, write_lock, App};
 use crate::api::{ChannelSummary, PromoteRequest};
 use crate::error::{Error, Result};
@@ -48,6 +49,8 @@ pub struct ChannelView {
     pub rollback: Option<Signed<Rollback>>,
     /// Why it is halted.
     pub halt_reason: String,
+    /// The channel's rollout plan and its progress, when it rolls out in waves.
+    pub plan: Option<RolloutPlan>,
     /// The `/latest` body without the rollback directive.
     plain: CachedBody,
     /// The `/latest` body with it, for agents on one of its `from` versions.
@@ -164,6 +167,13 @@ impl App {
         }
         let version = parse_version("version", &request.version)?;
         let release = self.verified_release(&version)?;
+        let max_in_flight = match &request.max_in_flight {
+            Some(text) => Share::parse(text).map_err(|detail| Error::InvalidPlan {
+                channel: channel.to_owned(),
+                detail: format!("--max-in-flight {detail}"),
+            })?,
+            None => DEFAULT_MAX_IN_FLIGHT,
+        };
         let _admin = self.admin.lock().await;
         if channel == "stable" {
             if request.override_gate {
@@ -190,6 +200,38 @@ impl App {
             }
         );
         let urgent = request.urgent;
+        // A promote opens to a first wave of named workers, then to the share asked, as fast
+        // as `--max-in-flight` and the first wave's probations allow (`state::waves`).
+        let same_release_percent = read_lock(&self.views)
+            .get(channel)
+            .filter(|view| view.release.signed.version == version)
+            .map(|view| view.statement.signed.rollout.percent)
+            .filter(|p| *p > 0);
+        let plan = self.first_wave_plan(
+            channel,
+            &version,
+            percent,
+            request.first_wave.unwrap_or(DEFAULT_FIRST_WAVE),
+            max_in_flight,
+            same_release_percent,
+        );
+        let (percent_now, plan) = match plan {
+            Some(plan) => {
+                let salt = self.salt_for(channel, &version);
+                let progress = self
+                    .plan_progress(
+                        channel,
+                        &plan,
+                        same_release_percent.unwrap_or(0),
+                        &salt,
+                        None,
+                    )
+                    .await?;
+                self.tracker.set(channel, super::waves::tracked(&progress));
+                (progress.percent, Some(progress.plan))
+            }
+            None => (percent, None),
+        };
         let summary = self
             .change_channel_locked(
                 channel,
@@ -202,7 +244,8 @@ impl App {
                     let base = ChannelChange::from(current);
                     Ok(ChannelChange {
                         release: Some(release.clone()),
-                        percent,
+                        percent: percent_now,
+                        plan: plan.clone(),
                         salt: if same_release {
                             base.salt.clone()
                         } else {
@@ -221,7 +264,7 @@ impl App {
         Ok(summary)
     }
 
-    async fn check_stable_gate(&self, version: &Version) -> Result<()> {
+    pub(super) async fn check_stable_gate(&self, version: &Version) -> Result<()> {
         let version_text = version.to_string();
         let (v1, v2) = (version_text.clone(), version_text.clone());
         let first = self
@@ -376,6 +419,7 @@ impl App {
                 halt_reason: Some(String::new()),
                 urgent: true,
                 rollback: Some(doc.clone()),
+                plan: None,
                 ..base
             })
         })
@@ -473,7 +517,7 @@ impl App {
                 channel: channel.to_owned(),
             })?;
         tracing::info!(%channel, %kind, %actor, serial, version = %view.release.signed.version, percent = view.statement.signed.rollout.percent, halted = view.statement.signed.halted, "channel statement signed");
-        Ok(summary(channel, &view))
+        Ok(summary(self, channel, &view))
     }
 
     /// Signs `next` as `channel`'s next statement, one serial above both the highest the store
@@ -514,6 +558,7 @@ impl App {
             rollout: Rollout {
                 percent: next.percent,
                 salt: next.salt.clone(),
+                wave: next.plan.as_ref().map(RolloutPlan::signed_wave),
                 extra: BTreeMap::new(),
             },
             minimum_version: next.minimum_version.clone(),
@@ -531,6 +576,7 @@ impl App {
                 None => None,
             },
             halt_reason: next.halt_reason.clone().unwrap_or_default(),
+            plan: next.plan.as_ref().map(RolloutPlan::to_json),
         };
         Ok(SignedChange {
             statement: signed,
@@ -576,7 +622,11 @@ impl App {
             }
             None => None,
         };
-        let view = self.build_view(statement, release, rollback, record.halt_reason);
+        let plan = record
+            .plan
+            .as_deref()
+            .and_then(|text| RolloutPlan::from_json(&record.channel, text));
+        let view = self.build_view(statement, release, rollback, record.halt_reason, plan);
         self.update_channel_metrics(&record.channel, &view);
         write_lock(&self.views).insert(record.channel, Arc::new(view));
         Ok(())
@@ -588,6 +638,7 @@ impl App {
         release: Signed<Release>,
         rollback: Option<Signed<Rollback>>,
         halt_reason: String,
+        plan: Option<RolloutPlan>,
     ) -> ChannelView {
         let root_version = self.root_version();
         let poll = self.config.poll_interval.as_secs();
@@ -607,6 +658,7 @@ impl App {
             release,
             rollback,
             halt_reason,
+            plan,
         }
     }
 
@@ -622,6 +674,7 @@ impl App {
                 view.release.clone(),
                 view.rollback.clone(),
                 view.halt_reason.clone(),
+                view.plan.clone(),
             );
             write_lock(&self.views).insert(name, Arc::new(rebuilt));
         }
@@ -650,6 +703,8 @@ impl App {
         m.channel_release
             .with_label_values(&[channel, &stmt.release.version.to_string()])
             .set(1);
+        let tracked = self.tracker.get(channel);
+        self.update_wave_metrics(channel, view.plan.as_ref(), tracked.as_ref());
     }
 }
 
@@ -683,6 +738,8 @@ pub(super) struct ChannelChange {
     pub(super) urgent: bool,
     /// Rollback directive attached.
     pub(super) rollback: Option<Signed<Rollback>>,
+    /// The rollout plan (`None`: the statement's share is the whole story).
+    pub(super) plan: Option<RolloutPlan>,
 }
 
 impl From<Option<&ChannelView>> for ChannelChange {
@@ -698,6 +755,7 @@ impl From<Option<&ChannelView>> for ChannelChange {
                 halt_reason: Some(view.halt_reason.clone()),
                 urgent: view.statement.signed.urgent,
                 rollback: view.rollback.clone(),
+                plan: view.plan.clone(),
             },
             None => ChannelChange {
                 serial: 0,
@@ -709,13 +767,14 @@ impl From<Option<&ChannelView>> for ChannelChange {
                 halt_reason: None,
                 urgent: false,
                 rollback: None,
+                plan: None,
             },
         }
     }
 }
 
 /// The admin API's summary of a served channel.
-pub(super) fn summary(channel: &str, view: &ChannelView) -> ChannelSummary {
+pub(super) fn summary(app: &App, channel: &str, view: &ChannelView) -> ChannelSummary {
     let stmt = &view.statement.signed;
     ChannelSummary {
         channel: channel.to_owned(),
@@ -730,5 +789,9 @@ pub(super) fn summary(channel: &str, view: &ChannelView) -> ChannelSummary {
         recommended_version: stmt.recommended_version.to_string(),
         urgent: stmt.urgent,
         rollback_to: view.rollback.as_ref().map(|r| r.signed.to.to_string()),
+        wave: view
+            .plan
+            .as_ref()
+            .map(|plan| app.wave_summary(channel, plan, stmt.halted)),
     }
 }

@@ -241,7 +241,7 @@ impl App {
     pub async fn status(&self) -> Result<serde_json::Value> {
         let channels: Vec<ChannelSummary> = read_lock(&self.views)
             .iter()
-            .map(|(name, view)| summary(name, view))
+            .map(|(name, view)| summary(self, name, view))
             .collect();
         let stale_after = i64::try_from(self.config.stale_after.as_secs()).unwrap_or(i64::MAX);
         let now_secs = now().unix();

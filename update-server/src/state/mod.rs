@@ -18,6 +18,7 @@ mod releases;
 mod retention;
 mod sightings;
 mod trust;
+pub mod waves;
 
 #[cfg(test)]
 mod tests;
@@ -88,6 +89,8 @@ pub struct App {
     changes: watch::Sender<u64>,
     /// Serialises admin changes (serials must only grow, one writer at a time).
     admin: tokio::sync::Mutex<()>,
+    /// Rollout plans' progress between two passes of the wave loop.
+    tracker: waves::Tracker,
 }
 
 impl std::fmt::Debug for App {
@@ -210,6 +213,7 @@ impl App {
             sightings: sightings::Sightings::default(),
             changes,
             admin: tokio::sync::Mutex::new(()),
+            tracker: waves::Tracker::default(),
             config,
         };
         app.load_channels()?;

@@ -68,7 +68,17 @@ impl App {
             Some(bytes) => Some(Signed::<Rollback>::from_slice(bytes)?),
             None => None,
         };
-        let view = self.build_view(statement, release, rollback, record.halt_reason.clone());
+        let plan = record
+            .plan
+            .as_deref()
+            .and_then(|text| super::waves::RolloutPlan::from_json(&record.channel, text));
+        let view = self.build_view(
+            statement,
+            release,
+            rollback,
+            record.halt_reason.clone(),
+            plan,
+        );
         let Some((change, detail)) = self.reconcile_change(&view) else {
             return self.install_view(record);
         };
@@ -170,6 +180,7 @@ impl App {
                 release.clone(),
                 view.rollback.clone(),
                 view.halt_reason.clone(),
+                view.plan.clone(),
             );
             write_lock(&self.views)
                 .insert(view.statement.signed.channel.clone(), Arc::new(rebuilt));

@@ -203,6 +203,8 @@ impl Server {
             override_gate,
             minimum_version: None,
             urgent: false,
+            first_wave: None,
+            max_in_flight: None,
         };
         self.app.promote(channel, request, "ops").await
     }

@@ -282,6 +282,21 @@ impl Store for MemoryStore {
         })
     }
 
+    fn tried_workers(&self, query: OutcomeQuery<'_>) -> StoreResult<Vec<String>> {
+        let contents = self.contents();
+        let tried: BTreeSet<&str> = contents
+            .reports
+            .iter()
+            .filter(|r| {
+                r.channel == query.channel
+                    && r.to_version == query.version
+                    && counts_as_tried(r, query.defects)
+            })
+            .map(|r| r.worker_id.as_str())
+            .collect();
+        Ok(tried.into_iter().map(str::to_owned).collect())
+    }
+
     fn channel_reports(&self, channel: &str, limit: usize) -> StoreResult<Vec<ReportRecord>> {
         let contents = self.contents();
         let mut reports: Vec<(usize, &ReportRecord)> = contents
