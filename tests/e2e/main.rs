@@ -38,3 +38,4 @@ mod simulator;
 mod store;
 mod store_migrate;
 mod versions;
+mod waves;

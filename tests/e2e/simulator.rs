@@ -191,7 +191,7 @@ fn simulated_fleet_converges_on_a_full_promote_over_long_polls() {
 
 #[test]
 fn failing_canary_release_auto_halts_and_no_stable_agent_receives_it() {
-    const CANARIES: usize = 8;
+    const CANARIES: usize = 12;
     let w = fleet_world(&[]);
     let lines = w.simulate(&[
         "--seed",
@@ -213,12 +213,13 @@ fn failing_canary_release_auto_halts_and_no_stable_agent_receives_it() {
     let stable = &summary["by_channel"]["stable"];
     assert_eq!(canary["agents"], CANARIES);
     assert_eq!(stable["agents"], AGENTS - CANARIES);
-    // Long polls: every canary got 3.0.0 before the halt (its probation takes up to 1.5 s);
-    // each failed and rolled back to 1.0.0; none started it after the halt.
+    // The promote opened to a first wave of 5 named canaries only (the default --first-wave);
+    // each failed and rolled back to 1.0.0; none started it after the halt. With long polls and
+    // no waves, all 12 would have had it at once.
     let tried = canary["attempted"]["3.0.0"].as_u64().unwrap_or(0);
     assert!(
-        tried >= 3,
-        "the server halts after 3 failed workers: {summary:#}"
+        (3..=5).contains(&tried),
+        "the first wave is 5 canaries and the server halts after 3 failed workers: {summary:#}"
     );
     assert_eq!(canary["rolled_back"]["3.0.0"], tried, "{summary:#}");
     assert_eq!(canary["versions"], serde_json::json!({"1.0.0": CANARIES}));
@@ -280,4 +281,106 @@ fn failing_canary_release_auto_halts_and_no_stable_agent_receives_it() {
         .map(|f| f["count"].as_u64().expect("count"))
         .sum();
     assert_eq!(rolled_back, tried, "{status:#}");
+}
+
+#[test]
+fn a_rollout_plan_opens_its_waves_in_order_within_max_in_flight_and_completes() {
+    let w = fleet_world(&["--poll-interval", "3s"]);
+    let lines = w.simulate(&[
+        "--seed",
+        "plan",
+        "--probation-ms",
+        "300",
+        "--until-version",
+        "2.0.0",
+        "--on-ready",
+        "worker-release rollout plan --channel stable --version 2.0.0 --waves 2,25%@2s,100% --max-in-flight 4 --override --reason simulator-test",
+    ]);
+    let summary = event(&lines, "summary");
+    assert_eq!(summary["stop"], "converged", "{summary:#}");
+    assert_eq!(summary["stimulus"]["exit_code"], 0, "{summary:#}");
+    assert_eq!(summary["versions"], serde_json::json!({"2.0.0": AGENTS}));
+    assert_eq!(summary["counters"]["successes"], AGENTS, "{summary:#}");
+
+    // The last wave settles once the last reports are in: the plan completes a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !w.status()["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .any(|c| c["channel"] == "stable" && c["wave"]["state"] == "complete")
+    {
+        assert!(std::time::Instant::now() < deadline, "{:#}", w.status());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The server's own account, oldest first: the plan, then its waves in order.
+    let audit = w
+        .server
+        .admin()
+        .get("/api/admin/audit?channel=stable&limit=1000")
+        .json();
+    let mut entries: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["kind"] == "plan" || e["kind"] == "wave")
+        .collect();
+    entries.reverse();
+    let details: Vec<&str> = entries
+        .iter()
+        .map(|e| e["detail"].as_str().expect("detail"))
+        .collect();
+    assert!(
+        details[0].contains("in waves 2,25%@2s,100%"),
+        "{details:#?}"
+    );
+    let position = |needle: &str| {
+        details
+            .iter()
+            .position(|d| d.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {details:#?}"))
+    };
+    let (second, third, complete) = (
+        position("wave 2 of 3 opened"),
+        position("wave 3 of 3 opened"),
+        position("complete"),
+    );
+    assert!(second < third && third < complete, "{details:#?}");
+    // The 25 % wave soaked its 2 s once settled before the last one opened.
+    let at = |i: usize| {
+        entries[i]["at"]
+            .as_str()
+            .and_then(|t| t.parse::<manifests::Timestamp>().ok())
+            .expect("at")
+            .unix()
+    };
+    assert!(at(third) - at(second) >= 2, "{details:#?}");
+    // Never more than 4 admitted workers updating at once.
+    for detail in &details {
+        if let Some(figure) = detail
+            .split(", ")
+            .find_map(|p| p.strip_suffix(" in flight"))
+        {
+            let in_flight: usize = figure.parse().expect("in-flight figure");
+            assert!(in_flight <= 4, "{detail}");
+        }
+    }
+    let status = w.status();
+    let stable = status["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["channel"] == "stable")
+        .expect("stable")
+        .clone();
+    assert_eq!(stable["percent"], 100, "{stable:#}");
+    assert_eq!(stable["wave"]["state"], "complete", "{stable:#}");
+    assert_eq!(stable["wave"]["number"], 3, "{stable:#}");
+    let metrics = e2e::fleet::Api::new(&w.server.url, None)
+        .get("/metrics")
+        .text();
+    assert!(
+        metrics.contains("update_server_rollout_wave{channel=\"stable\"} 3"),
+        "{metrics}"
+    );
 }

@@ -168,11 +168,11 @@ impl App {
         let version = parse_version("version", &request.version)?;
         let release = self.verified_release(&version)?;
         let max_in_flight = match &request.max_in_flight {
-            Some(text) => Share::parse(text).map_err(|detail| Error::InvalidPlan {
+            Some(text) => Some(Share::parse(text).map_err(|detail| Error::InvalidPlan {
                 channel: channel.to_owned(),
                 detail: format!("--max-in-flight {detail}"),
-            })?,
-            None => DEFAULT_MAX_IN_FLIGHT,
+            })?),
+            None => None,
         };
         let _admin = self.admin.lock().await;
         if channel == "stable" {
@@ -202,30 +202,31 @@ impl App {
         let urgent = request.urgent;
         // A promote opens to a first wave of named workers, then to the share asked, as fast
         // as `--max-in-flight` and the first wave's probations allow (`state::waves`).
-        let same_release_percent = read_lock(&self.views)
+        let current = read_lock(&self.views)
             .get(channel)
             .filter(|view| view.release.signed.version == version)
-            .map(|view| view.statement.signed.rollout.percent)
-            .filter(|p| *p > 0);
-        let plan = self.first_wave_plan(
-            channel,
-            &version,
-            percent,
-            request.first_wave.unwrap_or(DEFAULT_FIRST_WAVE),
-            max_in_flight,
-            same_release_percent,
-        );
+            .cloned();
+        let plan = match &current {
+            // The same release widened (or narrowed): a plan under way keeps its waves and
+            // named workers and ends on the new share; otherwise the share applies at once,
+            // bounded by `--max-in-flight` when one is given.
+            Some(view) => super::waves::widened_plan(view, percent, max_in_flight),
+            None => self.first_wave_plan(
+                channel,
+                &version,
+                percent,
+                request.first_wave.unwrap_or(DEFAULT_FIRST_WAVE),
+                max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            ),
+        };
         let (percent_now, plan) = match plan {
             Some(plan) => {
                 let salt = self.salt_for(channel, &version);
+                let from = current
+                    .as_ref()
+                    .map_or(0, |view| view.statement.signed.rollout.percent.min(percent));
                 let progress = self
-                    .plan_progress(
-                        channel,
-                        &plan,
-                        same_release_percent.unwrap_or(0),
-                        &salt,
-                        None,
-                    )
+                    .plan_progress(channel, &plan, from, &salt, None)
                     .await?;
                 self.tracker.set(channel, super::waves::tracked(&progress));
                 (progress.percent, Some(progress.plan))

@@ -558,7 +558,6 @@ impl App {
         percent: u8,
         first_wave: u32,
         max_in_flight: Share,
-        same_release_percent: Option<u8>,
     ) -> Option<RolloutPlan> {
         if first_wave == 0 || percent == 0 {
             return None;
@@ -582,30 +581,19 @@ impl App {
         if cohort <= usize::try_from(first_wave).unwrap_or(usize::MAX) {
             return None;
         }
-        // The same release raised to a larger share: its first wave already proved it.
-        let steps = match same_release_percent {
-            Some(_) => vec![Step {
+        let steps = vec![
+            Step {
+                share: Share::Workers(
+                    first_wave.min(u32::try_from(MAX_WAVE_WORKERS).unwrap_or(u32::MAX)),
+                ),
+                soak_secs: 0,
+            },
+            Step {
                 share: Share::Percent(percent),
                 soak_secs: 0,
-            }],
-            None => vec![
-                Step {
-                    share: Share::Workers(
-                        first_wave.min(u32::try_from(MAX_WAVE_WORKERS).unwrap_or(u32::MAX)),
-                    ),
-                    soak_secs: 0,
-                },
-                Step {
-                    share: Share::Percent(percent),
-                    soak_secs: 0,
-                },
-            ],
-        };
-        let spec = steps
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+            },
+        ];
+        let spec = spec_of(&steps);
         Some(RolloutPlan {
             version: version_text,
             spec,
@@ -830,6 +818,61 @@ impl App {
             }
         }
     }
+}
+
+/// The plan of a channel whose release is promoted again to `percent`: a plan under way keeps
+/// its named workers and the waves below the new share, and ends on it; without one, the new
+/// share applies at once unless `max_in_flight` bounds it.
+pub(super) fn widened_plan(
+    view: &super::ChannelView,
+    percent: u8,
+    max_in_flight: Option<Share>,
+) -> Option<RolloutPlan> {
+    let last = Step {
+        share: Share::Percent(percent),
+        soak_secs: 0,
+    };
+    match view.plan.clone().filter(|p| !p.complete) {
+        Some(mut plan) if percent > 0 => {
+            let current = plan.steps[plan.wave];
+            plan.steps.retain(|s| match s.share {
+                Share::Workers(_) => true,
+                Share::Percent(p) => p < percent,
+            });
+            plan.steps.push(last);
+            plan.wave = plan
+                .steps
+                .iter()
+                .position(|s| *s == current)
+                .unwrap_or(plan.steps.len() - 1);
+            plan.spec = spec_of(&plan.steps);
+            if let Some(max) = max_in_flight {
+                plan.max_in_flight = max;
+            }
+            Some(plan)
+        }
+        _ => max_in_flight
+            .filter(|_| percent > 0)
+            .map(|max| RolloutPlan {
+                version: view.release.signed.version.to_string(),
+                spec: spec_of(&[last]),
+                steps: vec![last],
+                max_in_flight: max,
+                window: None,
+                wave: 0,
+                named: Vec::new(),
+                opened_at: now().unix(),
+                complete: false,
+            }),
+    }
+}
+
+fn spec_of(steps: &[Step]) -> String {
+    steps
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// When the plan's next step opens: known once the current step settled (its soak runs), and
