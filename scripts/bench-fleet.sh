@@ -11,6 +11,12 @@
 #                    promote 3.0.0, whose probation fails, to canary at 100 %; until the server
 #                    auto-halts canary and every attempt has ended
 #   canary-poll-30s  the same with plain polls
+#   plan             AGENTS on stable at 1.0.0, long polls; `worker-release rollout plan` of 2.0.0
+#                    with PLAN_WAVES (short soaks); until every agent runs 2.0.0
+#
+# Every promote starts with a first wave of 5 named workers (`--first-wave`, the default), and
+# the rest follows within `--max-in-flight` (20 %) once they passed probation: the failing
+# canary release must reach at most FIRST_WAVE canaries (the script fails otherwise).
 #
 # and prints, per scenario: (a) time from the promote to 50/90/99/100 % of the agents on 2.0.0,
 # (b) the server's CPU seconds and requests per agent from the promote to the end, (c) for the
@@ -39,7 +45,9 @@ PROBATION_MS="${PROBATION_MS:-1000}"
 FAIL_PROBATION_MS="${FAIL_PROBATION_MS:-30000}"
 ARTIFACT_KIB="${ARTIFACT_KIB:-64}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-300}"
-SCENARIOS="${SCENARIOS:-long-poll poll-30s canary canary-poll-30s}"
+SCENARIOS="${SCENARIOS:-long-poll poll-30s canary canary-poll-30s plan}"
+PLAN_WAVES="${PLAN_WAVES:-5,10%@10s,50%@10s,100%}"
+FIRST_WAVE=5
 KEEP="${KEEP:-0}"
 if [ -z "${AGENTS_DIR:-}" ]; then
   if [ -d /dev/shm ] && [ -w /dev/shm ]; then AGENTS_DIR=/dev/shm; else AGENTS_DIR="${TMPDIR:-/tmp}"; fi
@@ -53,7 +61,7 @@ done
 [ "$AGENTS" -ge 1 ] || die "AGENTS must be at least 1"
 [ "$CANARIES" -lt "$AGENTS" ] || die "CANARIES must be below AGENTS"
 for s in $SCENARIOS; do
-  case "$s" in long-poll | poll-30s | canary | canary-poll-30s) ;; *) die "unknown scenario $s" ;; esac
+  case "$s" in long-poll | poll-30s | canary | canary-poll-30s | plan) ;; *) die "unknown scenario $s" ;; esac
 done
 
 need_pkgs=()
@@ -199,6 +207,7 @@ run_scenario() { # NAME
     poll-30s) mode=poll canary=0 version=2.0.0 probation="$PROBATION_MS" ;;
     canary) mode=long canary="$CANARIES" version=3.0.0 probation="$FAIL_PROBATION_MS" ;;
     canary-poll-30s) mode=poll canary="$CANARIES" version=3.0.0 probation="$FAIL_PROBATION_MS" ;;
+    plan) mode=long canary=0 version=2.0.0 probation="$PROBATION_MS" ;;
   esac
   local how="long polls"
   [ "$mode" = long ] || how="plain polls every ${POLL_INTERVAL} s + full jitter"
@@ -207,6 +216,9 @@ run_scenario() { # NAME
   if [ "$version" = 2.0.0 ]; then
     until=(--until-version 2.0.0)
     promote="$wr promote --channel stable --version 2.0.0 --percent 100 --override --reason bench-fleet"
+    if [ "$name" = plan ]; then
+      promote="$wr rollout plan --channel stable --version 2.0.0 --waves $PLAN_WAVES --override --reason bench-fleet"
+    fi
   else
     until=(--until-halted canary --fail-version 3.0.0)
     promote="$wr promote --channel canary --version 3.0.0"
@@ -298,9 +310,10 @@ agents' state in $AGENTS_DIR, server data in ${TMPDIR:-/tmp}; artifacts ${ARTIFA
 EOF
 
 conv=()
-for s in long-poll poll-30s; do [[ " $SCENARIOS " == *" $s "* ]] && conv+=("$s"); done
+for s in long-poll poll-30s plan; do [[ " $SCENARIOS " == *" $s "* ]] && conv+=("$s"); done
 if [ ${#conv[@]} -gt 0 ]; then
-  printf '\n(a) time from "promote 2.0.0 to stable at 100%%" to N %% of the agents committed on 2.0.0\n'
+  printf '\n(a) time from "promote 2.0.0 to stable at 100%%" (plan: "rollout plan --waves %s") to N %% of the agents committed on 2.0.0\n' "$PLAN_WAVES"
+  printf '    (every promote: a first wave of %s named workers, then the rest within --max-in-flight 20%%)\n' "$FIRST_WAVE"
   printf '    (b) server CPU and worker-API requests per agent from the promote to the end of the run\n\n'
   printf '%-12s %9s %9s %9s %9s %11s %9s %8s  %s\n' scenario 50% 90% 99% 100% "staged 99%" srv-CPU req/agt \
     "latest/artifact/register/report, sim-CPU"
@@ -311,7 +324,7 @@ if [ ${#conv[@]} -gt 0 ]; then
       "$(secs "$(q "$s" .staged.p99_ms)")" "${cpu_s[$s]}" "${req_total[$s]}" \
       "${req_latest[$s]}" "${req_artifact[$s]}" "${req_register[$s]}" "${req_report[$s]}" "${sim_cpu_s[$s]}"
   done
-  if [ ${#conv[@]} = 2 ]; then
+  if [[ " ${conv[*]} " == *" poll-30s "* && " ${conv[*]} " == *" long-poll "* ]]; then
     printf '\npoll-30s / long-poll: time to 99 %% %s, server CPU %s, requests per agent %s\n' \
       "$(ratio "$(q poll-30s .committed.p99_ms)" "$(q long-poll .committed.p99_ms)")" \
       "$(ratio "${cpu_s[poll-30s]}" "${cpu_s[long-poll]}")" \
@@ -340,6 +353,8 @@ if [ ${#canaries[@]} -gt 0 ]; then
     stable_srv="$(cat "$work/$s/stable_on_bad.txt")"
     stable=$((stable_sim + stable_srv))
     [ "$stable" = 0 ] || violations=$((violations + 1))
+    got="$(q "$s" '.by_channel.canary.attempted["3.0.0"] // 0')"
+    [ "$got" -le "$FIRST_WAVE" ] || { printf 'bench-fleet: %s: %s canaries got the failing release (first wave: %s)\n' "$s" "$got" "$FIRST_WAVE" >&2; violations=$((violations + 1)); }
     printf '%-16s %10s %9s %10s %8s %9s %10s %9s %8ss  %s\n' "$s" "$(secs "$(q "$s" .halt.first_seen_ms)")" \
       "$(q "$s" '.by_channel.canary.attempted["3.0.0"] // 0')" \
       "$(q "$s" .halt.attempts_started_before_halt)" "$(q "$s" .halt.attempts_started_after_halt)" \
@@ -362,4 +377,4 @@ user + system CPU from just before the promote to the end of the run (/proc/<pid
 worker-API requests the server counted (update_server_http_requests_total) in that window, per agent. sim-CPU:
 the simulator's own CPU for the whole run (start-up included).
 EOF
-[ "$violations" = 0 ] || die "a stable agent received the failing canary release"
+[ "$violations" = 0 ] || die "the failing canary release went past the first wave or reached a stable agent"
