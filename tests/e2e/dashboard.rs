@@ -399,6 +399,8 @@ fn dashboard_is_grafana_json_over_the_fleet_metrics() {
         "update_server_channel_rollout_ratio", // rollout share per channel
         "update_server_channel_release_info", // the version each channel offers
         "update_server_channel_halted",       // halted state per channel
+        "update_server_rollout_wave",         // the wave of each channel's rollout plan
+        "update_server_rollout_next_step_timestamp_seconds", // when the next wave opens
         "update_server_channel_statement_expiry_timestamp_seconds", // statement expiry
         "update_server_channel_changes_total", // promote/halt annotations
         "update_server_http_requests_total",  // agents polling, server errors

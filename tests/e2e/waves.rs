@@ -257,3 +257,57 @@ fn a_bad_plan_is_refused_with_the_part_that_is_wrong_and_changes_nothing() {
         before
     );
 }
+
+/// The console's channels table shows the wave of a channel that rolls out in waves, with the
+/// plan in its tooltip; a channel without a plan shows "—".
+#[test]
+fn the_console_shows_the_wave_a_channel_is_on() {
+    use crate::console::{browser, console, log_in, screenshot_into, wait_for_text};
+    let w = World::builder().start();
+    w.publish_written(
+        V2,
+        "artifacts/worker-agent-1.1.0",
+        "#!/bin/sh\necho 1.1.0\n".repeat(5000),
+    );
+    let worker = w.server.worker();
+    for i in 0..8 {
+        assert_eq!(
+            worker.latest("canary", V1, &format!("worker-{i}")).status,
+            200
+        );
+    }
+    // A window open now: from an hour ago to two hours from now (UTC).
+    let minute = |offset: i64| {
+        let m = (Timestamp::now().unix() / 60 + offset).rem_euclid(1440);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    let window = format!("{}-{}", minute(-60), minute(120));
+    let reply = w.server.admin().post_json(
+        "/api/admin/channels/canary/plan",
+        &serde_json::json!({"version": V2, "waves": "2,50%@1h,100%", "window": window}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let browser = browser();
+    let tab = console(&browser, &w.server.url);
+    log_in(&tab, &w.server.admin_token);
+    let row = wait_for_text(
+        &tab,
+        "#channels-table tr[data-channel=canary] td.wave",
+        "1/3 ",
+    );
+    assert!(row.contains("rolling"), "{row}");
+    let title = tab
+        .find_element("#channels-table tr[data-channel=canary] td.wave")
+        .and_then(|e| e.get_attribute_value("title"))
+        .expect("wave cell")
+        .unwrap_or_default();
+    assert!(
+        title.contains("plan 2,50%@1h,100%")
+            && title.contains("2 in flight")
+            && title.contains(&format!("{window} UTC")),
+        "{title}"
+    );
+    let stable = wait_for_text(&tab, "#channels-table tr[data-channel=stable]", "stable");
+    assert!(stable.contains('—'), "{stable}");
+    screenshot_into(&tab, "waves", "channels-with-a-wave");
+}

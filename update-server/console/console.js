@@ -177,9 +177,10 @@ async function channelsView() {
       el("td", {}, el("a", { href: "#/channel/" + encodeURIComponent(c.channel), class: "progress-link", text: c.channel })),
       el("td", { class: "version", text: s ? s.version : "—" }),
       el("td", { class: "num percent", text: s ? s.percent + " %" : "—" }),
-      // WAVE: the fleet-safety work (canary waves) adds the wave to the channel summary of
-      // GET /api/admin/status; until then the status JSON has no such field and this shows "—".
-      el("td", { class: "wave", text: s && s.wave !== undefined && s.wave !== null ? String(s.wave) : "—" }),
+      // The rollout plan's wave (GET /api/admin/status `wave`): "2/4 soaking", with the plan,
+      // workers in flight and the next step's time in the tooltip; "—" without a plan.
+      el("td", { class: "wave", title: s && s.wave ? waveDetail(s.wave) : null,
+        text: s && s.wave ? s.wave.number + "/" + s.wave.of + " " + s.wave.state : "—" }),
       el("td", { class: "state" }, s ? (s.halted
         ? [el("span", { class: "badge halted", text: "halted" }), " ", s.halt_reason]
         : el("span", { class: "badge live", text: "live" })) : "nothing promoted"),
@@ -197,6 +198,16 @@ async function channelsView() {
       el("tr", {}, el("td", { text: r.version }), el("td", { class: "mono", text: r.published_at || "" }),
         el("td", { text: r.complete ? "yes" : "missing " + r.missing_artifacts.length + " artifact(s)" }),
         el("td", { text: r.untrusted ? "no: " + r.untrusted : "yes" })))));
+}
+
+// One line on a rollout plan: the plan, its current step, who is in flight, what comes next.
+function waveDetail(wave) {
+  const parts = ["plan " + wave.spec, "step " + wave.step,
+    wave.in_flight + " in flight (max " + wave.max_in_flight + ")", wave.named + " named"];
+  if (wave.next_step_at) parts.push("next step at " + wave.next_step_at);
+  if (wave.window) parts.push("window " + wave.window);
+  if (wave.waiting) parts.push(wave.waiting);
+  return parts.join(", ");
 }
 
 // The form of one action, then a confirmation, then the admin API call.
