@@ -293,19 +293,6 @@ pub struct Wave {
     pub extra: BTreeMap<String, Value>,
 }
 
-impl Rollout {
-    /// Whether the rollout offers the release to `worker_id`: in the `percent` cohort, or named
-    /// by the current wave.
-    pub fn admits(&self, worker_id: &str) -> bool {
-        crate::verify::in_rollout(worker_id, &self.salt, self.percent)
-            || self.wave.as_ref().is_some_and(|wave| {
-                wave.workers
-                    .binary_search_by(|w| w.as_str().cmp(worker_id))
-                    .is_ok()
-            })
-    }
-}
-
 impl Document for ChannelStatement {
     const TYPE: DocType = DocType::Channel;
 

@@ -7,7 +7,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::documents::{Artifact, ChannelStatement, Release, Rollback};
+use crate::documents::{Artifact, ChannelStatement, Release, Rollback, Rollout};
 use crate::error::{Error, Reason, Result};
 use crate::root::{check_expiry, RoleName, Root};
 use crate::signed::Signed;
@@ -386,6 +386,21 @@ impl UpdateCheck<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+// Here rather than beside `Rollout`: cohort membership is the verifier's concern (and
+// `documents` imports nothing of `verify`).
+impl Rollout {
+    /// Whether the rollout offers the release to `worker_id`: in the `percent` cohort, or named
+    /// by the current wave.
+    pub fn admits(&self, worker_id: &str) -> bool {
+        in_rollout(worker_id, &self.salt, self.percent)
+            || self.wave.as_ref().is_some_and(|wave| {
+                wave.workers
+                    .binary_search_by(|w| w.as_str().cmp(worker_id))
+                    .is_ok()
+            })
     }
 }
 
