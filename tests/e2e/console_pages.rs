@@ -78,7 +78,12 @@ fn the_progress_page_shows_versions_over_time_and_the_fleet_pages_through_every_
     }
     // The rollout starts a second later, so its points are apart from the first one.
     std::thread::sleep(Duration::from_millis(1100));
-    w.server.promote("canary", "1.4.0", 25);
+    // The whole 25 % at once (no first wave): the page is about what the reports say.
+    let promoted = w.server.admin().post_json(
+        "/api/admin/channels/canary/promote",
+        &serde_json::json!({"version": "1.4.0", "percent": 25, "first_wave": 0}),
+    );
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
     for i in 0..10 {
         report(&worker, &worker_id(i), "success", "");
         register(&worker, &worker_id(i), "1.4.0");
