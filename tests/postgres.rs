@@ -169,6 +169,20 @@ impl Cluster {
         run(psql, &format!("psql {sql}"))
     }
 
+    /// Starts `psql` running `sql` on database `db` as `application_name` (a session a test
+    /// holds open while something else happens: a lock, a long transaction); the caller ends it.
+    pub fn psql_session(&self, db: &str, application_name: &str, sql: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U"])
+            .arg("postgres")
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
+            .env("PGAPPNAME", application_name)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("psql {sql}: cannot run: {e}"))
+    }
+
     /// The URL of database `db`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

@@ -31,6 +31,7 @@ mod openapi;
 mod release_admin;
 mod release_cli;
 mod release_keys;
+mod replicas;
 mod rotation;
 mod server;
 mod server_limits;

@@ -5,7 +5,7 @@ use update_server::postgres::PostgresStore;
 use update_server::sqlite::SqliteStore;
 use update_server::store::{
     AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, CredentialRecord, EnrollTokenRecord,
-    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, WorkerRecord,
+    OutcomeQuery, PutRelease, ReleaseRecord, ReportRecord, Store, StoreError, WorkerRecord,
 };
 
 fn audit(at: i64, kind: &str, channel: &str, version: &str) -> AuditRecord {
@@ -137,7 +137,8 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
             })
             .expect("store call");
     }
-    // A serial signed before is refused, and nothing of that change is kept.
+    // A serial not above every stored one (signed before, or the same one a racing replica
+    // just stored) is refused as a conflict, and nothing of that change is kept.
     let stale = ChannelRecord {
         channel: "canary".to_owned(),
         statement: b"stale".to_vec(),
@@ -145,14 +146,25 @@ fn behaves(store: &dyn Store, reopen: &dyn Fn() -> Box<dyn Store>) {
         halt_reason: String::new(),
         plan: None,
     };
-    assert!(store
-        .save_channel(ChannelWrite {
+    for serial in [2, 3] {
+        let refused = store.save_channel(ChannelWrite {
             record: &stale,
-            serial: 2,
+            serial,
             audit: &audit(30, "promote", "canary", "9.9.9"),
-            promotion: None,
-        })
-        .is_err());
+            promotion: Some(("9.9.9", 100)),
+        });
+        assert!(
+            matches!(refused, Err(StoreError::SerialConflict { stored: 3, .. })),
+            "serial {serial}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .first_promotion("canary", "9.9.9")
+            .expect("store call"),
+        None,
+        "the refused change left no promotion"
+    );
     let canary = store
         .channels()
         .expect("store call")

@@ -303,6 +303,14 @@ pub enum Error {
         /// The channel.
         channel: String,
     },
+    /// Another replica changed the channel while this one was changing it: nothing was changed.
+    #[error("channel {channel} was changed by another replica at the same time (serial {serial} is already stored); nothing was changed: look at the channel and retry")]
+    SerialConflict {
+        /// The channel.
+        channel: String,
+        /// The highest serial stored.
+        serial: u64,
+    },
     /// The store failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
@@ -365,6 +373,7 @@ impl Error {
             | Error::WeakerRoot { .. }
             | Error::NotHalted { .. }
             | Error::RootConflict { .. }
+            | Error::SerialConflict { .. }
             | Error::ChannelKeyInOfflineRole { .. } => ErrorKind::Refused,
             Error::ReleaseWithoutArtifacts { .. } => ErrorKind::Rejected,
             Error::Manifest(error) => match error.reason() {
@@ -403,6 +412,7 @@ impl Error {
             Error::NotHalted { .. } => "not_halted",
             Error::ResumeWithoutReason { .. } => "missing_reason",
             Error::RootConflict { .. } => "root_conflict",
+            Error::SerialConflict { .. } => "serial_conflict",
             Error::ReleaseWithoutArtifacts { .. } => "malformed",
             Error::Manifest(error) => error.reason().as_str(),
             _ => match self.kind() {

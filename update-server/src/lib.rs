@@ -128,6 +128,8 @@ pub async fn run(
     let resigner = tokio::spawn(resign_loop(app.clone(), shutdown.clone()));
     let pruner = tokio::spawn(prune_loop(app.clone(), shutdown.clone()));
     let waves = tokio::spawn(wave_loop(app.clone(), shutdown.clone()));
+    // Other replicas' changes (PostgreSQL only; returns at once otherwise).
+    let follower = tokio::spawn(app.clone().follow_replicas(shutdown.clone()));
     let serving = tokio::spawn(serve(app, listener, tls, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!(
@@ -145,6 +147,7 @@ pub async fn run(
     resigner.abort();
     pruner.abort();
     waves.abort();
+    follower.abort();
     outcome
 }
 

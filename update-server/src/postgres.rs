@@ -20,6 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use postgres::{Client, Config, NoTls, Transaction};
 
 mod enrolment;
+pub mod replicas;
 
 use crate::store::{
     AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, FailureGroup, OutcomeCounts,
@@ -35,6 +36,10 @@ const MIGRATIONS: &[&str] = &[
 
 /// The advisory lock key serialising migrations across replicas ("upds" + 1).
 const MIGRATION_LOCK: i64 = 0x7570_6473_0001;
+
+/// The first key of the transaction-scoped advisory lock `save_channel` takes per channel (the
+/// second is the channel name's hash).
+const SERIAL_LOCK: i32 = 0x7570_6473;
 
 /// How many connections one server keeps (requests beyond wait for a free one).
 const CONNECTIONS: usize = 4;
@@ -223,6 +228,13 @@ pub(crate) fn insert_audit(
     Ok(())
 }
 
+/// Tells every replica (`LISTEN`ing on [`replicas::CHANNELS`]) that `channel` changed; sent
+/// on commit only, so never for a change that was rolled back.
+fn announce(tx: &mut impl postgres::GenericClient, channel: &str) -> Result<(), postgres::Error> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&replicas::CHANNELS, &channel])?;
+    Ok(())
+}
+
 pub(crate) fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
@@ -249,7 +261,8 @@ impl Store for PostgresStore {
                  ON CONFLICT (version) DO NOTHING",
                 &[&signed(version), &body, &audit.at],
             )?;
-            insert_audit(tx, audit)
+            insert_audit(tx, audit)?;
+            announce(tx, replicas::EVERYTHING)
         })
     }
 
@@ -357,8 +370,26 @@ impl Store for PostgresStore {
     }
 
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
-        self.transaction(|tx| {
-            let record = change.record;
+        let record = change.record;
+        let serial = signed(change.serial);
+        let stored = self.with(|client| {
+            let mut tx = client.transaction()?;
+            // Replicas saving the same channel decide one after the other (until commit), and a
+            // serial not above every one stored is refused: a serial is never reused, and a
+            // change computed from a state another replica replaced meanwhile is not stored.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&SERIAL_LOCK, &record.channel],
+            )?;
+            let highest: Option<i64> = tx
+                .query_one(
+                    "SELECT MAX(serial) FROM statements WHERE channel = $1",
+                    &[&record.channel],
+                )?
+                .get(0);
+            if let Some(highest) = highest.filter(|highest| *highest >= serial) {
+                return Ok(Some(highest));
+            }
             tx.execute(
                 "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at, plan)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -367,21 +398,29 @@ impl Store for PostgresStore {
                    updated_at = excluded.updated_at, plan = excluded.plan",
                 &[&record.channel, &record.statement, &record.rollback, &record.halt_reason, &change.audit.at, &record.plan],
             )?;
-            // The (channel, serial) primary key refuses a serial signed before: the whole
-            // change is rolled back rather than a serial reused.
             tx.execute(
                 "INSERT INTO statements (channel, serial, body, signed_at) VALUES ($1, $2, $3, $4)",
-                &[&record.channel, &signed(change.serial), &record.statement, &change.audit.at],
+                &[&record.channel, &serial, &record.statement, &change.audit.at],
             )?;
-            insert_audit(tx, change.audit)?;
+            insert_audit(&mut tx, change.audit)?;
             if let Some((version, percent)) = change.promotion {
                 tx.execute(
                     "INSERT INTO promotions (channel, version, percent, at) VALUES ($1, $2, $3, $4)",
                     &[&record.channel, &version, &i32::from(percent), &change.audit.at],
                 )?;
             }
-            Ok(())
-        })
+            announce(&mut tx, &record.channel)?;
+            tx.commit()?;
+            Ok(None)
+        })?;
+        match stored {
+            None => Ok(()),
+            Some(highest) => Err(StoreError::SerialConflict {
+                channel: record.channel.clone(),
+                serial: change.serial,
+                stored: count(highest),
+            }),
+        }
     }
 
     fn channel_names(&self) -> StoreResult<Vec<String>> {
@@ -402,6 +441,7 @@ impl Store for PostgresStore {
                 return Ok(false);
             }
             insert_audit(tx, audit)?;
+            announce(tx, name)?;
             Ok(true)
         })
     }
@@ -410,7 +450,8 @@ impl Store for PostgresStore {
         self.transaction(|tx| {
             tx.execute("DELETE FROM channel_names WHERE name = $1", &[&name])?;
             tx.execute("DELETE FROM channels WHERE channel = $1", &[&name])?;
-            insert_audit(tx, audit)
+            insert_audit(tx, audit)?;
+            announce(tx, name)
         })
     }
 

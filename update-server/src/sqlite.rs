@@ -221,8 +221,18 @@ impl Store for SqliteStore {
     }
 
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let serial = i64::try_from(change.serial).unwrap_or(i64::MAX);
+        let stored = self.with(|c| {
+            // IMMEDIATE: the serial check and the write are one step, whoever else writes.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let highest: Option<i64> = tx.query_row(
+                "SELECT MAX(serial) FROM statements WHERE channel = ?1",
+                params![change.record.channel],
+                |row| row.get(0),
+            )?;
+            if let Some(highest) = highest.filter(|highest| *highest >= serial) {
+                return Ok(Some(highest));
+            }
             tx.execute(
                 "INSERT INTO channels (channel, statement, rollback, halt_reason, updated_at, plan)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -233,7 +243,7 @@ impl Store for SqliteStore {
             )?;
             tx.execute(
                 "INSERT INTO statements (channel, serial, body, signed_at) VALUES (?1, ?2, ?3, ?4)",
-                params![change.record.channel, i64::try_from(change.serial).unwrap_or(i64::MAX), change.record.statement, change.audit.at],
+                params![change.record.channel, serial, change.record.statement, change.audit.at],
             )?;
             insert_audit(&tx, change.audit)?;
             if let Some((version, percent)) = change.promotion {
@@ -242,8 +252,17 @@ impl Store for SqliteStore {
                     params![change.record.channel, version, percent, change.audit.at],
                 )?;
             }
-            tx.commit()
-        })
+            tx.commit()?;
+            Ok(None)
+        })?;
+        match stored {
+            None => Ok(()),
+            Some(highest) => Err(StoreError::SerialConflict {
+                channel: change.record.channel.clone(),
+                serial: change.serial,
+                stored: u64::try_from(highest).unwrap_or(0),
+            }),
+        }
     }
 
     fn channel_names(&self) -> StoreResult<Vec<String>> {

@@ -52,6 +52,17 @@ pub enum StoreError {
         /// The driver's error.
         source: postgres::Error,
     },
+    /// A channel change was not stored because the statement history already holds a serial
+    /// at or above its own: another replica changed the channel meanwhile (nothing was written).
+    #[error("channel {channel}: serial {serial} not stored, the statement history already holds serial {stored}: the channel was changed meanwhile (by another replica?); nothing was written")]
+    SerialConflict {
+        /// The channel.
+        channel: String,
+        /// The serial that was not stored.
+        serial: u64,
+        /// The highest serial stored.
+        stored: u64,
+    },
     /// The database is newer than this server.
     #[error("database {path} is at schema version {found}, newer than this server ({supported}); upgrade the server", path = path.display())]
     TooNew {
@@ -290,6 +301,8 @@ pub trait Store: EnrolStore + Send + Sync + 'static {
     fn channels(&self) -> StoreResult<Vec<ChannelRecord>>;
     /// Replaces a channel's state, appends its statement to the history (serial, signed_at) and,
     /// in the same transaction, the audit entry and the promotion (version, percent) if any.
+    /// Refused with [`StoreError::SerialConflict`] (nothing written) unless `change.serial` is
+    /// above every serial stored for the channel: replicas racing never store one serial twice.
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()>;
     /// Every created channel, by name (migration 2 created `canary`, `stable` and every channel
     /// already stored).

@@ -76,6 +76,8 @@ impl App {
     /// `--auto-halt-min-tried` tried (only release defects count: `manifests::FailureReason::RELEASE_DEFECTS`).
     pub(super) async fn consider_auto_halt(&self, channel: &str, version: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
+        // Another replica may have halted it already: auto-halt happens once.
+        self.reread_channel_locked(channel).await;
         let offering = read_lock(&self.views)
             .get(channel)
             .filter(|view| {
@@ -166,7 +168,7 @@ impl App {
             });
         }
         let version = parse_version("version", &request.version)?;
-        let release = self.verified_release(&version)?;
+        let release = self.release_to_offer(&version).await?;
         let max_in_flight = match &request.max_in_flight {
             Some(text) => Some(Share::parse(text).map_err(|detail| Error::InvalidPlan {
                 channel: channel.to_owned(),
@@ -393,7 +395,7 @@ impl App {
             }
             .into());
         }
-        let release = self.verified_release(&doc.signed.to)?;
+        let release = self.release_to_offer(&doc.signed.to).await?;
         let detail = format!(
             "to {} for agents on {}{}",
             doc.signed.to,
@@ -436,12 +438,24 @@ impl App {
             .map(|(name, _)| name.clone())
             .collect();
         for channel in due {
+            // Every replica finds the same statements due: the first to hold the admin lock
+            // re-signs, the others find the statement re-signed once they hold it.
+            let _admin = self.admin.lock().await;
+            self.reread_channel_locked(&channel).await;
+            let still_due = read_lock(&self.views)
+                .get(&channel)
+                .is_some_and(|v| v.statement.signed.expires.unix() - now().unix() <= margin);
+            if !still_due {
+                tracing::debug!(%channel, "statement already re-signed (by another replica)");
+                continue;
+            }
             let result = self
-                .change_channel(
+                .change_channel_locked(
                     &channel,
                     "resign",
                     "server",
                     "statement refreshed before expiry",
+                    None,
                     |current| Ok(ChannelChange::from(current)),
                 )
                 .await;
@@ -480,6 +494,8 @@ impl App {
         change: impl FnOnce(Option<&ChannelView>) -> Result<ChannelChange>,
     ) -> Result<ChannelSummary> {
         self.require_channel(channel)?;
+        // The change starts from the channel as stored, whichever replica changed it last.
+        self.reread_channel_locked(channel).await;
         let current = read_lock(&self.views).get(channel).cloned();
         let next = change(current.as_deref())?;
         let name = channel.to_owned();

@@ -15,6 +15,7 @@ mod fleet;
 mod labels;
 mod reconcile;
 mod releases;
+mod replicas;
 mod retention;
 mod sightings;
 mod trust;
@@ -32,12 +33,13 @@ use manifests::{ExpirationEnforcement, PrivateKey, Timestamp, Version};
 use tokio::sync::watch;
 
 pub use channels::{CachedBody, ChannelView};
+pub use replicas::{AdminGuard, AdminLock, REREAD_INTERVAL};
 pub use retention::Pruned;
 
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 use crate::tokens::Tokens;
 use crate::StartupError;
 use fleet::Seen;
@@ -87,8 +89,9 @@ pub struct App {
     sightings: sightings::Sightings,
     /// Bumped on every channel or root change (wakes long polls).
     changes: watch::Sender<u64>,
-    /// Serialises admin changes (serials must only grow, one writer at a time).
-    admin: tokio::sync::Mutex<()>,
+    /// Serialises admin changes (serials must only grow, one writer at a time): in this
+    /// process and, with PostgreSQL, across every replica (`state/replicas.rs`).
+    admin: AdminLock,
     /// Rollout plans' progress between two passes of the wave loop.
     tracker: waves::Tracker,
 }
@@ -197,6 +200,10 @@ impl App {
         let channel_names = store.channel_names()?.into_iter().collect();
         let inventory = fleet::load_inventory(store.as_ref(), now().unix())?;
         let (changes, _) = watch::channel(0);
+        let admin = match &config.database_url {
+            Some(url) => AdminLock::shared(crate::postgres::replicas::AdvisoryLock::new(url)?),
+            None => AdminLock::local(),
+        };
         let app = App {
             tokens,
             enrolment,
@@ -212,7 +219,7 @@ impl App {
             inventory: Mutex::new(inventory),
             sightings: sightings::Sightings::default(),
             changes,
-            admin: tokio::sync::Mutex::new(()),
+            admin,
             tracker: waves::Tracker::default(),
             config,
         };
@@ -232,9 +239,21 @@ impl App {
                 context: "storage task failed",
                 source,
             })?
-            .map_err(|error| {
-                tracing::error!(%error, "store failure");
-                Error::Store(error)
+            .map_err(|error| match error {
+                // Not a failure: another replica changed the channel first (`state/replicas.rs`).
+                StoreError::SerialConflict {
+                    channel, stored, ..
+                } => {
+                    tracing::warn!(%channel, stored, "channel changed by another replica meanwhile: change refused");
+                    Error::SerialConflict {
+                        channel,
+                        serial: stored,
+                    }
+                }
+                error => {
+                    tracing::error!(%error, "store failure");
+                    Error::Store(error)
+                }
             })
     }
 

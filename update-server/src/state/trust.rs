@@ -282,7 +282,7 @@ fn offline_role_of(root: &Root, keyid: &str) -> Option<Error> {
         })
 }
 
-fn empty_body(root_version: u64, poll_interval: Duration) -> CachedBody {
+pub(super) fn empty_body(root_version: u64, poll_interval: Duration) -> CachedBody {
     CachedBody::new(&serde_json::json!({
         "root_version": root_version,
         "channel": null,

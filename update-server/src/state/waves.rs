@@ -491,7 +491,7 @@ impl App {
             });
         }
         let version = parse_version("version", &request.version)?;
-        let release = self.verified_release(&version)?;
+        let release = self.release_to_offer(&version).await?;
         let _admin = self.admin.lock().await;
         if channel == "stable" && !request.override_gate {
             self.check_stable_gate(&version).await?;
@@ -696,6 +696,9 @@ impl App {
 
     async fn advance_channel(&self, channel: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
+        // From the channel as stored: another replica may have moved the plan on already, and
+        // a plan computed from an older view would name fewer workers than are admitted.
+        self.reread_channel_locked(channel).await;
         let Some(view) = read_lock(&self.views).get(channel).cloned() else {
             return Ok(());
         };

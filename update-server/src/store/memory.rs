@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use super::{
     AuditFilter, AuditRecord, ChannelRecord, ChannelWrite, CredentialRecord, EnrolStore,
     EnrollTokenRecord, FailureGroup, OutcomeCounts, OutcomeQuery, PutRelease, ReleaseRecord,
-    ReportRecord, Store, StoreResult, WorkerRecord,
+    ReportRecord, Store, StoreError, StoreResult, WorkerRecord,
 };
 
 /// A promotion, for the soak gate.
@@ -168,6 +168,19 @@ impl Store for MemoryStore {
 
     fn save_channel(&self, change: ChannelWrite<'_>) -> StoreResult<()> {
         let mut contents = self.contents();
+        let highest = contents
+            .statements
+            .iter()
+            .filter(|(channel, _)| *channel == change.record.channel)
+            .map(|(_, serial)| *serial)
+            .max();
+        if let Some(stored) = highest.filter(|stored| *stored >= change.serial) {
+            return Err(StoreError::SerialConflict {
+                channel: change.record.channel.clone(),
+                serial: change.serial,
+                stored,
+            });
+        }
         contents
             .channels
             .insert(change.record.channel.clone(), change.record.clone());
