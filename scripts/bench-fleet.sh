@@ -33,7 +33,9 @@
 # it; 30 s is the agent's default --probation-secs), ARTIFACT_KIB=64, RUN_TIMEOUT=300 (seconds,
 # per scenario; the simulator stops by itself), KEEP=0. The agents' state directories go to
 # /dev/shm when it exists (AGENTS_DIR), the server's data directory to TMPDIR (on disk, as
-# deployed: its SQLite writes are fsync'd).
+# deployed: its SQLite writes are fsync'd). Every simulated agent shares one worker token, so
+# the per-credential rate limit (`--worker-rate-limit`, 600/min) is lifted: it would otherwise
+# pace the whole fleet's registrations and reports to 10 a second.
 set -euo pipefail
 root_dir="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root_dir"
@@ -171,6 +173,7 @@ start_server() { # DIR
   "$server_bin" serve --listen 127.0.0.1:0 --data-dir "$dir/server-data" --root "$work/root.json" \
     --channel-key "$work/keys/channel.key" --admin-token-file "$work/admin.tokens" \
     --worker-token-file "$work/worker.tokens" --drain-timeout 2s \
+    --worker-rate-limit 1000000 --worker-rate-burst 100000 \
     >"$dir/server.stdout" 2>"$dir/server.log" &
   server_pid=$!
   pids+=("$server_pid")
