@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's first command: a local fleet on this machine.
 #
-# Builds everything, creates keys and a root of trust, starts update-server on its embedded
-# SQLite, starts 3 agents at 1.0.0 (one on canary, two on stable), signs 2.0.0, publishes it,
-# promotes it to canary, waits for the canary agent to pass probation, promotes it to stable,
-# shows the whole fleet on 2.0.0, then runs one encoding task on an agent and shows its
-# outputs. Everything lands under one directory (default ./demo-<timestamp>, or $1); every
+# Builds everything (the agent with `--profile dist`, as a site publishes it), creates keys and
+# a root of trust, starts update-server on its embedded SQLite, starts 3 agents at 1.0.0 (one on
+# canary, two on stable), signs 2.0.0 with a delta from 1.0.0, publishes both, promotes it to
+# canary, waits for the canary agent to pass probation (it downloads only the patch), promotes
+# it to stable, shows the whole fleet on 2.0.0, then runs one encoding task on an agent and
+# shows its outputs. Everything lands under one directory (default ./demo-<timestamp>, or $1); every
 # process it starts is stopped on exit or Ctrl-C.
 #
 #   scripts/quickstart.sh [DIR]
@@ -69,16 +70,20 @@ if ! command -v ffmpeg >/dev/null; then
   fi
 fi
 
-say "building update-server, worker-release and the ESUP Manager stand-in, then the agent at $V1 and $V2"
+say "building update-server, worker-release and the ESUP Manager stand-in, then the agent at $V1 and $V2 (--profile dist)"
 cargo build --quiet --manifest-path "$root_dir/Cargo.toml" -p update-server -p worker-release -p e2e --bins
 bin="$root_dir/target/debug"
 wr="$bin/worker-release"
-# Both agent versions share one target directory: only the agent crate is rebuilt per version.
+# The agent is built as a site publishes it (`[profile.dist]`, as scripts/build-worker.sh does):
+# the artifact the fleet downloads. Both versions share one target directory, so the second
+# build only recompiles the agent crate (and redoes the whole-program LTO).
 for version in $V1 $V2; do
-  WORKER_AGENT_VERSION=$version cargo build --quiet --manifest-path "$root_dir/Cargo.toml" \
-    -p worker-agent --target-dir "$root_dir/target/quickstart"
+  started=$SECONDS
+  WORKER_AGENT_VERSION=$version cargo build --quiet --profile dist --manifest-path "$root_dir/Cargo.toml" \
+    -p worker-agent --bin worker-agent --target-dir "$root_dir/target/quickstart"
   mkdir -p "$demo/builds/$version"
-  cp "$root_dir/target/quickstart/debug/worker-agent" "$demo/builds/$version/worker-agent"
+  cp "$root_dir/target/quickstart/dist/worker-agent" "$demo/builds/$version/worker-agent"
+  info "agent $version: $(wc -c < "$demo/builds/$version/worker-agent" | tr -d ' ') bytes, built in $((SECONDS - started)) s"
 done
 platform="$("$demo/builds/$V1/worker-agent" --version | sed 's/.*, \(.*\))$/\1/')"
 info "agent $V1 and $V2 for $platform in $demo/builds"
@@ -148,16 +153,23 @@ for n in 1 2 3; do
 done
 for n in 1 2 3; do wait_for "agent-$n ready" 60 grep -Eq "\"version\": *\"$V1\"" "agent-$n/state/ready.json"; done
 
-say "signing release $V2 offline (release key) and publishing it with its artifact"
+say "signing release $V2 offline (release key) with a delta from $V1, and publishing both"
 "$wr" sign-release --version $V2 --minimum-version $V1 --notes "quickstart: the local fleet's first update" \
-  --artifact "$platform=$demo/builds/$V2/worker-agent" --key keys/release-1.key --out release-$V2.json | indent
-"$wr" publish release-$V2.json --artifact "$demo/builds/$V2/worker-agent" | indent
+  --artifact "$platform=$demo/builds/$V2/worker-agent" --delta-from "$demo/builds/$V1/worker-agent" \
+  --key keys/release-1.key --out release-$V2.json | indent
+# sign-release writes the signed patch next to --out.
+"$wr" publish release-$V2.json --artifact "$demo/builds/$V2/worker-agent" \
+  --artifact "delta-$V1-to-$V2-$platform.zst" | indent
 
 installed() { "$demo/$1/install/worker-agent" --version | grep -q " $2 "; }
 
 say "promoting $V2 to canary; agent-1 downloads, verifies, runs it in probation, then swaps"
 "$wr" promote --channel canary --version $V2 --reason "quickstart" | indent
 wait_for "agent-1 on $V2 (probation passed, binary swapped)" 180 installed agent-1 $V2
+delta_line=$(grep -m1 'delta update applied' logs/agent-1.log || true)
+if [ -n "$delta_line" ]; then
+  info "agent-1 downloaded the $(grep -o '"patch_bytes":[0-9]*' <<<"$delta_line" | cut -d: -f2)-byte patch, not the $(grep -o '"full_bytes":[0-9]*' <<<"$delta_line" | cut -d: -f2)-byte binary"
+fi
 
 say "promoting $V2 to stable (the server refuses until the canary soaked 10 s with a success)"
 promote_stable() { "$wr" promote --channel stable --version $V2 --percent 100 --reason "canary clean" > logs/promote-stable.out 2>&1; }

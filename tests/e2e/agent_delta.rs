@@ -2,7 +2,8 @@
 //! and a release 2.0.0 whose artifact lists a signed zstd patch from v1's binary. A good patch
 //! is applied (only patch bytes downloaded); a tampered patch, a patch made from another base
 //! and a truncated patch are each refused (`delta_failed`) and the same attempt downloads the
-//! full artifact.
+//! full artifact. One test goes through a site's release flow with the real `worker-release`
+//! (`sign-release --delta-from`, `publish`, `promote`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use e2e::agent_at_version;
 use e2e::fleet::{metric, PLATFORM};
 use e2e::world::World;
-use manifests::{Delta, Signed};
+use manifests::{Delta, Release, Signed};
 
 const V1: &str = "1.0.0";
 const V2: &str = "2.0.0";
@@ -109,6 +110,167 @@ fn a_v1_agent_applies_the_signed_delta_and_downloads_only_the_patch() {
         agent.log().contains("delta update applied"),
         "{}",
         agent.log()
+    );
+}
+
+/// `path` as a command-line argument.
+fn arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// The release flow a site runs, with the real CLI only: `sign-release --delta-from` the v1
+/// binary (the patch is written next to `--out` and signed into the release), `publish`
+/// uploads the full artifact and the patch, `promote` rolls it out; the registered v1 agent
+/// installs v2 having downloaded exactly the patch's bytes and no full-artifact byte.
+#[test]
+fn a_delta_signed_published_and_promoted_with_the_cli_is_all_a_v1_agent_downloads() {
+    let w = World::new();
+    let token = w
+        .sandbox
+        .write_secret("admin.token", format!("{}\n", w.server.admin_token));
+    // Registered before the promotion (a promotion may start with a first wave of named
+    // workers: the agent must be in the inventory when it is planned).
+    let agent = w.agent(V1).start();
+    agent.wait_until("v1 serving", Duration::from_secs(30), |a| {
+        a.serves_version(V1)
+    });
+    agent.wait_until("the agent registered", Duration::from_secs(30), |_| {
+        w.server.admin().get("/api/admin/workers").json()["total"] == 1
+    });
+
+    let (v1, v2) = (agent_at_version(V1), agent_at_version(V2));
+    let release = w.sandbox.join("release-2.0.0.json");
+    let out = w
+        .sandbox
+        .release_cli(&[
+            "sign-release",
+            "--version",
+            V2,
+            "--minimum-version",
+            V1,
+            "--artifact",
+            &format!("{PLATFORM}={}", v2.display()),
+            "--delta-from",
+            &arg(&v1),
+            "--key",
+            &arg(&w.trust.release_key_path),
+            "--root",
+            &arg(&w.trust.root_path),
+            "--out",
+            &arg(&release),
+        ])
+        .success();
+    let patch = w
+        .sandbox
+        .join(&format!("delta-{V1}-to-{V2}-{PLATFORM}.zst"));
+    assert!(
+        out.contains(&format!(
+            "delta {V1} -> {V2} ({PLATFORM}): {}",
+            patch.display()
+        )),
+        "{out}"
+    );
+    // Signed into the release: the base (version and hash of v1's binary) and the patch.
+    let doc = Signed::<Release>::load(&release).expect("signed release");
+    let artifact = &doc.signed.artifacts[0];
+    let (v1_sha, _) = manifests::hash_file(&v1).expect("hash v1");
+    let (v2_sha, full) = manifests::hash_file(&v2).expect("hash v2");
+    let (patch_sha, patch_size) = manifests::hash_file(&patch).expect("hash patch");
+    assert_eq!(
+        (artifact.sha256.as_str(), artifact.size),
+        (v2_sha.as_str(), full)
+    );
+    assert_eq!(artifact.deltas.len(), 1, "{:?}", artifact.deltas);
+    let delta = &artifact.deltas[0];
+    assert_eq!(delta.base_version.to_string(), V1);
+    assert_eq!(delta.base_sha256, v1_sha);
+    assert_eq!(
+        (delta.patch_sha256.as_str(), delta.patch_size),
+        (patch_sha.as_str(), patch_size)
+    );
+    assert!(patch_size * 5 < full, "patch {patch_size} bytes for {full}");
+
+    let published = w
+        .sandbox
+        .release_cli(&[
+            "publish",
+            "--server",
+            &w.server.url,
+            "--token-file",
+            &arg(&token),
+            &arg(&release),
+            "--artifact",
+            &arg(&v2),
+            "--artifact",
+            &arg(&patch),
+        ])
+        .success();
+    for line in [
+        format!(
+            "artifact {PLATFORM}: stored ({}, {full} bytes)",
+            v2.display()
+        ),
+        format!(
+            "delta {PLATFORM}: stored ({}, {patch_size} bytes)",
+            patch.display()
+        ),
+    ] {
+        assert!(published.contains(&line), "{line:?} not in:\n{published}");
+    }
+    w.sandbox
+        .release_cli(&[
+            "promote",
+            "--server",
+            &w.server.url,
+            "--token-file",
+            &arg(&token),
+            "--channel",
+            "stable",
+            "--version",
+            V2,
+            "--percent",
+            "100",
+            "--override",
+            "--reason",
+            "delta through the CLI",
+        ])
+        .success();
+
+    agent.wait_until("v2 serving", UPDATE_WAIT, |a| a.serves_version(V2));
+    w.wait_for_report(
+        &agent,
+        &format!("success {V1}->{V2}"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        manifests::hash_file(&agent.install_path).expect("hash").0,
+        v2_sha
+    );
+    let metrics = agent.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_bytes_downloaded_total{kind=\"delta\"}"
+        ),
+        Some(patch_size as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_bytes_downloaded_total{kind=\"full\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "worker_update_failure_total{reason=\"delta_failed\"}"
+        ),
+        None,
+        "{metrics}"
     );
 }
 
