@@ -430,3 +430,93 @@ fn kill_9_of_a_replica_mid_promote_leaves_no_half_applied_change() {
     assert_eq!(next["serial"].as_i64(), Some(serial + 1));
     assert_eq!(next["percent"], 100);
 }
+
+/// The wave a replica serves on canary: (wave number, named workers, percent).
+fn served_wave(server: &Server) -> (u64, usize, u64) {
+    let body = server.worker().latest("canary", V1, "probe").json();
+    let rollout = &body["channel"]["signed"]["rollout"];
+    (
+        rollout["wave"]["number"].as_u64().unwrap_or(0),
+        rollout["wave"]["workers"]
+            .as_array()
+            .map_or(0, std::vec::Vec::len),
+        rollout["percent"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Half the fleet polls A, half polls B: a promote's first wave is chosen from the whole fleet
+/// (every replica's sightings, from the database) and held on both replicas until its workers
+/// reported. Judged from one replica's memory, A saw only its own 5 workers (no more than the
+/// first wave, so the release went to all at once), or B found the named workers absent (they
+/// poll A) and opened the next wave.
+#[test]
+fn a_first_wave_holds_on_every_replica_when_the_fleet_polls_both() {
+    let (w, b, db) = two_replicas(&[]);
+    w.publish_written(V2, "artifact-v2", vec![0x5a_u8; 4096]);
+    let ids: Vec<String> = (0..10).map(|i| format!("worker-{i:02}")).collect();
+    let on = |i: usize| if i % 2 == 0 { &w.server } else { &b };
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(on(i).worker().latest("canary", V1, id).status, 200);
+    }
+    // Sightings are stored behind the answers.
+    wait_for("the ten sightings stored", Duration::from_secs(10), || {
+        cluster()
+            .psql(&db, "SELECT count(*) FROM workers WHERE channel = 'canary'")
+            .trim()
+            == "10"
+    });
+    let reply = w.server.admin().post_json(
+        "/api/admin/channels/canary/promote",
+        &serde_json::json!({"version": V2, "percent": 100, "first_wave": 5, "max_in_flight": "100%"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["wave"]["named"], 5, "{:#}", reply.json());
+    // Both wave loops run every second: give them several turns to (wrongly) move on.
+    std::thread::sleep(Duration::from_secs(4));
+    for (name, server) in [("A", &w.server), ("B", &b)] {
+        assert_eq!(
+            served_wave(server),
+            (1, 5, 0),
+            "replica {name} still serves the first wave only"
+        );
+    }
+    let named: Vec<String> = w.server.worker().latest("canary", V1, "probe").json()["channel"]
+        ["signed"]["rollout"]["wave"]["workers"]
+        .as_array()
+        .expect("named workers")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        named
+            .iter()
+            .any(|id| ids.iter().position(|x| x == id).is_some_and(|i| i % 2 == 0))
+            && named
+                .iter()
+                .any(|id| ids.iter().position(|x| x == id).is_some_and(|i| i % 2 == 1)),
+        "the first wave is drawn from both replicas' workers: {named:?}"
+    );
+    // The named workers report success, each through the replica it polls.
+    for id in &named {
+        let i = ids.iter().position(|x| x == id).expect("a known worker");
+        let reply = on(i).worker().post_json(
+            "/api/worker-updates/report",
+            &serde_json::json!({
+                "worker_id": id,
+                "correlation_id": format!("c-{id}"),
+                "from_version": V1,
+                "to_version": V2,
+                "outcome": "success",
+                "duration_ms": 1000,
+                "at": Timestamp::now().to_string(),
+                "channel": "canary",
+            }),
+        );
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+    wait_for(
+        "the release opened to the whole channel on both replicas",
+        Duration::from_secs(20),
+        || served_wave(&w.server).2 == 100 && served_wave(&b).2 == 100,
+    );
+}

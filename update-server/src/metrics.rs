@@ -2,8 +2,9 @@
 
 use prometheus::{
     register_gauge_vec_with_registry, register_histogram_vec_with_registry,
-    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry, Encoder,
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
+    register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_int_gauge_vec_with_registry, Encoder, GaugeVec, Histogram, HistogramOpts,
+    HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
 /// Every metric the server exports, all under the `update_server_` namespace (issue 12 renamed
@@ -43,6 +44,10 @@ pub struct Metrics {
     /// (`promote`, `halt`, `resume`, `rollback`, `auto_halt`, `resign`), the dashboard's
     /// promote/halt annotations (the serial also grows on re-signs, so it cannot tell them).
     pub channel_changes: IntCounterVec,
+    /// `update_server_store_operation_duration_seconds`: each store operation (one call into
+    /// SQLite or PostgreSQL, one transaction) and how long it took, failed ones included; its
+    /// `_count` over the `/latest` requests is the database work per poll.
+    pub store_operations: Histogram,
 }
 
 impl Metrics {
@@ -144,6 +149,18 @@ impl Metrics {
                 "update_server_channel_changes_total",
                 "Signed channel changes by action (promote, halt, resume, rollback, auto_halt, resign)",
                 &["channel", "action"],
+                registry
+            )
+            .expect("metric registered once"),
+            store_operations: register_histogram_with_registry!(
+                HistogramOpts::new(
+                    "update_server_store_operation_duration_seconds",
+                    "Store operations (one database transaction each) and their latency"
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0, 5.0
+                ]),
                 registry
             )
             .expect("metric registered once"),

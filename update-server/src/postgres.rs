@@ -32,6 +32,7 @@ use crate::store::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_rollout_plans.sql"),
+    include_str!("../migrations/postgres/0003_workers_by_channel.sql"),
 ];
 
 /// The advisory lock key serialising migrations across replicas ("upds" + 1).
@@ -504,6 +505,28 @@ impl Store for PostgresStore {
             let rows = c.query(
                 "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen FROM workers",
                 &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|row| WorkerRecord {
+                    worker_id: row.get(0),
+                    version: row.get(1),
+                    platform: row.get(2),
+                    channel: row.get(3),
+                    hostname: row.get(4),
+                    task_types: row.get(5),
+                    last_seen: row.get(6),
+                })
+                .collect())
+        })
+    }
+
+    fn channel_workers(&self, channel: &str) -> StoreResult<Vec<WorkerRecord>> {
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen
+                 FROM workers WHERE channel = $1",
+                &[&channel],
             )?;
             Ok(rows
                 .iter()

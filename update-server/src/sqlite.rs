@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_channel_names.sql"),
     include_str!("../migrations/0003_enrolment.sql"),
     include_str!("../migrations/0004_rollout_plans.sql"),
+    include_str!("../migrations/0005_workers_by_channel.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -350,6 +351,27 @@ impl Store for SqliteStore {
                 "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen FROM workers",
             )?;
             let rows = statement.query_map([], |row| {
+                Ok(WorkerRecord {
+                    worker_id: row.get(0)?,
+                    version: row.get(1)?,
+                    platform: row.get(2)?,
+                    channel: row.get(3)?,
+                    hostname: row.get(4)?,
+                    task_types: row.get(5)?,
+                    last_seen: row.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn channel_workers(&self, channel: &str) -> StoreResult<Vec<WorkerRecord>> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen
+                 FROM workers WHERE channel = ?1",
+            )?;
+            let rows = statement.query_map([channel], |row| {
                 Ok(WorkerRecord {
                     worker_id: row.get(0)?,
                     version: row.get(1)?,

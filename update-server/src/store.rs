@@ -322,6 +322,9 @@ pub trait Store: EnrolStore + Send + Sync + 'static {
     fn upsert_worker(&self, worker: &WorkerRecord) -> StoreResult<()>;
     /// Every known worker.
     fn workers(&self) -> StoreResult<Vec<WorkerRecord>>;
+    /// The workers that follow `channel`: what a rollout plan counts when replicas share the
+    /// database (each replica's memory knows only the workers that poll it).
+    fn channel_workers(&self, channel: &str) -> StoreResult<Vec<WorkerRecord>>;
 
     /// Stores an update report.
     fn add_report(&self, report: &ReportRecord) -> StoreResult<()>;

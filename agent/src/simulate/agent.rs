@@ -330,6 +330,7 @@ pub(super) fn prepare_agent(sim: &Arc<Sim>, index: usize) -> Result<Agent, Simul
         move |source| SimulateError::Io { path, source }
     };
     let mut config = sim.configs[&slot.channel].clone();
+    config.update_server = spread_over_servers(&config.update_server, index);
     config.state_dir = slot.dir.join("state");
     let install_dir = slot.dir.join("install");
     std::fs::create_dir_all(&install_dir).map_err(io(&install_dir))?;
@@ -355,4 +356,34 @@ pub(super) fn prepare_agent(sim: &Arc<Sim>, index: usize) -> Result<Agent, Simul
         install_path,
         config,
     })
+}
+
+/// `--update-server` rotated so that agent `index` starts with entry `index mod n`: a fleet
+/// given every replica's URL spreads over them, and each agent fails over along its list as
+/// the real agent does.
+fn spread_over_servers(urls: &str, index: usize) -> String {
+    let mut list: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect();
+    if !list.is_empty() {
+        let by = index % list.len();
+        list.rotate_left(by);
+    }
+    list.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_over_servers;
+
+    #[test]
+    fn agents_start_on_replicas_in_turn_and_keep_the_others_for_failover() {
+        let urls = "http://a, http://b,,http://c";
+        assert_eq!(spread_over_servers(urls, 0), "http://a,http://b,http://c");
+        assert_eq!(spread_over_servers(urls, 1), "http://b,http://c,http://a");
+        assert_eq!(spread_over_servers(urls, 5), "http://c,http://a,http://b");
+        assert_eq!(spread_over_servers("http://only", 7), "http://only");
+    }
 }

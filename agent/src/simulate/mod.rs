@@ -61,7 +61,8 @@ pub struct SimulateArgs {
     /// Channel the other agents follow.
     #[arg(long, default_value = "stable")]
     pub channel: String,
-    /// Base URL of the update server.
+    /// Base URL of the update server, or several comma-separated (replicas): agent `i`
+    /// starts with entry `i mod n` and fails over along the list, as the agent does.
     #[arg(long = "update-server", env = "UPDATE_SERVER_URL")]
     pub update_server: String,
     /// Worker token (`--token-file` keeps it off the command line).

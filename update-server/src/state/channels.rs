@@ -213,13 +213,16 @@ impl App {
             // named workers and ends on the new share; otherwise the share applies at once,
             // bounded by `--max-in-flight` when one is given.
             Some(view) => super::waves::widened_plan(view, percent, max_in_flight),
-            None => self.first_wave_plan(
-                channel,
-                &version,
-                percent,
-                request.first_wave.unwrap_or(DEFAULT_FIRST_WAVE),
-                max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
-            ),
+            None => {
+                self.first_wave_plan(
+                    channel,
+                    &version,
+                    percent,
+                    request.first_wave.unwrap_or(DEFAULT_FIRST_WAVE),
+                    max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+                )
+                .await?
+            }
         };
         let (percent_now, plan) = match plan {
             Some(plan) => {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result, REPORT_OUTCOMES};
 use crate::store::{AuditFilter, AuditRecord, ReportRecord, Store, StoreResult, WorkerRecord};
 
 /// How often a worker's `last_seen` is written when nothing else about it changed.
-const INVENTORY_WRITE_INTERVAL_SECS: i64 = 300;
+pub(super) const INVENTORY_WRITE_INTERVAL_SECS: i64 = 300;
 
 /// A worker as last seen.
 #[derive(Debug, Clone)]

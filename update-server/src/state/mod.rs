@@ -233,8 +233,12 @@ impl App {
         f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     ) -> Result<T> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
+        let timer = self.metrics.store_operations.clone();
+        tokio::task::spawn_blocking(move || {
+            let _timed = timer.start_timer();
+            f(store.as_ref())
+        })
+        .await
             .map_err(|source| Error::Task {
                 context: "storage task failed",
                 source,

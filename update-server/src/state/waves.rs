@@ -18,6 +18,7 @@ use manifests::{Wave, MAX_WAVE_WORKERS};
 use serde::{Deserialize, Serialize};
 
 use super::channels::ChannelChange;
+use super::fleet::INVENTORY_WRITE_INTERVAL_SECS;
 use super::{now, parse_version, read_lock, App};
 use crate::api::{ChannelSummary, PlanRequest, WaveSummary};
 use crate::error::{Error, Result};
@@ -281,6 +282,17 @@ impl RolloutPlan {
             .map_err(|error| tracing::warn!(%channel, %error, "stored rollout plan unreadable; the channel stays where its statement is"))
             .ok()
     }
+}
+
+/// A worker of the channel as last seen, by this replica or (replicas) by any.
+#[derive(Debug, Clone)]
+struct Sighted {
+    id: String,
+    version: String,
+    /// Unix seconds.
+    last_seen: i64,
+    /// From the store (another replica's sighting), not this replica's memory.
+    stored: bool,
 }
 
 /// A worker of the channel, as the plan sees it.
@@ -567,35 +579,29 @@ impl App {
 
     /// The first wave of a promote to `percent`: `None` when the channel's cohort has no more
     /// known workers than the wave (all of them are the first wave) or `first_wave` is 0.
-    pub(super) fn first_wave_plan(
+    pub(super) async fn first_wave_plan(
         &self,
         channel: &str,
         version: &manifests::Version,
         percent: u8,
         first_wave: u32,
         max_in_flight: Share,
-    ) -> Option<RolloutPlan> {
+    ) -> Result<Option<RolloutPlan>> {
         if first_wave == 0 || percent == 0 {
-            return None;
+            return Ok(None);
         }
         let salt = self.salt_for(channel, version);
         let version_text = version.to_string();
-        let cohort = {
-            let inventory = self
-                .inventory
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            inventory
-                .iter()
-                .filter(|(id, seen)| {
-                    seen.channel == channel
-                        && seen.version != version_text
-                        && manifests::in_rollout(id, &salt, percent)
-                })
-                .count()
-        };
+        let cohort = self
+            .channel_sightings(channel)
+            .await?
+            .iter()
+            .filter(|seen| {
+                seen.version != version_text && manifests::in_rollout(&seen.id, &salt, percent)
+            })
+            .count();
         if cohort <= usize::try_from(first_wave).unwrap_or(usize::MAX) {
-            return None;
+            return Ok(None);
         }
         let steps = vec![
             Step {
@@ -610,7 +616,7 @@ impl App {
             },
         ];
         let spec = spec_of(&steps);
-        Some(RolloutPlan {
+        Ok(Some(RolloutPlan {
             version: version_text,
             spec,
             steps,
@@ -620,7 +626,65 @@ impl App {
             named: Vec::new(),
             opened_at: now().unix(),
             complete: false,
-        })
+        }))
+    }
+
+    /// The workers following `channel`, as the plan must see them. One replica (SQLite) knows
+    /// every poll in memory. Replicas sharing a database each see only the workers polling
+    /// them, so the stored inventory (every replica's sightings) is read, with this replica's
+    /// fresher sightings on top: a plan judged from one replica's half of the fleet would find
+    /// the first wave's workers (polling another replica) absent and open the next wave.
+    async fn channel_sightings(&self, channel: &str) -> Result<Vec<Sighted>> {
+        let mut by_id: HashMap<String, Sighted> = HashMap::new();
+        if self.config.database_url.is_some() {
+            let c = channel.to_owned();
+            for worker in self.db(move |store| store.channel_workers(&c)).await? {
+                by_id.insert(
+                    worker.worker_id.clone(),
+                    Sighted {
+                        id: worker.worker_id,
+                        version: worker.version,
+                        last_seen: worker.last_seen,
+                        stored: true,
+                    },
+                );
+            }
+        }
+        let inventory = self
+            .inventory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, seen) in inventory.iter().filter(|(_, seen)| seen.channel == channel) {
+            let fresher = by_id
+                .get(id)
+                .is_none_or(|stored| seen.last_seen >= stored.last_seen);
+            if fresher {
+                by_id.insert(
+                    id.clone(),
+                    Sighted {
+                        id: id.clone(),
+                        version: seen.version.clone(),
+                        last_seen: seen.last_seen,
+                        stored: false,
+                    },
+                );
+            }
+        }
+        // A worker that moved to another channel since it was stored is not this channel's.
+        let moved: Vec<String> = by_id
+            .values()
+            .filter(|s| s.stored)
+            .filter_map(|s| {
+                inventory
+                    .get(&s.id)
+                    .filter(|seen| seen.channel != channel && seen.last_seen >= s.last_seen)
+                    .map(|_| s.id.clone())
+            })
+            .collect();
+        for id in moved {
+            by_id.remove(&id);
+        }
+        Ok(by_id.into_values().collect())
     }
 
     /// The cohort salt of `version` on `channel`: kept while the channel offers that release.
@@ -664,23 +728,27 @@ impl App {
             (2 * self.config.poll_interval.max(self.config.long_poll_max)).as_secs() + 30,
         )
         .unwrap_or(i64::MAX);
-        let members: Vec<Member> = {
-            let inventory = self
-                .inventory
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            inventory
-                .iter()
-                .filter(|(_, seen)| seen.channel == channel)
-                .map(|(id, seen)| Member {
-                    id: id.clone(),
-                    bucket: manifests::cohort_bucket(id, salt),
-                    alive: now_secs - seen.last_seen <= liveness,
-                    tried: tried.contains(id),
-                    running: seen.version == plan.version,
-                })
-                .collect()
-        };
+        let members: Vec<Member> = self
+            .channel_sightings(channel)
+            .await?
+            .into_iter()
+            .map(|seen| Member {
+                bucket: manifests::cohort_bucket(&seen.id, salt),
+                // A stored sighting of a worker polling another replica is rewritten only
+                // every INVENTORY_WRITE_INTERVAL_SECS while nothing changes: it stays alive
+                // that much longer (it counts in flight longer, which only slows the plan).
+                alive: now_secs - seen.last_seen
+                    <= liveness
+                        + if seen.stored {
+                            INVENTORY_WRITE_INTERVAL_SECS
+                        } else {
+                            0
+                        },
+                tried: tried.contains(&seen.id),
+                running: seen.version == plan.version,
+                id: seen.id,
+            })
+            .collect();
         Ok(advance(
             plan,
             percent,

@@ -250,6 +250,16 @@ impl Store for MemoryStore {
         Ok(self.contents().workers.values().cloned().collect())
     }
 
+    fn channel_workers(&self, channel: &str) -> StoreResult<Vec<WorkerRecord>> {
+        Ok(self
+            .contents()
+            .workers
+            .values()
+            .filter(|w| w.channel == channel)
+            .cloned()
+            .collect())
+    }
+
     fn add_report(&self, report: &ReportRecord) -> StoreResult<()> {
         self.contents().reports.push(report.clone());
         Ok(())
