@@ -258,6 +258,9 @@ start_postgres() {
   psql_bench postgres -c "CREATE EXTENSION pg_stat_statements" >/dev/null
 }
 
+# Every long-polling agent holds a connection: the default --max-connections (1024) would
+# leave the rest of a large fleet waiting in the listen backlog.
+max_connections=$((AGENTS + 1024))
 server_pids=()
 server_urls=()
 server_url=""
@@ -281,6 +284,7 @@ start_server() { # DIR STORE
       --channel-key "$work/keys/channel.key" --admin-token-file "$work/admin.tokens" \
       --worker-token-file "$work/worker.tokens" --drain-timeout 2s \
       --worker-rate-limit 1000000 --worker-rate-burst 100000 "${db_args[@]}" \
+      --max-connections "$max_connections" \
       >"$dir/server-$i.stdout" 2>"$dir/server-$i.log" &
     pid=$!
     pids+=("$pid")
@@ -304,7 +308,7 @@ start_server() { # DIR STORE
   "$wr" promote --channel stable --version 1.0.0 --percent 100 --override --reason "bench-fleet start" >/dev/null
   "$wr" promote --channel canary --version 1.0.0 >/dev/null
 }
-stop_servers() {
+stop_servers() { # DIR
   local keep=() p q stopped
   for p in "${server_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${server_pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -314,7 +318,11 @@ stop_servers() {
     [ "$stopped" = 1 ] || keep+=("$p")
   done
   pids=("${keep[@]}")
-  if [ -n "$database" ]; then psql_bench postgres -c "DROP DATABASE $database" >/dev/null || true; fi
+  if [ -n "$database" ]; then
+    # What the fleet's rows weigh (workers, reports, the rest), for the capacity note.
+    psql_bench "$database" -c "SELECT pg_database_size(current_database()), pg_total_relation_size('workers'), (SELECT count(*) FROM workers), pg_total_relation_size('reports'), (SELECT count(*) FROM reports)" >"$1/db-size.txt" || true
+    psql_bench postgres -c "DROP DATABASE $database" >/dev/null || true
+  fi
 }
 scrape_all() { # OUT-FILE: every replica's /metrics, one after the other
   local url
@@ -392,7 +400,7 @@ run_scenario() { # NAME STORE
     i=$((i + 1))
     UPDATE_SERVER_URL="$url" "$wr" status --json >"$dir/status-$i.json"
   done
-  stop_servers
+  stop_servers "$dir"
   grep '"event":"summary"' "$dir/simulate.jsonl" >"$dir/summary.json" ||
     { tail -n 20 "$dir/simulate.log" >&2; die "$key: the simulator printed no summary (exit $rc)"; }
   [ "$rc" = 0 ] || printf 'bench-fleet: warning: %s: simulator exit %s (stop: %s)\n' "$key" "$rc" \
@@ -506,6 +514,15 @@ for k in "${runs[@]}"; do
     "$([ "${run_store[$k]}" = sqlite ] && echo "-" || echo "${db_cpu_s[$k]}")" "${polls[$k]}" \
     "$(awk -v o="${store_ops[$k]}" -v p="${polls[$k]}" 'BEGIN { if (p > 0) printf "%.3f", o / p; else print "-" }')" \
     "$(awk -v o="${sql_ops[$k]}" -v p="${polls[$k]}" 'BEGIN { if (o == "-" || p == 0) print "-"; else printf "%.3f", o / p }')"
+done
+for k in "${runs[@]}"; do
+  f="$(dirof "$k")/db-size.txt"
+  [ -s "$f" ] || continue
+  IFS='|' read -r db_bytes w_bytes w_rows r_bytes r_rows <"$f"
+  printf '%s: database %s MiB; workers %s rows, %s bytes/row with indexes; reports %s rows, %s bytes/row\n' "$k" \
+    "$(awk -v b="$db_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')" "$w_rows" \
+    "$(awk -v b="$w_bytes" -v n="$w_rows" 'BEGIN { if (n > 0) printf "%.0f", b / n; else print "-" }')" "$r_rows" \
+    "$(awk -v b="$r_bytes" -v n="$r_rows" 'BEGIN { if (n > 0) printf "%.0f", b / n; else print "-" }')"
 done
 if [[ " $STORES " == *" sqlite "* && " $STORES " == *" postgres "* ]]; then
   printf '\npostgres (%s replicas) / sqlite, per scenario: time to 99 %%, servers + database CPU, requests per agent\n' "$REPLICAS"
