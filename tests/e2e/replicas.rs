@@ -437,9 +437,7 @@ fn served_wave(server: &Server) -> (u64, usize, u64) {
     let rollout = &body["channel"]["signed"]["rollout"];
     (
         rollout["wave"]["number"].as_u64().unwrap_or(0),
-        rollout["wave"]["workers"]
-            .as_array()
-            .map_or(0, std::vec::Vec::len),
+        rollout["wave"]["workers"].as_array().map_or(0, Vec::len),
         rollout["percent"].as_u64().unwrap_or(0),
     )
 }
@@ -454,7 +452,7 @@ fn a_first_wave_holds_on_every_replica_when_the_fleet_polls_both() {
     let (w, b, db) = two_replicas(&[]);
     w.publish_written(V2, "artifact-v2", vec![0x5a_u8; 4096]);
     let ids: Vec<String> = (0..10).map(|i| format!("worker-{i:02}")).collect();
-    let on = |i: usize| if i % 2 == 0 { &w.server } else { &b };
+    let on = |i: usize| if i.is_multiple_of(2) { &w.server } else { &b };
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(on(i).worker().latest("canary", V1, id).status, 200);
     }
@@ -488,12 +486,14 @@ fn a_first_wave_holds_on_every_replica_when_the_fleet_polls_both() {
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
     assert!(
-        named
+        named.iter().any(|id| ids
             .iter()
-            .any(|id| ids.iter().position(|x| x == id).is_some_and(|i| i % 2 == 0))
-            && named
+            .position(|x| x == id)
+            .is_some_and(|i| i.is_multiple_of(2)))
+            && named.iter().any(|id| ids
                 .iter()
-                .any(|id| ids.iter().position(|x| x == id).is_some_and(|i| i % 2 == 1)),
+                .position(|x| x == id)
+                .is_some_and(|i| !i.is_multiple_of(2))),
         "the first wave is drawn from both replicas' workers: {named:?}"
     );
     // The named workers report success, each through the replica it polls.
