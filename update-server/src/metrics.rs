@@ -233,13 +233,14 @@ mod tests {
         m.channel_changes
             .with_label_values(&["stable", "promote"])
             .inc();
+        m.store_operations.observe(0.001);
         let text = m.render();
         let names: BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next())
             .collect();
-        assert_eq!(names.len(), 14, "{text}");
+        assert_eq!(names.len(), 15, "{text}");
         assert!(
             names.iter().all(|n| n.starts_with("update_server_")),
             "{names:?}"

@@ -35,6 +35,22 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0003_workers_by_channel.sql"),
 ];
 
+/// The columns [`worker_from_row`] reads, in order.
+const WORKER_COLUMNS: &str =
+    "worker_id, version, platform, channel, hostname, task_types, last_seen";
+
+fn worker_from_row(row: &postgres::Row) -> WorkerRecord {
+    WorkerRecord {
+        worker_id: row.get(0),
+        version: row.get(1),
+        platform: row.get(2),
+        channel: row.get(3),
+        hostname: row.get(4),
+        task_types: row.get(5),
+        last_seen: row.get(6),
+    }
+}
+
 /// The advisory lock key serialising migrations across replicas ("upds" + 1).
 const MIGRATION_LOCK: i64 = 0x7570_6473_0001;
 
@@ -502,44 +518,18 @@ impl Store for PostgresStore {
 
     fn workers(&self) -> StoreResult<Vec<WorkerRecord>> {
         self.with(|c| {
-            let rows = c.query(
-                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen FROM workers",
-                &[],
-            )?;
-            Ok(rows
-                .iter()
-                .map(|row| WorkerRecord {
-                    worker_id: row.get(0),
-                    version: row.get(1),
-                    platform: row.get(2),
-                    channel: row.get(3),
-                    hostname: row.get(4),
-                    task_types: row.get(5),
-                    last_seen: row.get(6),
-                })
-                .collect())
+            let rows = c.query(&format!("SELECT {WORKER_COLUMNS} FROM workers"), &[])?;
+            Ok(rows.iter().map(worker_from_row).collect())
         })
     }
 
     fn channel_workers(&self, channel: &str) -> StoreResult<Vec<WorkerRecord>> {
         self.with(|c| {
             let rows = c.query(
-                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen
-                 FROM workers WHERE channel = $1",
+                &format!("SELECT {WORKER_COLUMNS} FROM workers WHERE channel = $1"),
                 &[&channel],
             )?;
-            Ok(rows
-                .iter()
-                .map(|row| WorkerRecord {
-                    worker_id: row.get(0),
-                    version: row.get(1),
-                    platform: row.get(2),
-                    channel: row.get(3),
-                    hostname: row.get(4),
-                    task_types: row.get(5),
-                    last_seen: row.get(6),
-                })
-                .collect())
+            Ok(rows.iter().map(worker_from_row).collect())
         })
     }
 

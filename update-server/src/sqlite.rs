@@ -24,6 +24,22 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_workers_by_channel.sql"),
 ];
 
+/// The columns [`worker_from_row`] reads, in order.
+const WORKER_COLUMNS: &str =
+    "worker_id, version, platform, channel, hostname, task_types, last_seen";
+
+fn worker_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<WorkerRecord> {
+    Ok(WorkerRecord {
+        worker_id: row.get(0)?,
+        version: row.get(1)?,
+        platform: row.get(2)?,
+        channel: row.get(3)?,
+        hostname: row.get(4)?,
+        task_types: row.get(5)?,
+        last_seen: row.get(6)?,
+    })
+}
+
 /// SQLite implementation of [`Store`].
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -347,41 +363,18 @@ impl Store for SqliteStore {
 
     fn workers(&self) -> StoreResult<Vec<WorkerRecord>> {
         self.with(|c| {
-            let mut statement = c.prepare(
-                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen FROM workers",
-            )?;
-            let rows = statement.query_map([], |row| {
-                Ok(WorkerRecord {
-                    worker_id: row.get(0)?,
-                    version: row.get(1)?,
-                    platform: row.get(2)?,
-                    channel: row.get(3)?,
-                    hostname: row.get(4)?,
-                    task_types: row.get(5)?,
-                    last_seen: row.get(6)?,
-                })
-            })?;
+            let mut statement = c.prepare(&format!("SELECT {WORKER_COLUMNS} FROM workers"))?;
+            let rows = statement.query_map([], worker_from_row)?;
             rows.collect()
         })
     }
 
     fn channel_workers(&self, channel: &str) -> StoreResult<Vec<WorkerRecord>> {
         self.with(|c| {
-            let mut statement = c.prepare(
-                "SELECT worker_id, version, platform, channel, hostname, task_types, last_seen
-                 FROM workers WHERE channel = ?1",
-            )?;
-            let rows = statement.query_map([channel], |row| {
-                Ok(WorkerRecord {
-                    worker_id: row.get(0)?,
-                    version: row.get(1)?,
-                    platform: row.get(2)?,
-                    channel: row.get(3)?,
-                    hostname: row.get(4)?,
-                    task_types: row.get(5)?,
-                    last_seen: row.get(6)?,
-                })
-            })?;
+            let mut statement = c.prepare(&format!(
+                "SELECT {WORKER_COLUMNS} FROM workers WHERE channel = ?1"
+            ))?;
+            let rows = statement.query_map([channel], worker_from_row)?;
             rows.collect()
         })
     }
