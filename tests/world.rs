@@ -177,7 +177,11 @@ impl World {
     pub fn runner(&self, version: &str, base_port: u16) -> AgentLauncher<'_> {
         let mut launcher = self.agent(version);
         launcher.env = runner_env(self.manager(), base_port, &self.storage);
-        launcher
+        // A runner in probation is ready only once its self-check passed: up to 1 s of
+        // registration wait, 5 s of `/runner/health` and a 20 s synthetic ffmpeg encode. The
+        // harness's short default (8 s) is below that: on a loaded CI machine a slow encode
+        // would roll a good release back as `not_ready`. 30 s covers the self-check's bounds.
+        launcher.flags(&["--ready-timeout-secs", "30"])
     }
 
     /// Waits until `agent` reports `success <from>-><to>` (2 minutes at most), then until it

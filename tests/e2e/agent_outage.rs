@@ -122,7 +122,14 @@ fn a_release_in_probation_while_the_update_server_is_down_is_committed_then_repo
     agent.wait_until(
         "v2 committed during the outage",
         Duration::from_secs(60),
-        |a| a.serves_version(V2) && a.installed_is(V2),
+        |a| {
+            let log = a.log();
+            assert!(
+                !log.contains("probation failed; rolling back"),
+                "v2 was rolled back during the outage:\n{log}"
+            );
+            a.serves_version(V2) && a.installed_is(V2)
+        },
     );
     eprintln!(
         "measured: restart to v2 committed (update server down): {} ms",
