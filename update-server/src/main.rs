@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use update_server::ServeConfig;
 
+/// mimalloc instead of glibc malloc: a poll allocates a few dozen small blocks across the
+/// runtime's threads, and glibc's malloc/free took a quarter of the server's user CPU on
+/// `/latest` (`scripts/bench-server.sh`, `wiki/benchmarks/server.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Update server for worker-agent fleets: signed channels, artifacts, inventory, staged rollouts.
 #[derive(Debug, Parser)]
 #[command(name = "update-server", version = manifests::long_version!(), about, long_about = None)]

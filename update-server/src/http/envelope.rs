@@ -10,6 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tower_http::request_id::RequestId;
 
 use super::Ctx;
 use crate::error::{Error, ErrorKind};
@@ -77,21 +78,29 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// What an [`ApiError`] answer leaves in its response's extensions, for [`observe`] to log.
+#[derive(Debug, Clone)]
+struct Refusal {
+    reason: String,
+    detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(status = %self.status, reason = %self.reason, detail = %self.message, "request failed");
-        } else {
-            tracing::info!(status = %self.status, reason = %self.reason, detail = %self.message, "request refused");
-        }
-        (
+        let refusal = Refusal {
+            reason: self.reason.clone(),
+            detail: self.message.clone(),
+        };
+        let mut response = (
             self.status,
             Json(super::schemas::ErrorBody {
                 error: self.message,
                 reason: self.reason,
             }),
         )
-            .into_response()
+            .into_response();
+        response.extensions_mut().insert(refusal);
+        response
     }
 }
 
@@ -119,22 +128,41 @@ where
     }
 }
 
-/// Counts requests and their latency by route template and status.
+/// The one middleware of every route: gives every error answer the envelope ([`envelope`]),
+/// counts requests and their latency by route template and status, and logs every error
+/// answer (`request refused` at info, `request failed` at error) with its request id, method
+/// and path: the poll route has no request span (`super::request_span`), so the line names
+/// them itself. One middleware rather than two: each layer of a route costs a clone of its
+/// boxed service and a boxed future on every request.
 pub(super) async fn observe(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // `MatchedPath` is an `Arc<str>`, `Method` and `Uri` are cheap clones: no copy of the
+    // request line per request.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = envelope(next.run(request).await).await;
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        let request_id = request_id
+            .as_ref()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or("-");
+        let (status, path) = (response.status(), uri.path());
+        if status.is_server_error() {
+            tracing::error!(%status, reason = %refusal.reason, detail = %refusal.detail, request_id, %method, uri = path, "request failed");
+        } else {
+            tracing::info!(%status, reason = %refusal.reason, detail = %refusal.detail, request_id, %method, uri = path, "request refused");
+        }
+    }
     let metrics = &ctx.app.metrics;
     metrics
         .http_requests
-        .with_label_values(&[&route, response.status().as_str()])
+        .with_label_values(&[route, response.status().as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[&route])
+        .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -160,8 +188,7 @@ const REJECTION_TEXT_LIMIT: usize = 1024;
 /// Gives every error answer the `{"error", "reason"}` body: handlers already do, but axum's own
 /// rejections (a bad query string, a wrong method, an oversized body) and tower-http's answer
 /// plain text or nothing. The status and the other headers (`Allow`, ...) are kept.
-pub(super) async fn envelope(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn envelope(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

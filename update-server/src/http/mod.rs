@@ -7,13 +7,13 @@
 //! `utoipa_axum::routes!`, which builds the router and the OpenAPI document (`/openapi.json`,
 //! [`crate::openapi`]) from the same handlers, so neither can list a route the other lacks.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
@@ -36,32 +36,48 @@ mod worker_api;
 
 use auth::{rate_limit, require_admin, require_worker};
 pub(crate) use auth::{unauthorized, AdminName};
-use envelope::{envelope, observe};
+use envelope::observe;
 pub use envelope::{ApiError, ApiJson};
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: one `Arc`, because axum clones the state into every layer
+/// and handler of every request (`Route` clones its boxed service per call), and cloning a
+/// `CancellationToken` takes a lock. Measured with `scripts/bench-server.sh`: the three-field
+/// struct cost about 8 % of a 304's CPU in clones and drops.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub struct Ctx(Arc<CtxInner>);
+
+/// What [`Ctx`] shares.
+#[derive(Debug)]
+pub struct CtxInner {
     /// The server.
     pub app: Arc<App>,
     /// Cancelled on shutdown: long polls return at once.
     pub shutdown: CancellationToken,
     /// `--worker-rate-limit` on `report` and `register`, per credential.
-    pub rate_limit: Arc<WorkerRateLimit>,
+    pub rate_limit: WorkerRateLimit,
+    /// What `/openapi.json` serves, set once the router (whose routes it describes) is built.
+    openapi: OnceLock<Arc<str>>,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = CtxInner;
+
+    fn deref(&self) -> &CtxInner {
+        &self.0
+    }
 }
 
 impl Ctx {
     /// The handlers' state for `app`, with its rate limits.
     pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Self {
-        let rate_limit = Arc::new(WorkerRateLimit::new(
-            app.config.worker_rate_limit,
-            app.config.worker_rate_burst,
-        ));
-        Ctx {
+        let rate_limit =
+            WorkerRateLimit::new(app.config.worker_rate_limit, app.config.worker_rate_burst);
+        Ctx(Arc::new(CtxInner {
             app,
             shutdown,
             rate_limit,
-        }
+            openapi: OnceLock::new(),
+        }))
     }
 }
 
@@ -134,41 +150,52 @@ pub fn router_and_document(ctx: Ctx) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::api_docs::routes())
         .split_for_parts();
     let document = crate::openapi::finish(document);
-    let served = OpenApiJson(Arc::from(
-        serde_json::to_string_pretty(&document).unwrap_or_else(|e| {
-            // Only a non-string map key could fail; there is none in the document.
-            tracing::error!(error = %e, "serialising the OpenAPI document");
-            String::from("{}")
-        }),
-    ));
+    let served: Arc<str> = Arc::from(serde_json::to_string_pretty(&document).unwrap_or_else(|e| {
+        // Only a non-string map key could fail; there is none in the document.
+        tracing::error!(error = %e, "serialising the OpenAPI document");
+        String::from("{}")
+    }));
+    // A second router over the same state describes the same routes.
+    let _ = ctx.openapi.set(served);
     let request_id = header::HeaderName::from_static("x-request-id");
-    let router = routes
+    // One middleware per route (`observe`: envelope, metrics, refusal logs): it needs the
+    // matched route, which only exists inside the router. The rest wraps the router once, not
+    // each route: a layer added with `Router::layer` is cloned, boxed service and all, on every
+    // request (`scripts/bench-server.sh`, `wiki/benchmarks/server.md`).
+    let routes = routes
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(Extension(served))
+        .layer(middleware::from_fn_with_state(ctx.clone(), observe))
+        .with_state(ctx.clone());
+    let whole = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         // Big enough for what `small_bodies` lets through; the upload streams its body.
         .layer(DefaultBodyLimit::max(ctx.app.config.max_body_bytes))
-        .layer(middleware::from_fn(envelope))
-        .layer(middleware::from_fn_with_state(ctx.clone(), observe))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .and_then(|id| id.header_value().to_str().ok())
-                    .unwrap_or("-")
-                    .to_owned();
-                tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri().path())
-            }),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(ctx);
+        .service(routes);
+    let router = Router::new().fallback_service(whole);
     (router, document)
 }
 
-/// The generated document, serialised once when the router is built.
-#[derive(Debug, Clone)]
-struct OpenApiJson(Arc<str>);
+/// The path of the fleet's poll, the one route without a request span.
+const POLL_PATH: &str = "/api/worker-updates/latest";
+
+/// The span of a request (`request_id`, `method`, `uri` on every log line it causes), except
+/// for the fleet's poll, `GET /api/worker-updates/latest`: there a span was the largest single
+/// cost of a 304 (the JSON log layer formats its fields when it is created; measured with
+/// `scripts/bench-server.sh`: 42 k -> 56 k req/s), and the poll logs nothing but a refusal,
+/// which [`envelope::observe`] logs with those fields itself.
+fn request_span(request: &Request) -> tracing::Span {
+    if request.uri().path() == POLL_PATH {
+        return tracing::Span::none();
+    }
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", request_id = id, method = %request.method(), uri = request.uri().path())
+}
 
 /// `GET /healthz`.
 #[utoipa::path(get, path = "/healthz", tag = "open",
@@ -194,9 +221,10 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", tag = "open",
     responses((status = 200, description = "this OpenAPI 3.1 document", body = Object)))]
-async fn openapi(Extension(OpenApiJson(document)): Extension<OpenApiJson>) -> impl IntoResponse {
+async fn openapi(State(ctx): State<Ctx>) -> impl IntoResponse {
+    let document = ctx.openapi.get().map_or("{}", |d| d);
     (
         [(header::CONTENT_TYPE, "application/json")],
-        document.to_string(),
+        document.to_owned(),
     )
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -46,9 +46,13 @@ pub(super) struct LatestQuery {
 pub(super) async fn latest(
     State(ctx): State<Ctx>,
     axum::Extension(caller): axum::Extension<Caller>,
-    Query(query): Query<LatestQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // axum's `Query` wraps the same parse in serde_path_to_error, a few per cent of a 304's
+    // CPU for a path that a flat struct does not need; the message is the one `Query` gives.
+    let query: LatestQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("Failed to deserialize query string: {e}")))?;
     // A channel never created is a 404 with its reason, before the worker enters the inventory.
     ctx.app.require_channel(&query.channel)?;
     ctx.app
@@ -69,8 +73,7 @@ pub(super) async fn latest(
     );
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .and_then(|v| v.to_str().ok());
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(ctx.app.config.long_poll_max);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = ctx.app.subscribe();
@@ -80,7 +83,7 @@ pub(super) async fn latest(
         let cached = ctx.app.latest_body(&query.channel, &version);
         let etag =
             HeaderValue::from_str(&cached.etag).map_err(|e| ApiError::internal(e.to_string()))?;
-        if if_none_match.as_deref() != Some(cached.etag.as_str()) {
+        if if_none_match != Some(cached.etag.as_str()) {
             return Ok((
                 [
                     (header::ETAG, etag),
