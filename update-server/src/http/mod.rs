@@ -228,3 +228,16 @@ async fn openapi(State(ctx): State<Ctx>) -> impl IntoResponse {
         document.to_owned(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// The route without a request span is the poll route itself: a renamed route would
+    /// otherwise quietly get its span back, or lose another route's.
+    #[test]
+    fn the_span_less_path_is_the_poll_route() {
+        assert_eq!(
+            <super::worker_api::__path_latest as utoipa::Path>::path(),
+            super::POLL_PATH
+        );
+    }
+}
