@@ -277,6 +277,51 @@ fn tokens_are_required_and_of_the_right_kind() {
     assert_eq!(anonymous.get("/metrics").status, 200);
 }
 
+/// The server's JSON log line `message` for the request `x-request-id` named, if logged.
+fn logged_for(w: &World, message: &str, request_id: &str) -> Option<serde_json::Value> {
+    w.server
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["fields"]["message"] == message && line["fields"]["request_id"] == request_id
+        })
+}
+
+#[test]
+fn refused_requests_are_logged_with_their_request_id_the_poll_route_included() {
+    let w = World::new();
+    // The poll route has no request span: its refusal line must name the request itself.
+    let poll = w.server.worker().latest("no-such-channel", "1.0.0", "w-1");
+    assert_eq!(poll.status, 404, "{}", poll.text());
+    let admin = w.server.worker().get("/api/admin/status");
+    assert_eq!(admin.status, 403, "{}", admin.text());
+    for (reply, path, reason) in [
+        (&poll, "/api/worker-updates/latest", "unknown_channel"),
+        (&admin, "/api/admin/status", "forbidden"),
+    ] {
+        let id = reply.headers.get("x-request-id").expect("x-request-id");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            if let Some(line) = logged_for(&w, "request refused", id) {
+                break line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no refusal logged for {id}:\n{}",
+                w.server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["fields"]["uri"], path, "{line}");
+        assert_eq!(line["fields"]["method"], "GET", "{line}");
+        let status = line["fields"]["status"].as_str().unwrap_or_default();
+        assert!(status.starts_with(&format!("{} ", reply.status)), "{line}");
+        assert_eq!(line["fields"]["reason"], reason, "{line}");
+    }
+}
+
 #[test]
 fn etag_long_poll_and_range_resume() {
     etag_long_poll_and_range_resume_on(Backend::Sqlite);
